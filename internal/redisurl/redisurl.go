@@ -1,0 +1,328 @@
+// Package redisurl parses the Redis connection URLs forgeq accepts into
+// go-redis options, one form per deployment shape:
+//
+//	redis://[user[:password]@]host[:port][/db][?option=value...]
+//	rediss://...                                  (TLS)
+//	unix://[user[:password]@]/path/to/socket[?db=N]
+//	redis+sentinel://[user[:password]@]host:port[,host:port...]/master[/db][?sentinel_username=...&sentinel_password=...]
+//	rediss+sentinel://...                         (TLS to sentinels and master)
+//	redis+cluster://[user[:password]@]host:port[,host:port...][?option=value...]
+//	rediss+cluster://...                          (TLS)
+//
+// Query options are go-redis's own (dial_timeout, read_timeout, pool_size, ...).
+//
+// Errors never contain the password: they name the URL through [Redact].
+package redisurl
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Kind is the deployment shape a URL names.
+type Kind int
+
+// The kinds of URL.
+const (
+	Single Kind = iota
+	Sentinel
+	Cluster
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Sentinel:
+		return "sentinel"
+	case Cluster:
+		return "cluster"
+	default:
+		return "single"
+	}
+}
+
+// Parsed is a parsed URL. Exactly one of Single, Failover and Cluster is set,
+// matching Kind.
+type Parsed struct {
+	Kind     Kind
+	Single   *redis.Options
+	Failover *redis.FailoverOptions
+	Cluster  *redis.ClusterOptions
+}
+
+// Schemes lists the accepted URL schemes.
+var Schemes = []string{"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"}
+
+// Parse parses raw. The error names the redacted URL and what is wrong.
+func Parse(raw string) (*Parsed, error) {
+	p, err := parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("redis URL %q: %s", Redact(raw), scrub(err, raw))
+	}
+	return p, nil
+}
+
+func parse(raw string) (*Parsed, error) {
+	if strings.TrimSpace(raw) == "" {
+		return nil, errors.New("empty")
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return nil, fmt.Errorf("no scheme; want one of %s", strings.Join(Schemes, ", "))
+	}
+	switch strings.ToLower(scheme) {
+	case "redis", "rediss", "unix":
+		o, err := redis.ParseURL(raw)
+		if err != nil {
+			return nil, err
+		}
+		if scheme != "unix" {
+			h := hostOf(rest)
+			if h == "" {
+				return nil, errors.New("missing host")
+			}
+			if strings.Contains(h, ":") && !(strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]")) {
+				if _, _, err := net.SplitHostPort(h); err != nil {
+					return nil, fmt.Errorf("host %q: want host[:port]", h)
+				}
+			}
+		}
+		return &Parsed{Kind: Single, Single: o}, nil
+	case "redis+cluster", "rediss+cluster":
+		base := strings.TrimSuffix(scheme, "+cluster")
+		u, addrs, err := split(base, rest)
+		if err != nil {
+			return nil, err
+		}
+		if u.Path != "" && u.Path != "/" {
+			return nil, errors.New("a cluster URL has no database path (a cluster has only db 0)")
+		}
+		u.Path = ""
+		q := u.Query()
+		for _, a := range addrs[1:] {
+			q.Add("addr", a)
+		}
+		u.RawQuery = q.Encode()
+		o, err := redis.ParseClusterURL(u.String())
+		if err != nil {
+			return nil, err
+		}
+		return &Parsed{Kind: Cluster, Cluster: o}, nil
+	case "redis+sentinel", "rediss+sentinel":
+		base := strings.TrimSuffix(scheme, "+sentinel")
+		u, addrs, err := split(base, rest)
+		if err != nil {
+			return nil, err
+		}
+		segs := strings.FieldsFunc(u.Path, func(r rune) bool { return r == '/' })
+		if len(segs) == 0 {
+			return nil, errors.New("missing master name: want " + scheme + "://host:port[,host:port]/master[/db]")
+		}
+		if len(segs) > 2 {
+			return nil, fmt.Errorf("path %q: want /master[/db]", u.Path)
+		}
+		q := u.Query()
+		sentUser, sentPass := q.Get("sentinel_username"), q.Get("sentinel_password")
+		q.Del("sentinel_username")
+		q.Del("sentinel_password")
+		q.Set("master_name", segs[0])
+		if len(segs) == 2 {
+			q.Set("db", segs[1])
+		}
+		if u.User != nil {
+			q.Set("username", u.User.Username())
+			if pw, ok := u.User.Password(); ok {
+				q.Set("password", pw)
+			}
+			u.User = nil
+		}
+		for _, a := range addrs[1:] {
+			q.Add("addr", a)
+		}
+		u.Path = ""
+		u.RawQuery = q.Encode()
+		o, err := redis.ParseFailoverURL(u.String())
+		if err != nil {
+			return nil, err
+		}
+		o.SentinelUsername, o.SentinelPassword = sentUser, sentPass
+		return &Parsed{Kind: Sentinel, Failover: o}, nil
+	default:
+		return nil, fmt.Errorf("unknown scheme %q; want one of %s", scheme, strings.Join(Schemes, ", "))
+	}
+}
+
+// split parses "userinfo@h1:p1,h2:p2/path?query" into a URL on the first host
+// with scheme base, and the list of all host:port addresses.
+func split(base, rest string) (*url.URL, []string, error) {
+	authority, tail := rest, ""
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		authority, tail = rest[:i], rest[i:]
+	}
+	userinfo, hosts := "", authority
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		userinfo, hosts = authority[:i+1], authority[i+1:]
+	}
+	var addrs []string
+	for _, h := range strings.Split(hosts, ",") {
+		if h == "" {
+			return nil, nil, errors.New("empty host in host list")
+		}
+		host, port, err := net.SplitHostPort(h)
+		if err != nil || host == "" || port == "" {
+			return nil, nil, fmt.Errorf("host %q: want host:port", h)
+		}
+		addrs = append(addrs, h)
+	}
+	u, err := url.Parse(base + "://" + userinfo + addrs[0] + tail)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u, addrs, nil
+}
+
+func hostOf(rest string) string {
+	authority := rest
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		authority = rest[:i]
+	}
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		authority = authority[i+1:]
+	}
+	return authority
+}
+
+// scrub renders err without the URL that url.Parse embeds in its errors and
+// without any password found in raw.
+func scrub(err error, raw string) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	msg := strings.TrimPrefix(err.Error(), "redis: ")
+	for _, s := range secrets(raw) {
+		msg = strings.ReplaceAll(msg, s, "xxxxx")
+	}
+	return msg
+}
+
+// secrets returns the passwords written in raw: the userinfo password and
+// any password-like query value.
+func secrets(raw string) []string {
+	var out []string
+	_, rest, _ := strings.Cut(raw, "://")
+	authority := rest
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		authority = rest[:i]
+	}
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		if _, pw, ok := strings.Cut(authority[:i], ":"); ok && pw != "" {
+			out = append(out, pw)
+			if dec, err := url.PathUnescape(pw); err == nil && dec != pw {
+				out = append(out, dec)
+			}
+		}
+	}
+	if i := strings.Index(raw, "?"); i >= 0 {
+		for _, kv := range strings.Split(raw[i+1:], "&") {
+			k, v, _ := strings.Cut(kv, "=")
+			if strings.Contains(strings.ToLower(k), "password") && v != "" {
+				out = append(out, v)
+				if dec, err := url.QueryUnescape(v); err == nil && dec != v {
+					out = append(out, dec)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Redact returns raw with every password replaced by "xxxxx", for logs and
+// error messages. It works on URLs that do not parse, too.
+func Redact(raw string) string {
+	out := raw
+	for _, s := range secrets(raw) {
+		out = strings.ReplaceAll(out, s, "xxxxx")
+	}
+	return out
+}
+
+// Settings are the values forgeq applies on top of a parsed URL. A zero field
+// leaves the URL's (or go-redis's) value alone.
+type Settings struct {
+	PoolSize      int
+	SocketTimeout time.Duration // dial, read and write
+	TLSConfig     *tls.Config   // replaces the URL's default TLS config when set
+}
+
+// NewClient builds the client for p with s applied. It does not dial.
+func (p *Parsed) NewClient(s Settings) redis.UniversalClient {
+	switch p.Kind {
+	case Cluster:
+		o := *p.Cluster
+		if s.PoolSize > 0 {
+			o.PoolSize = s.PoolSize
+		}
+		if s.SocketTimeout > 0 {
+			o.DialTimeout, o.ReadTimeout, o.WriteTimeout = s.SocketTimeout, s.SocketTimeout, s.SocketTimeout
+		}
+		o.TLSConfig = tlsFor(o.TLSConfig, s.TLSConfig)
+		return redis.NewClusterClient(&o)
+	case Sentinel:
+		o := *p.Failover
+		if s.PoolSize > 0 {
+			o.PoolSize = s.PoolSize
+		}
+		if s.SocketTimeout > 0 {
+			o.DialTimeout, o.ReadTimeout, o.WriteTimeout = s.SocketTimeout, s.SocketTimeout, s.SocketTimeout
+		}
+		o.TLSConfig = tlsFor(o.TLSConfig, s.TLSConfig)
+		return redis.NewFailoverClient(&o)
+	default:
+		o := *p.Single
+		if s.PoolSize > 0 {
+			o.PoolSize = s.PoolSize
+		}
+		if s.SocketTimeout > 0 {
+			o.DialTimeout, o.ReadTimeout, o.WriteTimeout = s.SocketTimeout, s.SocketTimeout, s.SocketTimeout
+		}
+		o.TLSConfig = tlsFor(o.TLSConfig, s.TLSConfig)
+		return redis.NewClient(&o)
+	}
+}
+
+// tlsFor merges the configured TLS settings into the URL's. The URL decides
+// whether TLS is on (rediss); the configured config supplies CA, client
+// certificate and verification, keeping the URL's server name when the
+// configured one has none.
+func tlsFor(fromURL, configured *tls.Config) *tls.Config {
+	if fromURL == nil || configured == nil {
+		return fromURL
+	}
+	c := configured.Clone()
+	if c.ServerName == "" {
+		c.ServerName = fromURL.ServerName
+	}
+	if c.MinVersion == 0 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	return c
+}
+
+// TLS reports whether the URL asks for TLS.
+func (p *Parsed) TLS() bool {
+	switch p.Kind {
+	case Cluster:
+		return p.Cluster.TLSConfig != nil
+	case Sentinel:
+		return p.Failover.TLSConfig != nil
+	default:
+		return p.Single.TLSConfig != nil
+	}
+}
