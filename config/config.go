@@ -1,0 +1,120 @@
+package config
+
+import (
+	"crypto/tls"
+	"time"
+
+	"github.com/forgeq/forgeq/internal/redisurl"
+)
+
+// NoExpiry is the value of [Redis.DefaultTTL] when it is set to "none":
+// cache writes that give no TTL never expire. It equals cachemgr.NoExpiry.
+const NoExpiry time.Duration = -1
+
+// Config is every setting of a forgeq process, checked by [Load]. A Config
+// is a plain value and safe to read from many goroutines.
+type Config struct {
+	Redis  Redis
+	Cache  Cache
+	Worker Worker
+	HTTP   HTTP
+	Log    Log
+}
+
+// Redis configures the one Redis connection a process shares between the
+// cache manager and asynq.
+type Redis struct {
+	// URL is the connection URL, in any form redisurl accepts. Empty means
+	// the worker uses localhost:6379 when a Redis answers there, and starts
+	// an embedded one otherwise.
+	URL string
+	// PoolSize is the connection pool size; 0 keeps go-redis's default of
+	// 10 per CPU.
+	PoolSize int
+	// SocketTimeout bounds dialing, reading and writing.
+	SocketTimeout time.Duration
+	// DefaultTTL is the expiry of cache writes that give none, or
+	// [NoExpiry].
+	DefaultTTL time.Duration
+	// KeyPrefix is the namespace of cache keys in Redis. It never overlaps
+	// asynq's "asynq:".
+	KeyPrefix string
+	// Embedded is "auto", "true" or "false": whether the worker may start,
+	// or must start, an embedded in-memory Redis.
+	Embedded string
+	// TLS holds the certificate files for a rediss:// URL.
+	TLS TLS
+
+	tlsConfig *tls.Config
+}
+
+// Redacted returns URL with every password replaced by "xxxxx", for logs.
+func (r Redis) Redacted() string {
+	return redisurl.Redact(r.URL)
+}
+
+// TLSConfig returns the TLS configuration [Load] built from TLS, or nil when
+// no TLS setting is given (a rediss:// URL then uses the system roots). The
+// result is shared: clone it before changing it.
+func (r Redis) TLSConfig() *tls.Config {
+	return r.tlsConfig
+}
+
+// TLS names the files and options of a TLS connection to Redis. They apply
+// only to a TLS URL (rediss://, rediss+sentinel://, rediss+cluster://).
+type TLS struct {
+	// CAFile is a PEM file of the CAs trusted to sign the server's
+	// certificate. Set, it replaces the system roots.
+	CAFile string
+	// CertFile and KeyFile are the PEM client certificate and key for
+	// mutual TLS. Give both or neither.
+	CertFile string
+	KeyFile  string
+	// ServerName overrides the host name the server certificate is checked
+	// against.
+	ServerName string
+	// InsecureSkipVerify turns off checking the server certificate. Use it
+	// only for tests.
+	InsecureSkipVerify bool
+}
+
+// Cache configures the cache manager beyond its Redis connection.
+type Cache struct {
+	// AsyncMaxInFlight bounds the asynchronous cache operations running at
+	// once; callers beyond it wait.
+	AsyncMaxInFlight int
+	// LockTTL is the expiry of the lock that lets one process compute a
+	// missing value while the others wait for it.
+	LockTTL time.Duration
+}
+
+// Worker configures the asynq server.
+type Worker struct {
+	// Concurrency is how many tasks run at once; 0 means one per CPU.
+	Concurrency int
+	// Queues maps each queue to its priority weight.
+	Queues map[string]int
+	// StrictPriority drains higher-weight queues completely before lower
+	// ones.
+	StrictPriority bool
+	// ShutdownTimeout is how long running tasks may finish after SIGTERM
+	// before they are put back on their queue.
+	ShutdownTimeout time.Duration
+	// MaxRetry is the default number of retries of a failing task.
+	MaxRetry int
+}
+
+// HTTP configures the embedded web process.
+type HTTP struct {
+	// Addr is the host:port to listen on; empty turns the web process off.
+	Addr string
+}
+
+// Log configures the logger main builds.
+type Log struct {
+	// Level is "debug", "info", "warn" or "error".
+	Level string
+	// Format is "auto" (console on a terminal, JSON otherwise), "console" or
+	// "json".
+	Format string
+}

@@ -1,0 +1,227 @@
+package config
+
+import (
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Setting describes one setting in each of the places it can be given.
+type Setting struct {
+	// Key is the dotted key in a config file, such as "redis.pool_size".
+	Key string
+	// Env is the environment variable, such as "REDIS_POOL_SIZE".
+	Env string
+	// Flag is the command-line flag as typed, such as "--redis-pool-size".
+	Flag string
+	// Default is the built-in value as it would be written in the
+	// environment; empty means unset.
+	Default string
+	// Help is a one-sentence description.
+	Help string
+}
+
+// Names of the config-file selectors, which are not settings themselves.
+const (
+	configFlag = "config"
+	configEnv  = "FORGEQ_CONFIG"
+)
+
+// spec is a Setting plus how to read it into a Config.
+type spec struct {
+	Setting
+	// kind is the value type --help shows: string, int, bool, duration or
+	// queues.
+	kind string
+	// apply parses v, a string from the environment or a flag, or any
+	// value a config file holds, and stores it in c. Its error names the
+	// value but not where it came from.
+	apply func(c *Config, v any) error
+}
+
+// specs is the table of every setting, in the order of Config's fields.
+var specs = withFlags([]spec{
+	{
+		Setting: Setting{Key: "redis.url", Env: "REDIS_CONNECTION_URL",
+			Help: "Redis URL (redis://, rediss://, unix://, redis+sentinel://, redis+cluster://); empty: localhost:6379 if it answers, else an embedded Redis"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.Redis.URL }, checkURL),
+	},
+	{
+		Setting: Setting{Key: "redis.pool_size", Env: "REDIS_POOL_SIZE", Default: "0",
+			Help: "Redis connection pool size; 0 keeps go-redis's default of 10 per CPU"},
+		kind:  "int",
+		apply: intValue(func(c *Config) *int { return &c.Redis.PoolSize }, 0, "want 0 (the go-redis default) or more"),
+	},
+	{
+		Setting: Setting{Key: "redis.socket_timeout", Env: "REDIS_SOCKET_TIMEOUT", Default: "10s",
+			Help: "Timeout for dialing, reading and writing Redis, as a duration or seconds"},
+		kind:  "duration",
+		apply: durationValue(func(c *Config) *time.Duration { return &c.Redis.SocketTimeout }, false),
+	},
+	{
+		Setting: Setting{Key: "redis.default_ttl", Env: "REDIS_DEFAULT_TTL", Default: "1h",
+			Help: "Expiry of cache writes that give none, as a duration or seconds; none: never expire"},
+		kind:  "duration",
+		apply: durationValue(func(c *Config) *time.Duration { return &c.Redis.DefaultTTL }, true),
+	},
+	{
+		Setting: Setting{Key: "redis.key_prefix", Env: "REDIS_KEY_PREFIX", Default: "cache:",
+			Help: "Prefix of every cache key in Redis; must not overlap asynq's own keys (asynq:)"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.Redis.KeyPrefix }, checkKeyPrefix),
+	},
+	{
+		Setting: Setting{Key: "redis.embedded", Env: "REDIS_EMBEDDED", Default: "auto",
+			Help: "Embedded in-memory Redis: auto (only when no URL is set and nothing answers on localhost:6379), true or false"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.Redis.Embedded }, checkEmbedded),
+	},
+	{
+		Setting: Setting{Key: "redis.tls.ca_file", Env: "REDIS_TLS_CA_FILE",
+			Help: "PEM file of the CAs that sign the Redis server's certificate, replacing the system roots (rediss:// only)"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.Redis.TLS.CAFile }, nil),
+	},
+	{
+		Setting: Setting{Key: "redis.tls.cert_file", Env: "REDIS_TLS_CERT_FILE",
+			Help: "PEM client certificate for mutual TLS, with the key file (rediss:// only)"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.Redis.TLS.CertFile }, nil),
+	},
+	{
+		Setting: Setting{Key: "redis.tls.key_file", Env: "REDIS_TLS_KEY_FILE",
+			Help: "PEM client key for mutual TLS, with the certificate file (rediss:// only)"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.Redis.TLS.KeyFile }, nil),
+	},
+	{
+		Setting: Setting{Key: "redis.tls.server_name", Env: "REDIS_TLS_SERVER_NAME",
+			Help: "Host name to check the Redis server's certificate against, if not the URL's (rediss:// only)"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.Redis.TLS.ServerName }, nil),
+	},
+	{
+		Setting: Setting{Key: "redis.tls.insecure_skip_verify", Env: "REDIS_TLS_INSECURE_SKIP_VERIFY", Default: "false",
+			Help: "Skip checking the Redis server's certificate; for tests only (rediss:// only)"},
+		kind:  "bool",
+		apply: boolValue(func(c *Config) *bool { return &c.Redis.TLS.InsecureSkipVerify }),
+	},
+	{
+		Setting: Setting{Key: "cache.async_max_in_flight", Env: "CACHE_ASYNC_MAX_IN_FLIGHT", Default: "10000",
+			Help: "Most asynchronous cache operations running at once; callers beyond it wait"},
+		kind:  "int",
+		apply: intValue(func(c *Config) *int { return &c.Cache.AsyncMaxInFlight }, 1, "want 1 or more"),
+	},
+	{
+		Setting: Setting{Key: "cache.lock_ttl", Env: "CACHE_LOCK_TTL", Default: "10s",
+			Help: "Expiry of the lock that lets one process compute a missing cache value while others wait"},
+		kind:  "duration",
+		apply: durationValue(func(c *Config) *time.Duration { return &c.Cache.LockTTL }, false),
+	},
+	{
+		Setting: Setting{Key: "worker.concurrency", Env: "WORKER_CONCURRENCY", Default: "0",
+			Help: "Tasks the worker runs at once; 0: one per CPU"},
+		kind:  "int",
+		apply: intValue(func(c *Config) *int { return &c.Worker.Concurrency }, 0, "want 0 (one per CPU) or more"),
+	},
+	{
+		Setting: Setting{Key: "worker.queues", Env: "WORKER_QUEUES", Default: "critical=6,default=3,low=1",
+			Help: "Queues the worker serves with their priority weights, as name=weight,name=weight"},
+		kind:  "queues",
+		apply: queuesValue(func(c *Config) *map[string]int { return &c.Worker.Queues }),
+	},
+	{
+		Setting: Setting{Key: "worker.strict_priority", Env: "WORKER_STRICT_PRIORITY", Default: "false",
+			Help: "Empty higher-weight queues completely before serving lower ones"},
+		kind:  "bool",
+		apply: boolValue(func(c *Config) *bool { return &c.Worker.StrictPriority }),
+	},
+	{
+		Setting: Setting{Key: "worker.shutdown_timeout", Env: "WORKER_SHUTDOWN_TIMEOUT", Default: "8s",
+			Help: "How long running tasks may finish after SIGTERM before they go back to their queue; keep it below the container's stop grace period"},
+		kind:  "duration",
+		apply: durationValue(func(c *Config) *time.Duration { return &c.Worker.ShutdownTimeout }, false),
+	},
+	{
+		Setting: Setting{Key: "worker.max_retry", Env: "WORKER_MAX_RETRY", Default: "25",
+			Help: "Default number of retries of a failing task"},
+		kind:  "int",
+		apply: intValue(func(c *Config) *int { return &c.Worker.MaxRetry }, 0, "want 0 or more"),
+	},
+	{
+		Setting: Setting{Key: "http.addr", Env: "HTTP_ADDR", Default: "127.0.0.1:8080",
+			Help: "Address of the web process (health, metrics, API, dashboard) as host:port; empty or off: no web process"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.HTTP.Addr }, checkAddr),
+	},
+	{
+		Setting: Setting{Key: "log.level", Env: "LOG_LEVEL", Default: "info",
+			Help: "Lowest log level written: debug, info, warn or error"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.Log.Level }, oneOf("debug", "info", "warn", "error")),
+	},
+	{
+		Setting: Setting{Key: "log.format", Env: "LOG_FORMAT", Default: "auto",
+			Help: "Log format: auto (console on a terminal, else JSON), console or json"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.Log.Format }, oneOf("auto", "console", "json")),
+	},
+})
+
+// withFlags fills in each spec's flag: "--" and the key with dots and
+// underscores turned into dashes.
+func withFlags(ss []spec) []spec {
+	for i := range ss {
+		ss[i].Flag = "--" + strings.NewReplacer(".", "-", "_", "-").Replace(ss[i].Key)
+	}
+	return ss
+}
+
+// Settings returns every setting, in a fixed order, for documentation such
+// as the README's table and --help. The slice is a fresh copy.
+func Settings() []Setting {
+	out := make([]Setting, len(specs))
+	for i, s := range specs {
+		out[i] = s.Setting
+	}
+	return out
+}
+
+// RegisterFlags adds a flag for every setting to fs, plus --config, which
+// names the config file. A flag overrides the environment only when it is
+// given on the command line. The flags only record their text; [Load]
+// checks it. RegisterFlags panics, as pflag does, if fs already has a flag
+// of the same name.
+func RegisterFlags(fs *pflag.FlagSet) {
+	fs.String(configFlag, "", "YAML (.yaml, .yml) or TOML (.toml) config `file`; overrides "+configEnv)
+	for _, s := range specs {
+		f := fs.VarPF(&flagValue{text: s.Default, kind: s.kind}, strings.TrimPrefix(s.Flag, "--"), "", s.Help+" (env "+s.Env+")")
+		if s.kind == "bool" {
+			f.NoOptDefVal = "true"
+		}
+	}
+}
+
+// flagValue is a flag's text, kept as typed so that [Load] can check it
+// and name the flag in its errors.
+type flagValue struct {
+	text string
+	kind string
+}
+
+func (v *flagValue) String() string     { return v.text }
+func (v *flagValue) Set(s string) error { v.text = s; return nil }
+func (v *flagValue) Type() string       { return v.kind }
+
+// lookup returns the setting of key. Keys are constants of this package, so
+// a miss is a bug; it returns a Setting that names key everywhere.
+func lookup(key string) Setting {
+	for _, s := range specs {
+		if s.Key == key {
+			return s.Setting
+		}
+	}
+	return Setting{Key: key, Env: key, Flag: key}
+}
