@@ -1,0 +1,292 @@
+package cachemgr
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// The async side. Every accepted call holds one token of m.sem until it
+// finishes, so at most Options.AsyncMaxInFlight calls are in flight; a call
+// beyond that blocks until a token frees up or its ctx ends (backpressure,
+// not unbounded goroutines). Get, Set, Delete and Ping calls are queued on
+// m.reqs; AsyncPipelines flusher goroutines each take whatever is queued
+// (at most defaultMaxBatch calls) and send it as one pipeline, so calls made
+// while a batch is on the wire leave together in the next one, and a lone
+// call leaves at once.
+//
+// Reads and pings give up with ctx.Err() if ctx ends before they are sent.
+// Writes (Set, Delete, DeletePattern) are write-behind: once accepted they
+// run to completion even if ctx is cancelled, so a write started by an HTTP
+// handler survives the end of its request. Close waits for all of them.
+
+// pipelined is one queued async call.
+type pipelined interface {
+	// queue adds the call's commands to p, or resolves the call with its
+	// ctx's error and returns false when the caller has gone away.
+	queue(p redis.Pipeliner) bool
+	// finish reads the commands' results and resolves the call.
+	finish(m *Manager)
+}
+
+// accept takes an in-flight token for one async call.
+func (m *Manager) accept(ctx context.Context) error {
+	m.mu.RLock()
+	if m.closed.Load() {
+		m.mu.RUnlock()
+		return ErrClosed
+	}
+	m.wg.Add(1)
+	m.mu.RUnlock()
+	select {
+	case m.sem <- struct{}{}:
+	default:
+		select {
+		case m.sem <- struct{}{}:
+		case <-ctx.Done():
+			m.wg.Done()
+			return ctx.Err()
+		}
+	}
+	m.stats.inFlight.Add(1)
+	return nil
+}
+
+func (m *Manager) release() {
+	m.stats.inFlight.Add(-1)
+	<-m.sem
+	m.wg.Done()
+}
+
+func (m *Manager) startFlushers() {
+	for range m.opts.AsyncPipelines {
+		m.flushers.Add(1)
+		go m.flush()
+	}
+}
+
+func (m *Manager) flush() {
+	defer m.flushers.Done()
+	batch := make([]pipelined, 0, defaultMaxBatch)
+	pipe := m.rdb.Pipeline()
+	for r := range m.reqs {
+		batch = append(batch[:0], r)
+	collect:
+		for len(batch) < defaultMaxBatch {
+			select {
+			case r, ok := <-m.reqs:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, r)
+			default:
+				break collect
+			}
+		}
+		m.send(pipe, batch)
+	}
+}
+
+func (m *Manager) send(pipe redis.Pipeliner, batch []pipelined) {
+	n := 0
+	for _, r := range batch {
+		if r.queue(pipe) {
+			batch[n] = r
+			n++
+		} else {
+			m.release()
+		}
+	}
+	if n == 0 {
+		return
+	}
+	// Per-command errors (a miss, a network failure) land in each command;
+	// the pipeline's own error is the first of them.
+	_, _ = pipe.Exec(context.Background())
+	m.stats.batches.Add(1)
+	m.stats.batched.Add(uint64(n))
+	for _, r := range batch[:n] {
+		r.finish(m)
+		m.release()
+	}
+	clear(batch[:n])
+}
+
+func (m *Manager) enqueue(r pipelined) { m.reqs <- r }
+
+// GetAsync is Get on the async side: the result arrives in the Future.
+func (m *Manager) GetAsync(ctx context.Context, key string) *Future[string] {
+	if err := m.check(key); err != nil {
+		m.stats.read(OpGet, err)
+		return failedFuture[string](err)
+	}
+	if err := m.accept(ctx); err != nil {
+		m.stats.read(OpGet, err)
+		return failedFuture[string](err)
+	}
+	r := &getReq{Future: Future[string]{done: make(chan struct{})}, ctx: ctx, key: key, full: m.prefix + key}
+	m.enqueue(r)
+	return &r.Future
+}
+
+type getReq struct {
+	Future[string]
+	ctx       context.Context
+	key, full string
+	cmd       *redis.StringCmd
+}
+
+func (r *getReq) queue(p redis.Pipeliner) bool {
+	if err := r.ctx.Err(); err != nil {
+		r.resolve("", err)
+		return false
+	}
+	r.cmd = p.Get(r.ctx, r.full)
+	return true
+}
+
+func (r *getReq) finish(m *Manager) {
+	v, err := r.cmd.Result()
+	err = m.wrap("get", r.key, err)
+	m.stats.read(OpGet, err)
+	r.resolve(v, err)
+}
+
+// SetAsync is Set on the async side. It is write-behind: once accepted it
+// completes even if ctx is cancelled, and Close waits for it. Failures
+// nobody waits for are logged.
+func (m *Manager) SetAsync(ctx context.Context, key string, value any, ttl time.Duration) *Future[struct{}] {
+	v, exp, err := m.setArgs(key, value, ttl)
+	if err == nil {
+		err = m.accept(ctx)
+	}
+	if err != nil {
+		m.stats.record(OpSet, err)
+		return failedFuture[struct{}](err)
+	}
+	r := &setReq{Future: Future[struct{}]{done: make(chan struct{})}, ctx: context.WithoutCancel(ctx), key: key, full: m.prefix + key, val: v, exp: exp}
+	m.enqueue(r)
+	return &r.Future
+}
+
+type setReq struct {
+	Future[struct{}]
+	ctx       context.Context
+	key, full string
+	val       any
+	exp       time.Duration
+	cmd       *redis.StatusCmd
+}
+
+func (r *setReq) queue(p redis.Pipeliner) bool {
+	r.cmd = p.Set(r.ctx, r.full, r.val, r.exp)
+	return true
+}
+
+func (r *setReq) finish(m *Manager) {
+	err := m.wrap("set", r.key, r.cmd.Err())
+	m.stats.record(OpSet, err)
+	if err != nil {
+		m.log.Warn("async cache write failed", zap.String("cache_key", r.key), zap.Error(err))
+	}
+	r.resolve(struct{}{}, err)
+}
+
+// DeleteAsync is Delete on the async side, write-behind like SetAsync.
+func (m *Manager) DeleteAsync(ctx context.Context, keys ...string) *Future[int64] {
+	full, err := m.keys(keys)
+	if err == nil && len(keys) == 0 {
+		err = m.closedErr()
+		if err == nil {
+			m.stats.record(OpDelete, nil)
+			f := newFuture[int64]()
+			f.resolve(0, nil)
+			return f
+		}
+	}
+	if err == nil {
+		err = m.accept(ctx)
+	}
+	if err != nil {
+		m.stats.record(OpDelete, err)
+		return failedFuture[int64](err)
+	}
+	r := &delReq{Future: Future[int64]{done: make(chan struct{})}, ctx: context.WithoutCancel(ctx), keys: full, perKey: m.cluster != nil}
+	m.enqueue(r)
+	return &r.Future
+}
+
+type delReq struct {
+	Future[int64]
+	ctx    context.Context
+	keys   []string // with prefix
+	perKey bool
+	cmds   []*redis.IntCmd
+}
+
+func (r *delReq) queue(p redis.Pipeliner) bool {
+	if !r.perKey {
+		r.cmds = []*redis.IntCmd{p.Unlink(r.ctx, r.keys...)}
+		return true
+	}
+	r.cmds = make([]*redis.IntCmd, len(r.keys))
+	for i, k := range r.keys {
+		r.cmds[i] = p.Unlink(r.ctx, k)
+	}
+	return true
+}
+
+func (r *delReq) finish(m *Manager) {
+	var (
+		n   int64
+		err error
+	)
+	for _, c := range r.cmds {
+		n += c.Val()
+		if err == nil {
+			err = c.Err()
+		}
+	}
+	err = m.wrap("delete", r.keys[0][len(m.prefix):], err)
+	m.stats.record(OpDelete, err)
+	if err != nil {
+		m.log.Warn("async cache delete failed", zap.String("cache_key", r.keys[0][len(m.prefix):]), zap.Int("keys", len(r.keys)), zap.Error(err))
+	}
+	r.resolve(n, err)
+}
+
+// DeletePatternAsync is DeletePattern on its own goroutine, write-behind
+// like SetAsync.
+func (m *Manager) DeletePatternAsync(ctx context.Context, pattern string) *Future[int64] {
+	return goAsync(m, ctx, context.WithoutCancel(ctx), func(ctx context.Context) (int64, error) {
+		n, err := m.DeletePattern(ctx, pattern)
+		if err != nil {
+			m.log.Warn("async cache pattern delete failed", zap.String("pattern", pattern), zap.Error(err))
+		}
+		return n, err
+	})
+}
+
+// PingAsync is Ping on its own goroutine.
+func (m *Manager) PingAsync(ctx context.Context) *Future[struct{}] {
+	return goAsync(m, ctx, ctx, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, m.Ping(ctx)
+	})
+}
+
+// goAsync runs fn(runCtx) on a goroutine under an in-flight token taken
+// with acceptCtx.
+func goAsync[T any](m *Manager, acceptCtx, runCtx context.Context, fn func(context.Context) (T, error)) *Future[T] {
+	if err := m.accept(acceptCtx); err != nil {
+		return failedFuture[T](err)
+	}
+	f := newFuture[T]()
+	go func() {
+		defer m.release()
+		v, err := fn(runCtx)
+		f.resolve(v, err)
+	}()
+	return f
+}

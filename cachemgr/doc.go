@@ -1,0 +1,53 @@
+// Package cachemgr is forgeq's cache manager: the one go-redis client of a
+// process, shared by task handlers, the web process and asynq, with a
+// synchronous and an asynchronous API over a key namespace.
+//
+// # Sync and async
+//
+// Task handlers call the sync methods ([Manager.Get], [Manager.Set],
+// [Manager.Delete], [Manager.DeletePattern], [Manager.Ping]) and block for
+// the answer. The web process calls the Async forms, which return a
+// [Future] at once. Async calls made concurrently are coalesced into
+// pipelines (auto-pipelining): what is queued while one batch is on the wire
+// leaves as the next batch, so under load many calls share a round trip and
+// a lone call still leaves at once. At most Options.AsyncMaxInFlight async
+// calls are in flight; more block (backpressure). Async writes are
+// write-behind: they survive the cancellation of the ctx that started them,
+// and [Manager.Close] waits for every accepted call.
+//
+// # Key namespace
+//
+// Every key given to the manager is stored under Options.KeyPrefix
+// (default "cache:"): Set("user:1") writes "cache:user:1". DeletePattern
+// only scans inside the prefix, so DeletePattern("*") empties the cache and
+// leaves asynq's queues ("asynq:...") alone. Keys beginning "__lock__:" are
+// reserved for GetOrCompute's locks. [Manager.Client] gives raw access
+// without the prefix.
+//
+// # Compute once
+//
+// [Manager.GetOrCompute] is cache-aside with stampede protection: one
+// computation per key at a time inside a process (singleflight) and across
+// processes (a short Redis lock that the holder renews; the others wait for
+// the value, and take over if the holder dies).
+//
+// # URLs
+//
+//	redis://[user[:password]@]host[:port][/db][?option=value...]
+//	rediss://...                                  TLS (Options.TLSConfig for CA and client certificates)
+//	unix://[user[:password]@]/path/to/socket[?db=N]
+//	redis+sentinel://[user[:password]@]host:port[,host:port...]/master[/db][?sentinel_password=...]
+//	redis+cluster://[user[:password]@]host:port[,host:port...]
+//
+// Query options are go-redis's (dial_timeout, read_timeout, ...). Errors and
+// logs never contain the password.
+//
+// # Usage
+//
+//	m, err := cachemgr.New(cachemgr.Options{URL: "redis://localhost:6379"})
+//	if err != nil { ... }
+//	defer m.Close()
+//	v, hit, err := m.GetOrCompute(ctx, "report:42", time.Hour, func(ctx context.Context) (string, error) {
+//		return buildReport(ctx, 42)
+//	})
+package cachemgr
