@@ -1,0 +1,58 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+)
+
+// NewMux returns an asynq.ServeMux serving every type of r with deps, behind
+// a middleware that logs one line per task (task_id, task_type, queue,
+// retry, took, outcome) and turns a handler panic into a task error.
+// Outcomes: "done", "retry" (failed, asynq will retry if retries remain) and
+// "skip_retry" (failed for good, archived).
+func NewMux(r *Registry, deps Deps) *asynq.ServeMux {
+	if deps.Logger == nil {
+		deps.Logger = zap.NewNop()
+	}
+	mux := asynq.NewServeMux()
+	mux.Use(logTasks(deps.Logger))
+	for _, d := range r.Definitions() {
+		mux.Handle(d.typ, d.Handler(deps))
+	}
+	return mux
+}
+
+func logTasks(log *zap.Logger) asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) (err error) {
+			id, _ := asynq.GetTaskID(ctx)
+			queue, _ := asynq.GetQueueName(ctx)
+			retry, _ := asynq.GetRetryCount(ctx)
+			start := time.Now()
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("%s: handler panic: %v", t.Type(), p)
+				}
+				fields := []zap.Field{
+					zap.String("task_id", id), zap.String("task_type", t.Type()),
+					zap.String("queue", queue), zap.Int("retry", retry),
+					zap.Duration("took", time.Since(start)),
+				}
+				switch {
+				case err == nil:
+					log.Info("task done", append(fields, zap.String("outcome", "done"))...)
+				case errors.Is(err, asynq.SkipRetry):
+					log.Error("task failed", append(fields, zap.String("outcome", "skip_retry"), zap.Error(err))...)
+				default:
+					log.Warn("task failed", append(fields, zap.String("outcome", "retry"), zap.Error(err))...)
+				}
+			}()
+			return next.ProcessTask(ctx, t)
+		})
+	}
+}

@@ -1,0 +1,62 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// ProgressTTL is how long a task's last progress report stays readable.
+const ProgressTTL = 24 * time.Hour
+
+// Progress is a task's last progress report.
+type Progress struct {
+	TaskID  string    `json:"task_id"`
+	Percent float64   `json:"percent"` // 0 to 100
+	Message string    `json:"message,omitempty"`
+	Updated time.Time `json:"updated"`
+}
+
+// ProgressKey is the cache key (inside the manager's prefix) holding the
+// progress of taskID.
+func ProgressKey(taskID string) string { return "task:progress:" + taskID }
+
+// ReportProgress stores the running task's progress (percent in [0, 100])
+// through deps.Cache, for the CLI's --wait and the web's task status. It
+// needs the ctx asynq passed to the handler.
+func (d Deps) ReportProgress(ctx context.Context, percent float64, message string) error {
+	id, ok := asynq.GetTaskID(ctx)
+	if !ok {
+		return errors.New("tasks: report progress: ctx is not a task's")
+	}
+	if math.IsNaN(percent) || percent < 0 || percent > 100 {
+		return fmt.Errorf("tasks: report progress: percent %v outside [0, 100]", percent)
+	}
+	b, err := json.Marshal(Progress{TaskID: id, Percent: percent, Message: message, Updated: time.Now().UTC()})
+	if err != nil {
+		return fmt.Errorf("tasks: report progress: %w", err)
+	}
+	if err := d.Cache.Set(ctx, ProgressKey(id), b, ProgressTTL); err != nil {
+		return fmt.Errorf("tasks: report progress: %w", err)
+	}
+	return nil
+}
+
+// ReadProgress returns the last progress report of taskID. When the task
+// has reported none, the error is the cache's miss error (cachemgr.ErrMiss).
+func ReadProgress(ctx context.Context, cache Cache, taskID string) (Progress, error) {
+	var p Progress
+	s, err := cache.Get(ctx, ProgressKey(taskID))
+	if err != nil {
+		return p, err
+	}
+	if err := json.Unmarshal([]byte(s), &p); err != nil {
+		return p, fmt.Errorf("tasks: read progress of %s: %w", taskID, err)
+	}
+	return p, nil
+}
