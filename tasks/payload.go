@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -46,7 +47,13 @@ func decodeStrict[P any](typ string, data []byte) (P, error) {
 	if err := json.Unmarshal(trimmed, &present); err != nil {
 		return p, fmt.Errorf("%w: %s: %s", ErrInvalidPayload, typ, describeJSONError(err))
 	}
-	for _, f := range fieldsOf(reflect.TypeFor[P]()) {
+	fields := fieldsOf(reflect.TypeFor[P]())
+	// encoding/json matches names case-insensitively, so "Key" would fill
+	// "key" past DisallowUnknownFields; names must match exactly.
+	if err := checkFieldNames(fields, present); err != nil {
+		return p, fmt.Errorf("%w: %s: %v", ErrInvalidPayload, typ, err)
+	}
+	for _, f := range fields {
 		if !f.Required {
 			continue
 		}
@@ -65,6 +72,27 @@ func decodeStrict[P any](typ string, data []byte) (P, error) {
 		}
 	}
 	return p, nil
+}
+
+// checkFieldNames reports the first (by name) member of present that is not
+// exactly the name of a field.
+func checkFieldNames(fields []Field, present map[string]json.RawMessage) error {
+	var unknown []string
+	for name := range present {
+		if !slices.ContainsFunc(fields, func(f Field) bool { return f.Name == name }) {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	for _, f := range fields {
+		if strings.EqualFold(f.Name, unknown[0]) {
+			return fmt.Errorf("unknown field %q (did you mean %q?)", unknown[0], f.Name)
+		}
+	}
+	return fmt.Errorf("unknown field %q", unknown[0])
 }
 
 func describeJSONError(err error) string {

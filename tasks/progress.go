@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
 )
 
 // ProgressTTL is how long a task's last progress report stays readable.
@@ -59,4 +60,23 @@ func ReadProgress(ctx context.Context, cache Cache, taskID string) (Progress, er
 		return p, fmt.Errorf("tasks: read progress of %s: %w", taskID, err)
 	}
 	return p, nil
+}
+
+// reportBestEffort is ReportProgress for handlers. Progress is advisory: a
+// failed report (Redis hiccup, a ctx that is not a task's because the
+// handler runs without a server) is logged at debug level and never fails
+// the task.
+func (d Deps) reportBestEffort(ctx context.Context, percent float64, message string) {
+	if err := d.ReportProgress(ctx, percent, message); err != nil {
+		d.logger().Debug("progress report failed", zap.Float64("percent", percent), zap.Error(err))
+	}
+}
+
+// logger returns d.Logger, or a no-op logger when it is nil, so handlers
+// served through Definition.Handler without NewMux may log.
+func (d Deps) logger() *zap.Logger {
+	if d.Logger == nil {
+		return zap.NewNop()
+	}
+	return d.Logger
 }
