@@ -31,6 +31,20 @@
 // processes (a short Redis lock that the holder renews; the others wait for
 // the value, and take over if the holder dies).
 //
+// # JSON, rate limits and sessions
+//
+// [GetJSON], [SetJSON] and [GetOrComputeJSON] store Go values as JSON, so
+// callers never hand-marshal. [Manager.Allow] is an atomic GCRA rate
+// limiter (one Lua script: concurrent callers never exceed the limit, and
+// its key always has a TTL). [Manager.CreateSession] and friends store
+// sessions under 256-bit random ids with sliding expiry.
+//
+// # Counters
+//
+// [Manager.Stats] returns calls, hits, misses and errors per operation, the
+// async calls in flight and how many pipelines they were coalesced into,
+// for the metrics endpoint.
+//
 // # URLs
 //
 //	redis://[user[:password]@]host[:port][/db][?option=value...]

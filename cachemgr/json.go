@@ -3,21 +3,12 @@ package cachemgr
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
-
-// ErrDecode is wrapped by every error about a cached value that does not
-// decode into the type the caller asked for: GetJSON, GetJSONAsync,
-// GetOrComputeJSON, GetSession and TouchSession. The error names the key
-// (never a session id) and the type, and also wraps encoding/json's error.
-// It usually means that the code writing a key and the code reading it
-// disagree about its type.
-var ErrDecode = errors.New("cachemgr: decode")
 
 // GetJSON reads key and decodes its JSON value into a T. It returns ErrMiss
 // when the key does not exist, an error wrapping ErrDecode when the value
