@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
@@ -38,6 +39,7 @@ type Manager struct {
 	reqs     chan pipelined
 	flushers sync.WaitGroup
 
+	limiter   *redis_rate.Limiter
 	flights   singleflight.Group
 	flightCtx flightTable
 }
@@ -85,6 +87,7 @@ func newManager(rdb redis.UniversalClient, o Options) *Manager {
 		reqs:   make(chan pipelined, o.AsyncMaxInFlight),
 	}
 	m.cluster, _ = rdb.(*redis.ClusterClient)
+	m.limiter = redis_rate.NewLimiter(rdb)
 	m.startFlushers()
 	return m
 }

@@ -102,7 +102,7 @@ func (m *Manager) allowN(ctx context.Context, key string, l Limit, n int) (RateR
 	if n < 1 || n > l.Burst {
 		return RateResult{}, fmt.Errorf("%w: rate limit n %d is outside [1, Burst %d]", ErrInvalidArgument, n, l.Burst)
 	}
-	res, err := m.limiter().AllowN(ctx, m.prefix+rateKeyInfix+key,
+	res, err := m.limiter.AllowN(ctx, m.prefix+rateKeyInfix+key,
 		redis_rate.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst}, n)
 	if err != nil {
 		return RateResult{}, m.wrap("rate limit", key, err)
@@ -117,15 +117,11 @@ func (m *Manager) allowN(ctx context.Context, key string, l Limit, n int) (RateR
 func (m *Manager) ResetLimit(ctx context.Context, key string) error {
 	err := m.check(key)
 	if err == nil {
-		err = m.wrap("reset rate limit", key, m.limiter().Reset(ctx, m.prefix+rateKeyInfix+key))
+		err = m.wrap("reset rate limit", key, m.limiter.Reset(ctx, m.prefix+rateKeyInfix+key))
 	}
 	m.stats.record(OpRateLimit, err)
 	return err
 }
-
-// limiter returns a redis_rate limiter on the manager's client. It is a
-// one-field struct, so building one per call costs next to nothing.
-func (m *Manager) limiter() *redis_rate.Limiter { return redis_rate.NewLimiter(m.rdb) }
 
 // normalize fills in Burst and validates l.
 func (l Limit) normalize() (Limit, error) {
