@@ -126,12 +126,13 @@ func (m *Manager) GetAsync(ctx context.Context, key string) *Future[string] {
 		m.stats.read(OpGet, err)
 		return failedFuture[string](err)
 	}
-	r := &getReq{Future: Future[string]{done: make(chan struct{})}, ctx: ctx, key: key, full: m.prefix + key}
+	r := &getReq{start: time.Now(), Future: Future[string]{done: make(chan struct{})}, ctx: ctx, key: key, full: m.prefix + key}
 	m.enqueue(r)
 	return &r.Future
 }
 
 type getReq struct {
+	start time.Time
 	Future[string]
 	ctx       context.Context
 	key, full string
@@ -151,6 +152,7 @@ func (r *getReq) finish(m *Manager) {
 	v, err := r.cmd.Result()
 	err = m.wrap("get", r.key, err)
 	m.stats.read(OpGet, err)
+	m.stats.took(OpGet, r.start)
 	r.resolve(v, err)
 }
 
@@ -166,12 +168,13 @@ func (m *Manager) SetAsync(ctx context.Context, key string, value any, ttl time.
 		m.stats.record(OpSet, err)
 		return failedFuture[struct{}](err)
 	}
-	r := &setReq{Future: Future[struct{}]{done: make(chan struct{})}, ctx: context.WithoutCancel(ctx), key: key, full: m.prefix + key, val: v, exp: exp}
+	r := &setReq{start: time.Now(), Future: Future[struct{}]{done: make(chan struct{})}, ctx: context.WithoutCancel(ctx), key: key, full: m.prefix + key, val: v, exp: exp}
 	m.enqueue(r)
 	return &r.Future
 }
 
 type setReq struct {
+	start time.Time
 	Future[struct{}]
 	ctx       context.Context
 	key, full string
@@ -188,6 +191,7 @@ func (r *setReq) queue(p redis.Pipeliner) bool {
 func (r *setReq) finish(m *Manager) {
 	err := m.wrap("set", r.key, r.cmd.Err())
 	m.stats.record(OpSet, err)
+	m.stats.took(OpSet, r.start)
 	if err != nil {
 		m.log.Warn("async cache write failed", zap.String("cache_key", r.key), zap.Error(err))
 	}
@@ -213,12 +217,13 @@ func (m *Manager) DeleteAsync(ctx context.Context, keys ...string) *Future[int64
 		m.stats.record(OpDelete, err)
 		return failedFuture[int64](err)
 	}
-	r := &delReq{Future: Future[int64]{done: make(chan struct{})}, ctx: context.WithoutCancel(ctx), keys: full, perKey: m.cluster != nil}
+	r := &delReq{start: time.Now(), Future: Future[int64]{done: make(chan struct{})}, ctx: context.WithoutCancel(ctx), keys: full, perKey: m.cluster != nil}
 	m.enqueue(r)
 	return &r.Future
 }
 
 type delReq struct {
+	start time.Time
 	Future[int64]
 	ctx    context.Context
 	keys   []string // with prefix
@@ -251,6 +256,7 @@ func (r *delReq) finish(m *Manager) {
 	}
 	err = m.wrap("delete", r.keys[0][len(m.prefix):], err)
 	m.stats.record(OpDelete, err)
+	m.stats.took(OpDelete, r.start)
 	if err != nil {
 		m.log.Warn("async cache delete failed", zap.String("cache_key", r.keys[0][len(m.prefix):]), zap.Int("keys", len(r.keys)), zap.Error(err))
 	}

@@ -53,6 +53,7 @@ type Computed struct {
 // stored. Other errors: ErrClosed, ErrInvalidArgument, Redis errors.
 func (m *Manager) GetOrCompute(ctx context.Context, key string, ttl time.Duration,
 	compute func(context.Context) (string, error)) (value string, hit bool, err error) {
+	defer m.stats.took(OpGetOrCompute, time.Now())
 	v, hit, err := m.getOrCompute(ctx, key, ttl, compute)
 	switch {
 	case err != nil:

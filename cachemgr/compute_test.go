@@ -178,7 +178,7 @@ func TestGetOrComputeCallerCancelLeavesOthers(t *testing.T) {
 		v, _, _ := b.m.GetOrCompute(context.Background(), "k", 0, compute)
 		patient <- v
 	}()
-	time.Sleep(20 * time.Millisecond) // let the patient caller join the flight
+	time.Sleep(200 * time.Millisecond) // let the patient caller join the flight
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("impatient caller: %v", err)
@@ -195,13 +195,14 @@ func TestGetOrComputeCallerCancelLeavesOthers(t *testing.T) {
 func TestGetOrComputeAllCallersGoneCancels(t *testing.T) {
 	t.Parallel()
 	b := setup(t, cachemgr.Options{})
-	cancelled := make(chan struct{})
+	started, cancelled := make(chan struct{}), make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		time.Sleep(20 * time.Millisecond)
+		<-started
 		cancel()
 	}()
 	_, _, err := b.m.GetOrCompute(ctx, "k", 0, func(ctx context.Context) (string, error) {
+		close(started)
 		<-ctx.Done()
 		close(cancelled)
 		return "", ctx.Err()

@@ -63,7 +63,7 @@ func GetJSONAsync[T any](ctx context.Context, m *Manager, key string) *Future[T]
 		m.stats.read(OpGet, err)
 		return failedFuture[T](err)
 	}
-	r := &getJSONReq[T]{Future: Future[T]{done: make(chan struct{})}, ctx: ctx, key: key, full: m.prefix + key}
+	r := &getJSONReq[T]{start: time.Now(), Future: Future[T]{done: make(chan struct{})}, ctx: ctx, key: key, full: m.prefix + key}
 	m.enqueue(r)
 	return &r.Future
 }
@@ -71,6 +71,7 @@ func GetJSONAsync[T any](ctx context.Context, m *Manager, key string) *Future[T]
 // getJSONReq is getReq with the decode done in finish, so GetJSONAsync
 // needs no goroutine to turn a Future[string] into a Future[T].
 type getJSONReq[T any] struct {
+	start time.Time
 	Future[T]
 	ctx       context.Context
 	key, full string
@@ -91,6 +92,7 @@ func (r *getJSONReq[T]) finish(m *Manager) {
 	s, err := r.cmd.Result()
 	err = m.wrap("get", r.key, err)
 	m.stats.read(OpGet, err)
+	m.stats.took(OpGet, r.start)
 	if err != nil {
 		var zero T
 		r.resolve(zero, err)

@@ -109,6 +109,7 @@ func (m *Manager) DefaultTTL() time.Duration { return m.opts.DefaultTTL }
 // Get returns the value stored under key. It returns ErrMiss when the key
 // does not exist and ErrClosed after Close.
 func (m *Manager) Get(ctx context.Context, key string) (string, error) {
+	defer m.stats.took(OpGet, time.Now())
 	if err := m.check(key); err != nil {
 		m.stats.read(OpGet, err)
 		return "", err
@@ -124,6 +125,7 @@ func (m *Manager) Get(ctx context.Context, key string) (string, error) {
 // time.Time or encoding.BinaryMarshaler; use SetJSON for other types.
 // Errors wrap ErrInvalidArgument for a bad key, TTL or value.
 func (m *Manager) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
+	defer m.stats.took(OpSet, time.Now())
 	v, exp, err := m.setArgs(key, value, ttl)
 	if err == nil {
 		err = m.wrap("set", key, m.rdb.Set(ctx, m.prefix+key, v, exp).Err())
@@ -136,6 +138,7 @@ func (m *Manager) Set(ctx context.Context, key string, value any, ttl time.Durat
 // sends one UNLINK per key in a pipeline (multi-key commands across slots
 // fail there); elsewhere one UNLINK.
 func (m *Manager) Delete(ctx context.Context, keys ...string) (int64, error) {
+	defer m.stats.took(OpDelete, time.Now())
 	n, err := m.delete(ctx, keys)
 	m.stats.record(OpDelete, err)
 	return n, err
@@ -170,6 +173,7 @@ func (m *Manager) delete(ctx context.Context, keys []string) (int64, error) {
 // Ping checks that Redis answers (on a cluster: every shard). It is the
 // seed's test_connection.
 func (m *Manager) Ping(ctx context.Context) error {
+	defer m.stats.took(OpPing, time.Now())
 	err := m.closedErr()
 	if err == nil {
 		if m.cluster != nil {

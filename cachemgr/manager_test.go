@@ -389,7 +389,7 @@ func TestStats(t *testing.T) {
 		cachemgr.OpSet: {Calls: 2, Errors: 1},
 	}
 	for op, w := range want {
-		if d := cmp.Diff(w, s.Ops[op]); d != "" {
+		if d := cmp.Diff(w, s.Ops[op], ignoreLatency); d != "" {
 			t.Errorf("%v (-want +got)\n%s", op, d)
 		}
 	}

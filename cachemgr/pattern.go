@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -23,6 +24,7 @@ const scanCount = 500
 // Keys written while the scan runs may or may not be deleted, as SCAN
 // guarantees only keys present for the whole walk.
 func (m *Manager) DeletePattern(ctx context.Context, pattern string) (int64, error) {
+	defer m.stats.took(OpDeletePattern, time.Now())
 	n, err := m.deletePattern(ctx, pattern)
 	m.stats.record(OpDeletePattern, err)
 	return n, err

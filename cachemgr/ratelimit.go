@@ -86,6 +86,7 @@ func (m *Manager) Allow(ctx context.Context, key string, l Limit) (RateResult, e
 // allowed). Other errors: ErrClosed, Redis errors. It is safe for
 // concurrent use.
 func (m *Manager) AllowN(ctx context.Context, key string, l Limit, n int) (RateResult, error) {
+	defer m.stats.took(OpRateLimit, time.Now())
 	res, err := m.allowN(ctx, key, l, n)
 	m.stats.record(OpRateLimit, err)
 	return res, err
@@ -115,6 +116,7 @@ func (m *Manager) allowN(ctx context.Context, key string, l Limit, n int) (RateR
 // ErrInvalidArgument for an empty key, Redis errors. It is safe for
 // concurrent use.
 func (m *Manager) ResetLimit(ctx context.Context, key string) error {
+	defer m.stats.took(OpRateLimit, time.Now())
 	err := m.check(key)
 	if err == nil {
 		err = m.wrap("reset rate limit", key, m.limiter.Reset(ctx, m.prefix+rateKeyInfix+key))

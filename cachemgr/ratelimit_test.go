@@ -302,7 +302,7 @@ func TestRateLimitStatsAndClose(t *testing.T) {
 	_, _ = m.Allow(ctx, "k", cachemgr.Limit{})      // invalid
 	_ = m.ResetLimit(ctx, "k")
 	want := cachemgr.OpStats{Calls: 4, Errors: 1}
-	if diff := cmp.Diff(want, m.Stats().Ops[cachemgr.OpRateLimit]); diff != "" {
+	if diff := cmp.Diff(want, m.Stats().Ops[cachemgr.OpRateLimit], ignoreLatency); diff != "" {
 		t.Errorf("stats (-want +got):\n%s", diff)
 	}
 

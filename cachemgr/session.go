@@ -40,6 +40,7 @@ const base64URLAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 // negative or below 1ms. Other errors: ErrClosed, Redis errors. It is safe
 // for concurrent use.
 func (m *Manager) CreateSession(ctx context.Context, data any, ttl time.Duration) (id string, err error) {
+	defer m.stats.took(OpSession, time.Now())
 	id, err = m.createSession(ctx, data, ttl)
 	m.stats.record(OpSession, err)
 	return id, err
@@ -80,6 +81,7 @@ func (m *Manager) createSession(ctx context.Context, data any, ttl time.Duration
 // Redis is not asked). Other errors: ErrClosed, Redis errors. It is safe
 // for concurrent use.
 func (m *Manager) GetSession(ctx context.Context, id string, dst any) error {
+	defer m.stats.took(OpSession, time.Now())
 	err := m.readSession(ctx, "get session", id, dst, false, 0)
 	m.stats.read(OpSession, err)
 	return err
@@ -94,6 +96,7 @@ func (m *Manager) GetSession(ctx context.Context, id string, dst any) error {
 // one below 1ms. The expiry is reset even when the data does not decode. It
 // is safe for concurrent use.
 func (m *Manager) TouchSession(ctx context.Context, id string, dst any, ttl time.Duration) error {
+	defer m.stats.took(OpSession, time.Now())
 	err := m.readSession(ctx, "touch session", id, dst, true, ttl)
 	m.stats.read(OpSession, err)
 	return err
@@ -139,6 +142,7 @@ func (m *Manager) readSession(ctx context.Context, op, id string, dst any, slide
 // ErrInvalidArgument for a malformed id or a bad TTL. Other errors:
 // ErrClosed, Redis errors. It is safe for concurrent use.
 func (m *Manager) RefreshSession(ctx context.Context, id string, ttl time.Duration) error {
+	defer m.stats.took(OpSession, time.Now())
 	err := m.refreshSession(ctx, id, ttl)
 	m.stats.record(OpSession, err)
 	return err
@@ -175,6 +179,7 @@ func (m *Manager) refreshSession(ctx context.Context, id string, ttl time.Durati
 // malformed id; other errors: ErrClosed, Redis errors. It is safe for
 // concurrent use.
 func (m *Manager) DeleteSession(ctx context.Context, id string) error {
+	defer m.stats.took(OpSession, time.Now())
 	err := m.closedErr()
 	if err == nil {
 		err = checkSessionID(id)

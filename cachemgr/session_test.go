@@ -96,7 +96,7 @@ func TestSessionRoundTrip(t *testing.T) {
 	}
 
 	wantStats := cachemgr.OpStats{Calls: 7, Hits: 2, Misses: 1}
-	if diff := cmp.Diff(wantStats, m.Stats().Ops[cachemgr.OpSession]); diff != "" {
+	if diff := cmp.Diff(wantStats, m.Stats().Ops[cachemgr.OpSession], ignoreLatency); diff != "" {
 		t.Errorf("session stats (-want +got):\n%s", diff)
 	}
 }

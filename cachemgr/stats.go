@@ -1,6 +1,9 @@
 package cachemgr
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Op names an operation of the manager in Stats.
 type Op int
@@ -42,10 +45,29 @@ func Ops() []Op {
 // Hits and Misses are counted by reads only (get, get_or_compute, session
 // reads); Errors counts calls that returned an error other than ErrMiss.
 type OpStats struct {
-	Calls  uint64
-	Hits   uint64
-	Misses uint64
-	Errors uint64
+	Calls   uint64
+	Hits    uint64
+	Misses  uint64
+	Errors  uint64
+	Latency Latency
+}
+
+// LatencyBuckets are the upper bounds of the latency histogram buckets.
+var LatencyBuckets = [...]time.Duration{
+	50 * time.Microsecond, 100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second,
+}
+
+// Latency is a histogram of how long the calls of one operation took, from
+// the call to its result (for async calls: to the Future's resolution).
+type Latency struct {
+	Count uint64
+	Sum   time.Duration
+	// Buckets[i] counts the calls that took at most LatencyBuckets[i]
+	// (cumulative, as Prometheus histograms are).
+	Buckets [len(LatencyBuckets)]uint64
 }
 
 // Stats is a snapshot of the manager's counters.
@@ -59,6 +81,22 @@ type Stats struct {
 
 type opCounters struct {
 	calls, hits, misses, errors atomic.Uint64
+	count, sumNanos             atomic.Uint64
+	buckets                     [len(LatencyBuckets)]atomic.Uint64
+}
+
+// took adds the latency of one call of op that started at start.
+func (c *counters) took(op Op, start time.Time) {
+	d := time.Since(start)
+	oc := &c.ops[op]
+	oc.count.Add(1)
+	oc.sumNanos.Add(uint64(d))
+	for i, le := range LatencyBuckets {
+		if d <= le {
+			oc.buckets[i].Add(1)
+			break
+		}
+	}
 }
 
 type counters struct {
@@ -104,7 +142,15 @@ func (m *Manager) Stats() Stats {
 	}
 	for i := range m.stats.ops {
 		oc := &m.stats.ops[i]
-		s.Ops[Op(i)] = OpStats{Calls: oc.calls.Load(), Hits: oc.hits.Load(), Misses: oc.misses.Load(), Errors: oc.errors.Load()}
+		os := OpStats{Calls: oc.calls.Load(), Hits: oc.hits.Load(), Misses: oc.misses.Load(), Errors: oc.errors.Load()}
+		os.Latency.Count = oc.count.Load()
+		os.Latency.Sum = time.Duration(oc.sumNanos.Load())
+		var cum uint64
+		for j := range oc.buckets {
+			cum += oc.buckets[j].Load()
+			os.Latency.Buckets[j] = cum
+		}
+		s.Ops[Op(i)] = os
 	}
 	return s
 }
