@@ -47,7 +47,7 @@ func (p Invalidate) Validate() error {
 	}
 	for i, k := range p.Keys {
 		if k == "" {
-			return fmt.Errorf("field %q: key %d is empty", "keys", i)
+			return fmt.Errorf("field %q: empty", fmt.Sprintf("keys[%d]", i))
 		}
 	}
 	return nil

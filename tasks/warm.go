@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -44,8 +45,8 @@ func (p Warm) Validate() error {
 		return fmt.Errorf("field %q: %d keys, want 1 to %d", "keys", n, MaxWarmKeys)
 	}
 	for i, k := range p.Keys {
-		if err := checkKey("keys", k); err != nil {
-			return fmt.Errorf("key %d: %w", i, err)
+		if err := checkKey(fmt.Sprintf("keys[%d]", i), k); err != nil {
+			return err
 		}
 	}
 	if err := checkRange("work", p.Work, 1, MaxWarmWork); err != nil {
@@ -59,7 +60,7 @@ func (p Warm) Validate() error {
 type WarmResult struct {
 	Warmed   int `json:"warmed"`   // distinct keys now cached
 	Computed int `json:"computed"` // of those, computed by this task
-	Cached   int `json:"cached"`   // of those, cached already or computed by another worker
+	Cached   int `json:"cached"`   // of those, cached already or computed by another task meanwhile
 }
 
 // NewWarmTask returns a cache:warm task for p, on queue "low" with 3
@@ -89,7 +90,9 @@ func warm(ctx context.Context, deps Deps, p Warm) ([]byte, error) {
 			break
 		}
 		g.Go(func() error {
-			_, hit, err := deps.Cache.GetOrCompute(gctx, key, ttlOf(p.TTLSeconds), func(ctx context.Context) (string, error) {
+			var computed atomic.Bool // as in data:process, not the hit flag
+			_, _, err := deps.Cache.GetOrCompute(gctx, key, ttlOf(p.TTLSeconds), func(ctx context.Context) (string, error) {
+				computed.Store(true)
 				return digest(ctx, key, p.Work, nil)
 			})
 			if err != nil {
@@ -97,10 +100,10 @@ func warm(ctx context.Context, deps Deps, p Warm) ([]byte, error) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if hit {
-				res.Cached++
-			} else {
+			if computed.Load() {
 				res.Computed++
+			} else {
+				res.Cached++
 			}
 			res.Warmed++
 			if res.Warmed%step == 0 && res.Warmed < len(keys) {
