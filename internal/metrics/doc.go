@@ -1,0 +1,58 @@
+// Package metrics exports forgeq's Prometheus metrics: the cache manager's
+// counters and latencies, task outcomes and durations, asynq queue sizes,
+// HTTP requests, and the Go runtime and process.
+//
+// # Usage
+//
+// Build one [Metrics] per process in main, from the process's cache manager
+// and (optionally) an asynq Inspector on the same client, then wire it in:
+//
+//	m, err := metrics.New(metrics.Options{Manager: cache, Inspector: insp})
+//	if err != nil {
+//		return err
+//	}
+//	mux := tasks.NewMux(registry, deps)
+//	mux.Use(m.TaskMiddleware())          // the worker's asynq.ServeMux
+//	web.Handle("GET /metrics", m.Handler()) // the web process
+//	srv.Handler = m.HTTPMiddleware(nil)(web)
+//
+// # What is read when
+//
+// Cache and queue metrics are read at scrape time: the cache collector
+// reads [cachemgr.Manager.Stats] (so nothing is counted twice) and the queue
+// collector asks the Inspector, bounded by Options.QueueScrapeTimeout. A
+// queue read that fails or is too slow counts in
+// forgeq_queue_scrape_errors_total and leaves the queue metrics out of that
+// scrape; the rest of the scrape is served. Task and HTTP metrics are
+// counted as tasks and requests finish.
+//
+// # Metric names
+//
+// With the default namespace "forgeq":
+//
+//	forgeq_cache_calls_total{op}                         counter
+//	forgeq_cache_hits_total{op}                          counter
+//	forgeq_cache_misses_total{op}                        counter
+//	forgeq_cache_errors_total{op}                        counter
+//	forgeq_cache_operation_duration_seconds{op}          histogram
+//	forgeq_cache_async_in_flight                         gauge
+//	forgeq_cache_computations_total                      counter
+//	forgeq_cache_pipelines_total                         counter
+//	forgeq_cache_pipelined_calls_total                   counter
+//	forgeq_tasks_processed_total{task_type,queue}        counter
+//	forgeq_tasks_failed_total{task_type,queue,outcome}   counter
+//	forgeq_task_duration_seconds{task_type,queue}        histogram
+//	forgeq_tasks_in_progress{task_type}                  gauge
+//	forgeq_queue_tasks{queue,state}                      gauge
+//	forgeq_queue_latency_seconds{queue}                  gauge
+//	forgeq_queue_paused{queue}                           gauge
+//	forgeq_queue_processed_total{queue}                  counter
+//	forgeq_queue_failed_total{queue}                     counter
+//	forgeq_queue_scrape_errors_total                     counter
+//	forgeq_http_requests_total{route,method,code}        counter
+//	forgeq_http_request_duration_seconds{route,method}   histogram
+//
+// plus the standard go_* and process_* metrics, which keep their usual
+// names so that existing dashboards work, and
+// promhttp_metric_handler_errors_total from [Metrics.Handler].
+package metrics

@@ -1,0 +1,134 @@
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// queueCollector reads asynq's queue statistics through an Inspector at
+// scrape time. At most one read runs at a time, and a scrape waits for it
+// at most timeout; what is slower or fails is counted in scrapeErrors and
+// left out of that scrape.
+type queueCollector struct {
+	insp    *asynq.Inspector
+	timeout time.Duration
+	log     *zap.Logger
+
+	tasks, latency, paused *prometheus.Desc
+	processed, failed      *prometheus.Desc
+	scrapeErrors           prometheus.Counter
+
+	reading atomic.Bool // a read is running (possibly abandoned by a timed-out scrape)
+}
+
+func newQueueCollector(ns string, insp *asynq.Inspector, timeout time.Duration, log *zap.Logger) *queueCollector {
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(ns, "queue", name), help, labels, nil)
+	}
+	return &queueCollector{
+		insp:      insp,
+		timeout:   timeout,
+		log:       log,
+		tasks:     desc("tasks", "Tasks in an asynq queue, by state.", "queue", "state"),
+		latency:   desc("latency_seconds", "Age of the oldest pending task of an asynq queue.", "queue"),
+		paused:    desc("paused", "Whether an asynq queue is paused (1) or not (0).", "queue"),
+		processed: desc("processed_total", "Tasks processed from an asynq queue by all workers, succeeded or failed.", "queue"),
+		failed:    desc("failed_total", "Tasks of an asynq queue that failed in any worker.", "queue"),
+		scrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "queue", Name: "scrape_errors_total",
+			Help: "Reads of asynq queue statistics that failed or took too long, leaving queues out of a scrape.",
+		}),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.tasks, c.latency, c.paused, c.processed, c.failed} {
+		ch <- d
+	}
+	c.scrapeErrors.Describe(ch)
+}
+
+// Collect implements prometheus.Collector. It never fails: errors only
+// increase forgeq_queue_scrape_errors_total.
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	infos, errs := c.read()
+	for _, err := range errs {
+		c.scrapeErrors.Inc()
+		c.log.Warn("queue metrics", zap.Error(err))
+	}
+	for _, q := range infos {
+		for _, s := range []struct {
+			state string
+			n     int
+		}{
+			{"pending", q.Pending}, {"active", q.Active}, {"scheduled", q.Scheduled},
+			{"retry", q.Retry}, {"archived", q.Archived}, {"completed", q.Completed},
+			{"aggregating", q.Aggregating},
+		} {
+			ch <- prometheus.MustNewConstMetric(c.tasks, prometheus.GaugeValue, float64(s.n), q.Queue, s.state)
+		}
+		ch <- prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, q.Latency.Seconds(), q.Queue)
+		paused := 0.0
+		if q.Paused {
+			paused = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, q.Queue)
+		ch <- prometheus.MustNewConstMetric(c.processed, prometheus.CounterValue, float64(q.ProcessedTotal), q.Queue)
+		ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(q.FailedTotal), q.Queue)
+	}
+	c.scrapeErrors.Collect(ch)
+}
+
+// queueRead is the result of one read of every queue.
+type queueRead struct {
+	infos []*asynq.QueueInfo
+	errs  []error
+}
+
+// read returns the statistics of every queue it could read, and one error
+// per failed read. It returns within c.timeout; a read still running then
+// is abandoned to finish on its own, and no new read starts until it has.
+func (c *queueCollector) read() ([]*asynq.QueueInfo, []error) {
+	if !c.reading.CompareAndSwap(false, true) {
+		return nil, []error{errors.New("queues: previous read still running")}
+	}
+	done := make(chan queueRead, 1) // never blocks the reader
+	go func() {
+		defer c.reading.Store(false)
+		done <- c.readAll()
+	}()
+	timer := time.NewTimer(c.timeout)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		return r.infos, r.errs
+	case <-timer.C:
+		return nil, []error{fmt.Errorf("queues: read took more than %v", c.timeout)}
+	}
+}
+
+// readAll asks the Inspector for every queue's statistics.
+func (c *queueCollector) readAll() queueRead {
+	var r queueRead
+	names, err := c.insp.Queues()
+	if err != nil {
+		r.errs = append(r.errs, fmt.Errorf("list queues: %w", err))
+		return r
+	}
+	for _, q := range names {
+		info, err := c.insp.GetQueueInfo(q)
+		if err != nil {
+			r.errs = append(r.errs, fmt.Errorf("queue %q: %w", q, err))
+			continue
+		}
+		r.infos = append(r.infos, info)
+	}
+	return r
+}

@@ -1,0 +1,276 @@
+package metrics_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/internal/metrics"
+	"github.com/forgeq/forgeq/internal/redistest"
+)
+
+// enqueue puts tasks of type "q:test" on queue, each with opts.
+func enqueue(tb testing.TB, rdb redis.UniversalClient, queue string, n int, opts ...asynq.Option) {
+	tb.Helper()
+	c := asynq.NewClientFromRedisClient(rdb)
+	for range n {
+		if _, err := c.EnqueueContext(tb.Context(), asynq.NewTask("q:test", nil), append(opts, asynq.Queue(queue))...); err != nil {
+			tb.Fatalf("enqueue on %s: %v", queue, err)
+		}
+	}
+}
+
+// queueStates returns the expected forgeq_queue_tasks samples of queue:
+// the given counts, 0 for the other states.
+func queueStates(queue string, counts map[string]float64) map[string]float64 {
+	out := make(map[string]float64)
+	for _, s := range []string{"pending", "active", "scheduled", "retry", "archived", "completed", "aggregating"} {
+		out[fmt.Sprintf("forgeq_queue_tasks{queue=%q,state=%q}", queue, s)] = counts[s]
+	}
+	return out
+}
+
+func TestQueueMetrics(t *testing.T) {
+	t.Parallel()
+	b := setup(t, metrics.Options{})
+	enqueue(t, b.rdb, "default", 2)
+	enqueue(t, b.rdb, "critical", 1)
+	enqueue(t, b.rdb, "critical", 1, asynq.ProcessIn(time.Hour))
+	if err := b.insp.PauseQueue("critical"); err != nil {
+		t.Fatal(err)
+	}
+
+	want := queueStates("default", map[string]float64{"pending": 2})
+	for k, v := range queueStates("critical", map[string]float64{"pending": 1, "scheduled": 1}) {
+		want[k] = v
+	}
+	got := samples(t, b.x.Registry(), "forgeq_queue_tasks")
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("queue tasks (-want +got):\n%s", diff)
+	}
+
+	err := testutil.GatherAndCompare(b.x.Registry(), strings.NewReader(`
+# HELP forgeq_queue_paused Whether an asynq queue is paused (1) or not (0).
+# TYPE forgeq_queue_paused gauge
+forgeq_queue_paused{queue="critical"} 1
+forgeq_queue_paused{queue="default"} 0
+# HELP forgeq_queue_processed_total Tasks processed from an asynq queue by all workers, succeeded or failed.
+# TYPE forgeq_queue_processed_total counter
+forgeq_queue_processed_total{queue="critical"} 0
+forgeq_queue_processed_total{queue="default"} 0
+# HELP forgeq_queue_failed_total Tasks of an asynq queue that failed in any worker.
+# TYPE forgeq_queue_failed_total counter
+forgeq_queue_failed_total{queue="critical"} 0
+forgeq_queue_failed_total{queue="default"} 0
+# HELP forgeq_queue_scrape_errors_total Reads of asynq queue statistics that failed or took too long, leaving queues out of a scrape.
+# TYPE forgeq_queue_scrape_errors_total counter
+forgeq_queue_scrape_errors_total 0
+`), "forgeq_queue_paused", "forgeq_queue_processed_total", "forgeq_queue_failed_total", "forgeq_queue_scrape_errors_total")
+	if err != nil {
+		t.Error(err)
+	}
+
+	lat := samples(t, b.x.Registry(), "forgeq_queue_latency_seconds")
+	if len(lat) != 2 || lat[`forgeq_queue_latency_seconds{queue="default"}`] < 0 {
+		t.Errorf("latency samples = %v, want one per queue, not negative", lat)
+	}
+}
+
+func TestQueueMetricsWithoutInspector(t *testing.T) {
+	t.Parallel()
+	b := setup(t, metrics.Options{})
+	enqueue(t, b.rdb, "default", 1)
+	x, err := metrics.New(metrics.Options{Manager: b.m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := samples(t, x.Registry(), "forgeq_queue_tasks", "forgeq_queue_scrape_errors_total"); len(got) != 0 {
+		t.Errorf("queue samples without an Inspector: %v", got)
+	}
+}
+
+func TestQueueScrapeErrorKeepsScrape(t *testing.T) {
+	t.Parallel()
+	b := setup(t, metrics.Options{})
+	enqueue(t, b.rdb, "default", 1)
+	b.mr.SetError("ERR injected")
+	defer b.mr.SetError("")
+
+	for i := 1; i <= 2; i++ {
+		code, body := scrape(t, b.x.Handler())
+		if code != 200 {
+			t.Fatalf("scrape %d: status %d", i, code)
+		}
+		if strings.Contains(body, "forgeq_queue_tasks{") {
+			t.Errorf("scrape %d: queue metrics served while Redis fails", i)
+		}
+		if want := fmt.Sprintf("\nforgeq_queue_scrape_errors_total %d\n", i); !strings.Contains(body, want) {
+			t.Errorf("scrape %d: no %q in the scrape", i, strings.TrimSpace(want))
+		}
+		if !strings.Contains(body, `forgeq_cache_calls_total{op="get"} 0`) {
+			t.Errorf("scrape %d: cache metrics missing", i)
+		}
+	}
+}
+
+// blackhole returns the address of a TCP server that accepts connections and
+// never answers.
+func blackhole(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	tb.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+func TestQueueScrapeTimeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t, metrics.Options{})
+	slow := redis.NewClient(&redis.Options{Addr: blackhole(t), MaxRetries: -1, ReadTimeout: 5 * time.Second})
+	t.Cleanup(func() { slow.Close() })
+	x, err := metrics.New(metrics.Options{
+		Manager:            b.m,
+		Inspector:          asynq.NewInspectorFromRedisClient(slow),
+		QueueScrapeTimeout: 50 * time.Millisecond,
+		Logger:             zaptest.NewLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The second scrape finds the first read still running and does not
+	// start another.
+	for i := 1; i <= 2; i++ {
+		start := time.Now()
+		got := samples(t, x.Registry(), "forgeq_queue_tasks", "forgeq_queue_scrape_errors_total")
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("scrape %d took %v with a 50ms queue timeout", i, took)
+		}
+		if diff := cmp.Diff(map[string]float64{"forgeq_queue_scrape_errors_total": float64(i)}, got); diff != "" {
+			t.Errorf("scrape %d (-want +got):\n%s", i, diff)
+		}
+	}
+}
+
+// TestQueueMetricsRedis runs a real asynq server with TaskMiddleware on
+// Redis, so the queue label comes from asynq and asynq's own totals move.
+func TestQueueMetricsRedis(t *testing.T) {
+	t.Parallel()
+	opts, err := redis.ParseURL(redistest.URL(t, 11))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { rdb.Close() })
+	ctx := t.Context()
+	if err := rdb.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := cachemgr.NewFromClient(rdb, cachemgr.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	x, err := metrics.New(metrics.Options{Manager: m, Inspector: insp, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c := asynq.NewClientFromRedisClient(rdb)
+	for _, e := range []struct {
+		typ, queue string
+	}{{"q:ok", "default"}, {"q:ok", "critical"}, {"q:bad", "critical"}} {
+		if _, err := c.EnqueueContext(ctx, asynq.NewTask(e.typ, nil), asynq.Queue(e.queue)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enqueue(t, rdb, "critical", 1, asynq.ProcessIn(time.Hour))
+
+	mux := asynq.NewServeMux()
+	mux.Use(x.TaskMiddleware())
+	mux.HandleFunc("q:ok", func(context.Context, *asynq.Task) error { return nil })
+	mux.HandleFunc("q:bad", func(context.Context, *asynq.Task) error {
+		return fmt.Errorf("bad payload: %w", asynq.SkipRetry)
+	})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: 2,
+		Queues:      map[string]int{"default": 1, "critical": 1},
+		Logger:      zaptest.NewLogger(t).Sugar(),
+	})
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := samples(t, x.Registry(), "forgeq_tasks_processed_total", "forgeq_queue_processed_total")
+		if got[`forgeq_queue_processed_total{queue="critical"}`] == 2 && got[`forgeq_queue_processed_total{queue="default"}`] == 1 &&
+			got[`forgeq_tasks_processed_total{queue="critical",task_type="q:bad"}`] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tasks not processed in time: %v", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	got := samples(t, x.Registry(), "forgeq_tasks_processed_total", "forgeq_tasks_failed_total",
+		"forgeq_queue_processed_total", "forgeq_queue_failed_total", "forgeq_queue_tasks", "forgeq_queue_scrape_errors_total")
+	want := map[string]float64{
+		`forgeq_tasks_processed_total{queue="default",task_type="q:ok"}`:                     1,
+		`forgeq_tasks_processed_total{queue="critical",task_type="q:ok"}`:                    1,
+		`forgeq_tasks_processed_total{queue="critical",task_type="q:bad"}`:                   1,
+		`forgeq_tasks_failed_total{outcome="skip_retry",queue="critical",task_type="q:bad"}`: 1,
+		`forgeq_queue_processed_total{queue="default"}`:                                      1,
+		`forgeq_queue_processed_total{queue="critical"}`:                                     2,
+		`forgeq_queue_failed_total{queue="default"}`:                                         0,
+		`forgeq_queue_failed_total{queue="critical"}`:                                        1,
+		`forgeq_queue_scrape_errors_total`:                                                   0,
+	}
+	for k, v := range queueStates("default", nil) {
+		want[k] = v
+	}
+	for k, v := range queueStates("critical", map[string]float64{"scheduled": 1, "archived": 1}) {
+		want[k] = v
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("metrics after processing (-want +got):\n%s", diff)
+	}
+}

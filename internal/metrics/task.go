@@ -1,0 +1,124 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Task outcomes in forgeq_tasks_failed_total, as in tasks.NewMux's log
+// lines, plus "panic".
+const (
+	outcomeRetry     = "retry"
+	outcomeSkipRetry = "skip_retry"
+	outcomePanic     = "panic"
+)
+
+// unknownQueue labels tasks whose ctx carries no queue name (a handler
+// called directly, outside an asynq server).
+const unknownQueue = "unknown"
+
+// taskDurationBuckets suit background tasks: milliseconds to minutes.
+var taskDurationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+
+// taskMetrics holds the instruments TaskMiddleware updates.
+type taskMetrics struct {
+	processed  *prometheus.CounterVec
+	failed     *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	inProgress *prometheus.GaugeVec
+}
+
+func newTaskMetrics(ns string) *taskMetrics {
+	return &taskMetrics{
+		processed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "tasks", Name: "processed_total",
+			Help: "Tasks processed by this worker, whether they succeeded or failed.",
+		}, []string{"task_type", "queue"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "tasks", Name: "failed_total",
+			Help: "Tasks that failed in this worker, by outcome: retry, skip_retry or panic.",
+		}, []string{"task_type", "queue", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: "task", Name: "duration_seconds",
+			Help:    "Time a task's handler took in this worker.",
+			Buckets: taskDurationBuckets,
+		}, []string{"task_type", "queue"}),
+		inProgress: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: "tasks", Name: "in_progress",
+			Help: "Tasks being processed by this worker.",
+		}, []string{"task_type"}),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *taskMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.processed.Describe(ch)
+	m.failed.Describe(ch)
+	m.duration.Describe(ch)
+	m.inProgress.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *taskMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.processed.Collect(ch)
+	m.failed.Collect(ch)
+	m.duration.Collect(ch)
+	m.inProgress.Collect(ch)
+}
+
+// TaskMiddleware returns asynq middleware that counts every task the
+// handler finishes in forgeq_tasks_processed_total, failures in
+// forgeq_tasks_failed_total by outcome, the handler's time in
+// forgeq_task_duration_seconds and running tasks in
+// forgeq_tasks_in_progress.
+//
+// The outcome of a failure is "skip_retry" when the error wraps
+// asynq.SkipRetry, "panic" when the handler panicked and "retry" otherwise.
+// Like tasks.NewMux's logging middleware, it turns a panic into the task's
+// error ("<type>: handler panic: <value>"), which asynq retries. Add it
+// with mux.Use after tasks.NewMux, so that it runs inside the logging
+// middleware and sees panics before they become errors there.
+//
+// The queue label is asynq.GetQueueName(ctx), or "unknown" outside a server.
+// The returned middleware is safe for concurrent use.
+func (x *Metrics) TaskMiddleware() asynq.MiddlewareFunc {
+	m := x.tasks
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) (err error) {
+			typ := t.Type()
+			queue, ok := asynq.GetQueueName(ctx)
+			if !ok || queue == "" {
+				queue = unknownQueue
+			}
+			running := m.inProgress.WithLabelValues(typ)
+			running.Inc()
+			start := time.Now()
+			defer func() {
+				outcome := ""
+				if p := recover(); p != nil {
+					err = fmt.Errorf("%s: handler panic: %v", typ, p)
+					outcome = outcomePanic
+				}
+				running.Dec()
+				m.duration.WithLabelValues(typ, queue).Observe(time.Since(start).Seconds())
+				m.processed.WithLabelValues(typ, queue).Inc()
+				if err == nil {
+					return
+				}
+				if outcome == "" {
+					outcome = outcomeRetry
+					if errors.Is(err, asynq.SkipRetry) {
+						outcome = outcomeSkipRetry
+					}
+				}
+				m.failed.WithLabelValues(typ, queue, outcome).Inc()
+			}()
+			return next.ProcessTask(ctx, t)
+		})
+	}
+}

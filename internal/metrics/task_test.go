@@ -1,0 +1,110 @@
+package metrics_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
+
+	"github.com/forgeq/forgeq/internal/metrics"
+)
+
+func TestTaskMiddleware(t *testing.T) {
+	t.Parallel()
+
+	tests := []struct {
+		name        string
+		giveHandler func(context.Context, *asynq.Task) error
+		wantErr     string // "" for success
+		wantSkip    bool   // errors.Is(err, asynq.SkipRetry)
+		wantOutcome string // "" for no failure
+	}{
+		{
+			name:        "success",
+			giveHandler: func(context.Context, *asynq.Task) error { return nil },
+		},
+		{
+			name:        "transient failure",
+			giveHandler: func(context.Context, *asynq.Task) error { return errors.New("upstream down") },
+			wantErr:     "upstream down",
+			wantOutcome: "retry",
+		},
+		{
+			name: "permanent failure",
+			giveHandler: func(_ context.Context, t *asynq.Task) error {
+				return fmt.Errorf("decode %s: bad json: %w", t.Type(), asynq.SkipRetry)
+			},
+			wantErr:     "decode test:task: bad json",
+			wantSkip:    true,
+			wantOutcome: "skip_retry",
+		},
+		{
+			name:        "panic",
+			giveHandler: func(context.Context, *asynq.Task) error { panic("nil map") },
+			wantErr:     "test:task: handler panic: nil map",
+			wantOutcome: "panic",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, metrics.Options{})
+			var running map[string]float64
+			h := b.x.TaskMiddleware()(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+				running = samples(t, b.x.Registry(), "forgeq_tasks_in_progress")
+				return tt.giveHandler(ctx, task)
+			}))
+
+			err := h.ProcessTask(t.Context(), asynq.NewTask("test:task", []byte(`{}`)))
+
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("ProcessTask() = %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || err.Error() != tt.wantErr && !errors.Is(err, asynq.SkipRetry)):
+				t.Fatalf("ProcessTask() = %v, want %q", err, tt.wantErr)
+			}
+			if got := errors.Is(err, asynq.SkipRetry); got != tt.wantSkip {
+				t.Errorf("errors.Is(err, SkipRetry) = %v, want %v", got, tt.wantSkip)
+			}
+			if diff := cmp.Diff(map[string]float64{`forgeq_tasks_in_progress{task_type="test:task"}`: 1}, running); diff != "" {
+				t.Errorf("in progress while running (-want +got):\n%s", diff)
+			}
+
+			want := map[string]float64{
+				`forgeq_tasks_processed_total{queue="unknown",task_type="test:task"}`:       1,
+				`forgeq_tasks_in_progress{task_type="test:task"}`:                           0,
+				`forgeq_task_duration_seconds_count{queue="unknown",task_type="test:task"}`: 1,
+			}
+			if tt.wantOutcome != "" {
+				want[`forgeq_tasks_failed_total{outcome="`+tt.wantOutcome+`",queue="unknown",task_type="test:task"}`] = 1
+			}
+			got := samples(t, b.x.Registry(), "forgeq_tasks_processed_total", "forgeq_tasks_failed_total",
+				"forgeq_tasks_in_progress", "forgeq_task_duration_seconds")
+			delete(got, `forgeq_task_duration_seconds_sum{queue="unknown",task_type="test:task"}`)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("task metrics (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestTaskMiddlewareSharesCounters(t *testing.T) {
+	t.Parallel()
+	b := setup(t, metrics.Options{})
+	ok := asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })
+	// Two middlewares from one Metrics (say, two muxes) count together.
+	for _, typ := range []string{"a:x", "a:x", "b:y"} {
+		b.x.TaskMiddleware()(ok).ProcessTask(t.Context(), asynq.NewTask(typ, nil))
+	}
+	got := samples(t, b.x.Registry(), "forgeq_tasks_processed_total")
+	want := map[string]float64{
+		`forgeq_tasks_processed_total{queue="unknown",task_type="a:x"}`: 2,
+		`forgeq_tasks_processed_total{queue="unknown",task_type="b:y"}`: 1,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("processed (-want +got):\n%s", diff)
+	}
+}
