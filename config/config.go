@@ -42,6 +42,9 @@ type Redis struct {
 	// Embedded is "auto", "true" or "false": whether the worker may start,
 	// or must start, an embedded in-memory Redis.
 	Embedded string
+	// EmbeddedAddr is the host:port where the worker, when URL is empty,
+	// looks for a local Redis and otherwise starts the embedded one.
+	EmbeddedAddr string
 	// TLS holds the certificate files for a rediss:// URL.
 	TLS TLS
 
@@ -100,8 +103,17 @@ type Worker struct {
 	// ShutdownTimeout is how long running tasks may finish after SIGTERM
 	// before they are put back on their queue.
 	ShutdownTimeout time.Duration
-	// MaxRetry is the default number of retries of a failing task.
+	// MaxRetry is the default number of retries of a failing task, for
+	// tasks whose type sets none. asynq stores the number in each task when
+	// it is enqueued, so it applies to the tasks this process enqueues.
 	MaxRetry int
+	// TaskCheckInterval is how long the worker waits before looking at its
+	// queues again when they were all empty: the worst-case pickup latency
+	// of an idle worker, traded against polling Redis when idle.
+	TaskCheckInterval time.Duration
+	// Schedule lists the periodic tasks the worker enqueues. Every replica
+	// may run the same schedule; each tick is enqueued once.
+	Schedule []ScheduleEntry
 }
 
 // HTTP configures the embedded web process.

@@ -34,7 +34,9 @@
 //
 // Durations take Go's form ("10s", "1m30s") or plain seconds ("10", "0.5"),
 // as the Python settings did. Booleans take true/false, 1/0 and yes/no. The
-// queue list is "name=weight,name=weight", or a map in a file.
+// queue list is "name=weight,name=weight", or a map in a file. The worker's
+// schedule is a JSON list in the environment or a flag, or a list of maps in
+// a file; see [ScheduleEntry].
 //
 // # Errors
 //

@@ -64,13 +64,25 @@ func Load(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 			}
 			where[s.Key] = layers[i].where(s.Setting)
 			if err := s.apply(&c, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", where[s.Key], err))
+				// A joined error (several bad schedule entries) names the
+				// source on each line.
+				each := []error{err}
+				if j, ok := err.(interface{ Unwrap() []error }); ok {
+					each = j.Unwrap()
+				}
+				for _, e := range each {
+					errs = append(errs, fmt.Errorf("%s: %w", where[s.Key], e))
+				}
 				failed[s.Key] = true
 			}
 			break
 		}
 	}
 	errs = append(errs, checkTLS(&c.Redis, where, failed)...)
+	for i := range c.Worker.Schedule {
+		e := &c.Worker.Schedule[i]
+		e.Source = fmt.Sprintf("%s: entry %d (%q)", where[keySchedule], i+1, e.Name)
+	}
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}

@@ -2,8 +2,10 @@ package config_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,12 +55,14 @@ func defaults() config.Config {
 			DefaultTTL:    time.Hour,
 			KeyPrefix:     "cache:",
 			Embedded:      "auto",
+			EmbeddedAddr:  "127.0.0.1:6379",
 		},
 		Cache: config.Cache{AsyncMaxInFlight: 10000, LockTTL: 10 * time.Second},
 		Worker: config.Worker{
-			Queues:          map[string]int{"critical": 6, "default": 3, "low": 1},
-			ShutdownTimeout: 8 * time.Second,
-			MaxRetry:        25,
+			Queues:            map[string]int{"critical": 6, "default": 3, "low": 1},
+			ShutdownTimeout:   8 * time.Second,
+			MaxRetry:          25,
+			TaskCheckInterval: 10 * time.Millisecond,
 		},
 		HTTP: config.HTTP{Addr: "127.0.0.1:8080"},
 		Log:  config.Log{Level: "info", Format: "auto"},
@@ -105,6 +109,7 @@ redis:
   default_ttl: none
   key_prefix: "app:"
   embedded: no
+  embedded_addr: "127.0.0.1:7379"
   tls:
     server_name: ""
     insecure_skip_verify: false
@@ -119,6 +124,16 @@ worker:
   strict_priority: yes
   shutdown_timeout: 20s
   max_retry: 3
+  task_check_interval: 50ms
+  schedule:
+    - name: purge-tmp
+      spec: "@every 30s"
+      type: cache:invalidate
+      payload: {pattern: "tmp:*", n: 2, deep: {ok: true}}
+      queue: low
+    - name: report
+      spec: "CRON_TZ=Europe/Paris 0 6 * * 1-5"
+      type: data:process
 http:
   addr: "off"
 log:
@@ -133,6 +148,7 @@ socket_timeout = 0.5
 default_ttl = "none"
 key_prefix = "app:"
 embedded = "no"
+embedded_addr = "127.0.0.1:7379"
 
 [redis.tls]
 server_name = ""
@@ -147,10 +163,27 @@ concurrency = 4
 strict_priority = true
 shutdown_timeout = "20s"
 max_retry = 3
+task_check_interval = "50ms"
 
 [worker.queues]
 emails = 2
 "jobs.low" = 1
+
+[[worker.schedule]]
+name = "purge-tmp"
+spec = "@every 30s"
+type = "cache:invalidate"
+queue = "low"
+
+[worker.schedule.payload]
+pattern = "tmp:*"
+n = 2
+deep = {ok = true}
+
+[[worker.schedule]]
+name = "report"
+spec = "CRON_TZ=Europe/Paris 0 6 * * 1-5"
+type = "data:process"
 
 [http]
 addr = "off"
@@ -172,14 +205,21 @@ func TestLoadFile(t *testing.T) {
 			DefaultTTL:    config.NoExpiry,
 			KeyPrefix:     "app:",
 			Embedded:      "false",
+			EmbeddedAddr:  "127.0.0.1:7379",
 		},
 		Cache: config.Cache{AsyncMaxInFlight: 50, LockTTL: 2 * time.Minute},
 		Worker: config.Worker{
-			Concurrency:     4,
-			Queues:          map[string]int{"emails": 2, "jobs.low": 1},
-			StrictPriority:  true,
-			ShutdownTimeout: 20 * time.Second,
-			MaxRetry:        3,
+			Concurrency:       4,
+			Queues:            map[string]int{"emails": 2, "jobs.low": 1},
+			StrictPriority:    true,
+			ShutdownTimeout:   20 * time.Second,
+			MaxRetry:          3,
+			TaskCheckInterval: 50 * time.Millisecond,
+			Schedule: []config.ScheduleEntry{
+				{Name: "purge-tmp", Spec: "@every 30s", Type: "cache:invalidate", Queue: "low",
+					Payload: `{"deep":{"ok":true},"n":2,"pattern":"tmp:*"}`},
+				{Name: "report", Spec: "CRON_TZ=Europe/Paris 0 6 * * 1-5", Type: "data:process", Payload: "{}"},
+			},
 		},
 		HTTP: config.HTTP{Addr: ""},
 		Log:  config.Log{Level: "debug", Format: "json"},
@@ -199,6 +239,12 @@ func TestLoadFile(t *testing.T) {
 			got, err := config.Load(nil, env(map[string]string{"FORGEQ_CONFIG": path}))
 			if err != nil {
 				t.Fatal(err)
+			}
+			want := want
+			want.Worker.Schedule = slices.Clone(want.Worker.Schedule)
+			for i := range want.Worker.Schedule {
+				e := &want.Worker.Schedule[i]
+				e.Source = fmt.Sprintf("%s: key worker.schedule: entry %d (%q)", path, i+1, e.Name)
 			}
 			if d := cmp.Diff(want, got, ignoreTLS); d != "" {
 				t.Errorf("Load (-want +got)\n%s", d)

@@ -300,9 +300,17 @@ func checkAddr(s string) (string, error) {
 	if s == "" || strings.EqualFold(s, "off") {
 		return "", nil
 	}
+	if _, err := checkHostPort(s); err != nil {
+		return "", fmt.Errorf("%w (or off)", err)
+	}
+	return s, nil
+}
+
+// checkHostPort accepts host:port with a numeric port.
+func checkHostPort(s string) (string, error) {
 	_, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return "", fmt.Errorf("%q is not host:port (or off)", s)
+		return "", fmt.Errorf("%q is not host:port", s)
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return "", fmt.Errorf("%q: port %q is not a number from 0 to 65535", s, port)

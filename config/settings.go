@@ -74,9 +74,15 @@ var specs = withFlags([]spec{
 	},
 	{
 		Setting: Setting{Key: "redis.embedded", Env: "REDIS_EMBEDDED", Default: "auto",
-			Help: "Embedded in-memory Redis: auto (only when no URL is set and nothing answers on localhost:6379), true or false"},
+			Help: "Embedded in-memory Redis: auto (only when no URL is set and nothing answers at the embedded address), true or false"},
 		kind:  "string",
 		apply: stringValue(func(c *Config) *string { return &c.Redis.Embedded }, checkEmbedded),
+	},
+	{
+		Setting: Setting{Key: "redis.embedded_addr", Env: "REDIS_EMBEDDED_ADDR", Default: "127.0.0.1:6379",
+			Help: "host:port where the worker, with no Redis URL set, looks for a local Redis and otherwise starts the embedded one"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.Redis.EmbeddedAddr }, checkHostPort),
 	},
 	{
 		Setting: Setting{Key: "redis.tls.ca_file", Env: "REDIS_TLS_CA_FILE",
@@ -146,9 +152,21 @@ var specs = withFlags([]spec{
 	},
 	{
 		Setting: Setting{Key: "worker.max_retry", Env: "WORKER_MAX_RETRY", Default: "25",
-			Help: "Default number of retries of a failing task"},
+			Help: "Default number of retries of a failing task whose type sets none; stored in each task when it is enqueued"},
 		kind:  "int",
 		apply: intValue(func(c *Config) *int { return &c.Worker.MaxRetry }, 0, "want 0 or more"),
+	},
+	{
+		Setting: Setting{Key: "worker.task_check_interval", Env: "WORKER_TASK_CHECK_INTERVAL", Default: "10ms",
+			Help: "How long an idle worker waits before polling its empty queues again: its pickup latency, against Redis load when idle"},
+		kind:  "duration",
+		apply: durationValue(func(c *Config) *time.Duration { return &c.Worker.TaskCheckInterval }, false),
+	},
+	{
+		Setting: Setting{Key: keySchedule, Env: "WORKER_SCHEDULE",
+			Help: `Periodic tasks, as a JSON list of {"name", "spec" ("@every 30s" or cron "*/5 * * * *", UTC unless CRON_TZ=), "type", "payload", "queue"}; in a file, a list of maps`},
+		kind:  "json",
+		apply: scheduleValue(func(c *Config) *[]ScheduleEntry { return &c.Worker.Schedule }),
 	},
 	{
 		Setting: Setting{Key: "http.addr", Env: "HTTP_ADDR", Default: "127.0.0.1:8080",
