@@ -1,0 +1,248 @@
+// Command worker runs forgeq's task handlers: an asynq server on the
+// process's one cache manager, the periodic-task scheduler and, when no Redis
+// is configured, an embedded in-memory Redis.
+//
+// Every setting comes from the config package: defaults, an optional file
+// (--config or FORGEQ_CONFIG), the environment and flags; `worker --help`
+// lists them. SIGINT or SIGTERM shuts the worker down gracefully: it stops
+// taking tasks, lets running ones finish within WORKER_SHUTDOWN_TIMEOUT (the
+// rest go back to their queue), drains asynchronous cache work and exits 0.
+// A second signal during shutdown kills it at once.
+//
+// Exit codes: 0 after a clean shutdown, 2 for bad flags or settings, 1 for
+// any other failure.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/config"
+	"github.com/forgeq/forgeq/internal/bootstrap"
+	"github.com/forgeq/forgeq/tasks"
+)
+
+// The handlers reach the cache manager through tasks.Cache.
+var _ tasks.Cache = (*cachemgr.Manager)(nil)
+
+// handlerGrace bounds the wait, after the asynq server has shut down, for
+// handlers whose tasks it put back on their queue when ShutdownTimeout ran
+// out: their ctx is cancelled then, and they should return at once. Waiting
+// lets them write their log line and keeps them off a closed cache manager.
+const handlerGrace = 2 * time.Second
+
+func main() {
+	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// usageError marks bad flags or settings, for exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// run is the whole worker: it returns when ctx ends or a signal arrives and
+// everything has shut down, or when something fails. Logs go to stderr,
+// --help to stdout.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg, err := loadConfig(args, getenv, stdout)
+	if err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+
+	logger, err := bootstrap.NewLogger(cfg.Log, stderr)
+	if err != nil {
+		return usageError{err}
+	}
+	defer func() { _ = logger.Sync() }() // Sync fails on a terminal or pipe; nothing to do about it
+
+	reg := tasks.Default()
+	// Check the schedule before touching Redis, so a bad entry fails fast.
+	periodics, err := newPeriodics(cfg.Worker.Schedule, reg, cfg.Worker.MaxRetry, time.Now())
+	if err != nil {
+		return usageError{err}
+	}
+
+	target, err := selectRedis(ctx, cfg.Redis, logger)
+	if err != nil {
+		return err
+	}
+	if target.embedded != nil {
+		defer closeEmbedded(target.embedded, logger) // after the manager below
+	}
+	cfg.Redis.URL = target.url
+
+	m, err := cachemgr.New(bootstrap.ManagerOptions(cfg, target.url, logger))
+	if err != nil {
+		return usageError{fmt.Errorf("cache manager: %w", err)}
+	}
+	defer func() {
+		// Close drains the asynchronous cache work the handlers started.
+		if cerr := m.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close cache manager: %w", cerr))
+		}
+	}()
+	if err := ping(ctx, m, cfg, target); err != nil {
+		return err
+	}
+
+	failures := newFailureCounts()
+	srv := asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger, failures))
+	handlers := newInflight(tasks.NewMux(reg, tasks.Deps{Cache: m, Logger: logger}))
+	var sched *scheduler
+	if len(periodics) > 0 {
+		// Shares the manager's client; asynq does not close it.
+		sched = newScheduler(asynq.NewClientFromRedisClient(m.Client()), periodics, logger)
+	}
+
+	logger.Info("worker starting",
+		zap.String("redis", cfg.Redis.Redacted()),
+		zap.Bool("embedded_redis", target.embedded != nil),
+		zap.Any("queues", cfg.Worker.Queues),
+		zap.Bool("strict_priority", cfg.Worker.StrictPriority),
+		zap.Int("concurrency", cfg.Worker.Concurrency),
+		zap.Duration("shutdown_timeout", cfg.Worker.ShutdownTimeout),
+		zap.Duration("task_check_interval", cfg.Worker.TaskCheckInterval),
+		zap.Int("schedule_entries", len(periodics)),
+		zap.Strings("task_types", reg.Types()),
+	)
+	warnUnservedQueues(periodics, cfg.Worker.Queues, logger)
+
+	go func() {
+		// After the first signal, restore the default so that a second one
+		// kills the process instead of waiting for the shutdown.
+		<-ctx.Done()
+		stop()
+	}()
+
+	g, gctx := errgroup.WithContext(ctx)
+	schedDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(schedDone)
+		if sched == nil {
+			return nil
+		}
+		return sched.Run(gctx)
+	})
+	g.Go(func() error {
+		if err := srv.Start(handlers); err != nil {
+			return fmt.Errorf("start asynq server: %w", err)
+		}
+		logger.Info("worker started")
+		<-gctx.Done()
+		<-schedDone // no tick is enqueued once the server is going down
+		logger.Info("worker shutting down: no new tasks; running tasks may finish",
+			zap.Duration("shutdown_timeout", cfg.Worker.ShutdownTimeout))
+		srv.Shutdown()
+		if n := handlers.wait(handlerGrace); n > 0 {
+			logger.Warn("handlers still running after shutdown; their tasks are back on their queue",
+				zap.Int("handlers", n))
+		}
+		return nil
+	})
+	// The web process (issue 4) joins this group here, serving until gctx
+	// ends and then shutting its listener down:
+	//	g.Go(func() error { return web.Serve(gctx, ...) })
+
+	err = g.Wait()
+	logger.Info("worker stopped", zap.Any("task_failures", failures.snapshot()))
+	return err
+}
+
+// loadConfig parses args and loads the configuration. --help prints the
+// usage to stdout and returns pflag.ErrHelp. Errors are usageErrors.
+func loadConfig(args []string, getenv func(string) string, stdout io.Writer) (config.Config, error) {
+	fs := pflag.NewFlagSet("worker", pflag.ContinueOnError)
+	fs.SortFlags = false
+	config.RegisterFlags(fs)
+	fs.SetOutput(io.Discard) // run reports parse errors itself
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, `Usage: worker [flags]
+
+Runs forgeq's task handlers and periodic tasks until SIGINT or SIGTERM.
+
+With no Redis URL set, the worker uses the Redis answering at
+REDIS_EMBEDDED_ADDR (127.0.0.1:6379), or starts an embedded in-memory one
+there. Each flag overrides its environment variable, which overrides the
+config file.
+
+Examples:
+  worker
+  REDIS_CONNECTION_URL=redis://redis:6379/0 WORKER_CONCURRENCY=20 worker
+  worker --worker-queues critical=6,default=3,low=1 --log-format json
+  WORKER_SCHEDULE='[{"name":"purge-tmp","spec":"@every 1m","type":"cache:invalidate","payload":{"pattern":"tmp:*"}}]' worker
+
+Flags:
+%s`, fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return config.Config{}, err
+		}
+		return config.Config{}, usageError{fmt.Errorf("%w (see worker --help)", err)}
+	}
+	if fs.NArg() > 0 {
+		return config.Config{}, usageError{fmt.Errorf("unexpected argument %q: the worker takes only flags (see worker --help)", fs.Arg(0))}
+	}
+	cfg, err := config.Load(fs, getenv)
+	if err != nil {
+		return config.Config{}, usageError{fmt.Errorf("config:\n%w", indent(err))}
+	}
+	return cfg, nil
+}
+
+// indent puts each line of err on its own indented line, for several joined
+// config errors.
+func indent(err error) error {
+	return errors.New("  " + strings.ReplaceAll(err.Error(), "\n", "\n  "))
+}
+
+// ping checks that Redis answers within the socket timeout.
+func ping(ctx context.Context, m *cachemgr.Manager, cfg config.Config, target redisTarget) error {
+	timeout := cfg.Redis.SocketTimeout
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := m.Ping(pctx); err != nil {
+		hint := ""
+		if target.implicit {
+			hint = fmt.Sprintf(" (no Redis URL is set and REDIS_EMBEDDED=false; set REDIS_CONNECTION_URL=redis://host:6379, or REDIS_EMBEDDED=auto to start an embedded Redis at %s)", cfg.Redis.EmbeddedAddr)
+		}
+		return fmt.Errorf("redis %s is unreachable within %v%s: %w", cfg.Redis.Redacted(), timeout, hint, err)
+	}
+	return nil
+}
+
+// closeEmbedded stops the embedded Redis; its data is gone afterwards.
+func closeEmbedded(mr *miniredis.Miniredis, log *zap.Logger) {
+	addr := mr.Addr() // Addr panics once closed
+	mr.Close()
+	log.Info("embedded Redis stopped; its data is gone", zap.String("addr", addr))
+}
