@@ -13,8 +13,9 @@ import (
 // NewMux returns an asynq.ServeMux serving every type of r with deps, behind
 // a middleware that logs one line per task (task_id, task_type, queue,
 // retry, took, outcome) and turns a handler panic into a task error.
-// Outcomes: "done", "retry" (failed, asynq will retry if retries remain) and
-// "skip_retry" (failed for good, archived).
+// Outcomes: "done", "retry" (failed, asynq will retry if retries remain),
+// "skip_retry" (failed for good, archived) and "canceled" (interrupted by
+// shutdown or a lost lease; asynq requeues it).
 func NewMux(r *Registry, deps Deps) *asynq.ServeMux {
 	if deps.Logger == nil {
 		deps.Logger = zap.NewNop()
@@ -46,6 +47,10 @@ func logTasks(log *zap.Logger) asynq.MiddlewareFunc {
 				switch {
 				case err == nil:
 					log.Info("task done", append(fields, zap.String("outcome", "done"))...)
+				case ctx.Err() != nil && errors.Is(err, context.Canceled):
+					// Shutdown or a lost lease: asynq puts the task back
+					// on its queue without counting a retry.
+					log.Warn("task interrupted", append(fields, zap.String("outcome", "canceled"), zap.Error(err))...)
 				case errors.Is(err, asynq.SkipRetry):
 					log.Error("task failed", append(fields, zap.String("outcome", "skip_retry"), zap.Error(err))...)
 				default:
