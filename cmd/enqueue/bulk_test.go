@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
+
+	"github.com/forgeq/forgeq/tasks"
+)
+
+// TestBulk enqueues a file whose lines use every option, with flags as
+// defaults, and checks each task in Redis against the JSON summary.
+func TestBulk(t *testing.T) {
+	tb := setup(t, dbCLI)
+	at := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	file := writeFile(t, "tasks.jsonl", strings.Join([]string{
+		`{"type": "data:process", "payload": {"key": "a", "work": 1}}`,
+		``, // blank lines are skipped
+		`{"type": "data:process", "payload": {"key": "b", "work": 2}, "queue": "critical", "id": "bulk-b", "max_retry": 1, "timeout": "30s"}`,
+		`{"type": "cache:warm", "payload": {"keys": ["c"], "work": 1}, "delay": 90}`,
+		`{"type": "cache:invalidate", "payload": {"pattern": "c*"}, "at": "` + at.Format(time.RFC3339) + `", "retention": "1h", "unique": "10m"}`,
+		`{"type": "data:process", "payload": {"key": "e", "work": 1}, "group": "g1", "deadline": "1h"}`,
+	}, "\n"))
+
+	r := runCmd(t, tb.env, "", "--file", file, "--max-retry", "7", "--json")
+	if r.code != exitOK {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	sum := decodeJSON[bulkJSON](t, r.stdout)
+	if sum.Enqueued != 5 || sum.Failed != 0 || sum.NotAttempted != 0 || len(sum.Tasks) != 5 || sum.PerSecond <= 0 {
+		t.Fatalf("summary = %+v", sum)
+	}
+	byLine := make(map[int]*asynq.TaskInfo)
+	for _, task := range sum.Tasks {
+		ti, err := tb.insp.GetTaskInfo(task.Queue, task.ID)
+		if err != nil {
+			t.Fatalf("line %d: task %s on %s: %v", task.Line, task.ID, task.Queue, err)
+		}
+		if ti.Type != task.Type || ti.State.String() != task.State {
+			t.Errorf("line %d: printed %+v, stored %s %s", task.Line, task, ti.Type, ti.State)
+		}
+		byLine[task.Line] = ti
+	}
+	type got struct {
+		Queue, State string
+		MaxRetry     int
+	}
+	want := map[int]got{
+		1: {"default", "pending", 7},
+		3: {"critical", "pending", 1},
+		4: {"low", "scheduled", 7},
+		5: {"default", "scheduled", 7},
+		6: {"default", "aggregating", 7},
+	}
+	gotAll := make(map[int]got)
+	for line, ti := range byLine {
+		gotAll[line] = got{ti.Queue, ti.State.String(), ti.MaxRetry}
+	}
+	if diff := cmp.Diff(want, gotAll); diff != "" {
+		t.Errorf("tasks by line (-want +got):\n%s", diff)
+	}
+	if ti := byLine[3]; ti.ID != "bulk-b" || ti.Timeout != 30*time.Second {
+		t.Errorf("line 3: id %q, timeout %v", ti.ID, ti.Timeout)
+	}
+	if ti := byLine[4]; time.Until(ti.NextProcessAt) < 80*time.Second {
+		t.Errorf("line 4: runs at %v, want in 90s", ti.NextProcessAt)
+	}
+	if ti := byLine[5]; !ti.NextProcessAt.Equal(at) || ti.Retention != time.Hour {
+		t.Errorf("line 5: runs at %v, retention %v", ti.NextProcessAt, ti.Retention)
+	}
+	if ti := byLine[6]; ti.Group != "g1" || time.Until(ti.Deadline) < 59*time.Minute {
+		t.Errorf("line 6: group %q, deadline %v", ti.Group, ti.Deadline)
+	}
+	if n := tb.queued(t); n != 5 {
+		t.Errorf("%d tasks in Redis, want 5", n)
+	}
+}
+
+// TestBulkTextAndProgress reads the file from stdin and checks the text
+// summary and the progress bar.
+func TestBulkTextAndProgress(t *testing.T) {
+	tb := setup(t, dbCLI)
+	var sb strings.Builder
+	for i := range 300 {
+		fmt.Fprintf(&sb, `{"type": "data:process", "payload": {"key": "k%d", "work": 1}}`+"\n", i)
+	}
+	r := runCmd(t, tb.env, sb.String(), "--file", "-", "--queue", "low", "--progress", "always", "--concurrency", "8")
+	if r.code != exitOK {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if !strings.HasPrefix(r.stdout, "enqueued 300 of 300 tasks in ") || !strings.Contains(r.stdout, "tasks/s)") {
+		t.Errorf("stdout = %q", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "300/300") {
+		t.Errorf("no progress bar reaching 300/300 in stderr: %q", abbrev2k(r.stderr))
+	}
+	qi, err := tb.insp.GetQueueInfo("low")
+	if err != nil || qi.Pending != 300 {
+		t.Errorf("low: %+v, %v; want 300 pending", qi, err)
+	}
+
+	// Without a terminal, and by default, there is no bar.
+	tb.rdb.FlushDB(context.Background())
+	r = runCmd(t, tb.env, sb.String(), "--file", "-")
+	if r.code != exitOK || r.stderr != "" {
+		t.Errorf("exit %d, stderr %q; want 0 and nothing", r.code, r.stderr)
+	}
+}
+
+// TestBulkRuntimeFailure: a task refused by Redis while enqueueing (here
+// by a uniqueness lock another producer holds) fails alone; the others are
+// enqueued, the summary says so with the line, and the exit code is 1.
+func TestBulkRuntimeFailure(t *testing.T) {
+	tb := setup(t, dbCLI)
+	if r := runCmd(t, tb.env, "", "data:process", `{"key": "held", "work": 1}`, "--unique", "1h"); r.code != exitOK {
+		t.Fatalf("seed: exit %d: %s", r.code, r.stderr)
+	}
+	file := writeFile(t, "tasks.jsonl", strings.Join([]string{
+		`{"type": "data:process", "payload": {"key": "a", "work": 1}, "unique": "1h"}`,
+		`{"type": "data:process", "payload": {"key": "held", "work": 1}, "unique": "1h"}`,
+		`{"type": "data:process", "payload": {"key": "c", "work": 1}, "unique": "1h"}`,
+	}, "\n"))
+	r := runCmd(t, tb.env, "", "--file", file)
+	if r.code != exitFailure {
+		t.Fatalf("exit %d, want 1; stderr %q", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "enqueued 2 of 3 tasks") || !strings.Contains(r.stdout, "1 failed") {
+		t.Errorf("stdout = %q", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "line 2: task already exists") {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+	if n := tb.queued(t); n != 3 {
+		t.Errorf("%d tasks in Redis, want 3", n)
+	}
+
+	tb.rdb.FlushDB(context.Background())
+	runCmd(t, tb.env, "", "data:process", `{"key": "held", "work": 1}`, "--unique", "1h")
+	r = runCmd(t, tb.env, "", "--file", file, "--json")
+	sum := decodeJSON[bulkJSON](t, r.stdout)
+	if r.code != exitFailure || sum.Enqueued != 2 || sum.Failed != 1 || len(sum.Errors) != 1 || sum.Errors[0].Line != 2 {
+		t.Errorf("--json: exit %d, summary %+v", r.code, sum)
+	}
+}
+
+// TestBulkOwnRetry: a conflict on an id enqueue generated itself can only
+// be its own write sent twice, so the task counts as enqueued; a conflict
+// on an id from the file is a failure.
+func TestBulkOwnRetry(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	env := map[string]string{"REDIS_CONNECTION_URL": "redis://" + mr.Addr()}
+	c := &cli{reg: tasks.Default(), now: time.Now, stderr: io.Discard, stdout: io.Discard, getenv: func(k string) string { return env[k] }}
+	c.f.concurrency, c.f.progress = 4, "never"
+	list, bad, err := c.checkLines(strings.NewReader(
+		`{"type": "data:process", "payload": {"key": "a", "work": 1}}` + "\n" +
+			`{"type": "data:process", "payload": {"key": "b", "work": 1}, "id": "given"}` + "\n"))
+	if err != nil || len(bad) > 0 {
+		t.Fatal(err, bad)
+	}
+	cfg, err := c.loadConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := c.connect(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.close()
+	client, _, stop := k.pipelined()
+	defer stop()
+	if res := c.enqueueAll(context.Background(), client, list); res.enqueued != 2 {
+		t.Fatalf("first: %+v", res)
+	}
+	res := c.enqueueAll(context.Background(), client, list) // as if each were sent again
+	if res.enqueued != 1 || res.failed != 1 || res.states[0] != "enqueued" || res.errs[1] == nil || res.stopped != nil {
+		t.Errorf("again: enqueued %d, failed %d, states %q, errs %v, stopped %v", res.enqueued, res.failed, res.states, res.errs, res.stopped)
+	}
+}
+
+func TestReadLine(t *testing.T) {
+	t.Parallel()
+	in := "short\n" + strings.Repeat("x", 100) + "\n\nlast without newline"
+	br := bufio.NewReaderSize(strings.NewReader(in), 16)
+	type line struct {
+		Text    string
+		TooLong bool
+	}
+	var got []line
+	for {
+		text, long, err := readLine(br, 50)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, line{string(text), long})
+	}
+	want := []line{{"short", false}, {"", true}, {"", false}, {"last without newline", false}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+}

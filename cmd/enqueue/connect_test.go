@@ -1,0 +1,86 @@
+package main
+
+import (
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRedisUnreachable: nothing listens at the URL. The command says so
+// quickly, without the password, and exits 1.
+func TestRedisUnreachable(t *testing.T) {
+	t.Parallel()
+	url := strings.Replace(closedURL(t), "redis://", "redis://app:hunter2@", 1)
+	for _, args := range [][]string{
+		{"data:process", `{"key": "k", "work": 1}`},
+		{"--file", writeFile(t, "t.jsonl", `{"type": "data:process", "payload": {"key": "k", "work": 1}}`)},
+	} {
+		r := runCmd(t, map[string]string{"REDIS_CONNECTION_URL": url}, "", args...)
+		if r.code != exitFailure {
+			t.Errorf("%s: exit %d, want 1; stderr %q", args[0], r.code, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "cannot reach Redis at redis://app:xxxxx@127.0.0.1:") || !strings.Contains(r.stderr, "REDIS_CONNECTION_URL") {
+			t.Errorf("%s: stderr = %q", args[0], r.stderr)
+		}
+		if strings.Contains(r.stderr+r.stdout, "hunter2") {
+			t.Errorf("%s: the password is printed: %q", args[0], r.stderr)
+		}
+		if r.took > 5*time.Second {
+			t.Errorf("%s: took %v", args[0], r.took)
+		}
+	}
+}
+
+// TestRedisSilent: something accepts connections but never answers. The
+// command gives up after the socket timeout instead of hanging.
+func TestRedisSilent(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // hold it open, say nothing
+		}
+	}()
+	env := map[string]string{
+		"REDIS_CONNECTION_URL": "redis://" + l.Addr().String() + "/0",
+		"REDIS_SOCKET_TIMEOUT": "300ms",
+	}
+	r := runCmd(t, env, "", "data:process", `{"key": "k", "work": 1}`)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "cannot reach Redis") {
+		t.Errorf("exit %d, stderr %q; want 1 and a clear message", r.code, r.stderr)
+	}
+	if r.took > 2*time.Second {
+		t.Errorf("took %v with a 300ms socket timeout", r.took)
+	}
+}
+
+// TestDefaultURL: with no URL configured the command goes to
+// 127.0.0.1:6379 and says that this is the default.
+func TestDefaultURL(t *testing.T) {
+	t.Parallel()
+	c := &cli{stderr: io.Discard, getenv: func(k string) string {
+		return map[string]string{"REDIS_SOCKET_TIMEOUT": "200ms"}[k]
+	}}
+	cfg, err := c.loadConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := c.connect(t.Context(), cfg)
+	if err == nil {
+		k.close()
+		t.Skip("a Redis answers on 127.0.0.1:6379")
+	}
+	if !strings.Contains(err.Error(), "redis://127.0.0.1:6379 (the default") {
+		t.Errorf("error = %q", err)
+	}
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/tasks"
+)
+
+// startWorker runs an asynq server with forgeq's handlers on url until the
+// test ends, checking for new tasks every 10ms.
+func startWorker(tb testing.TB, url string) {
+	tb.Helper()
+	m, err := cachemgr.New(cachemgr.Options{URL: url})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	log := zaptest.NewLogger(tb)
+	srv := asynq.NewServerFromRedisClient(m.Client(), asynq.Config{
+		Concurrency:       4,
+		Queues:            map[string]int{"default": 1, "low": 1},
+		TaskCheckInterval: 10 * time.Millisecond,
+		ShutdownTimeout:   time.Second,
+		Logger:            log.Sugar(),
+		LogLevel:          asynq.WarnLevel,
+	})
+	if err := srv.Start(tasks.NewMux(tasks.Default(), tasks.Deps{Cache: m, Logger: log})); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		srv.Shutdown()
+		m.Close()
+	})
+	// Wait for its first heartbeat, which --wait looks for.
+	insp := asynq.NewInspectorFromRedisClient(m.Client())
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if servers, err := insp.Servers(); err == nil && len(servers) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("the worker wrote no heartbeat within 5s")
+		}
+	}
+}
+
+// TestWait runs a worker and follows tasks with --wait to each end.
+func TestWait(t *testing.T) {
+	tb := setup(t, dbWait)
+	startWorker(t, tb.url)
+
+	t.Run("completes", func(t *testing.T) {
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:1", "work": 1000}`, "--wait")
+		if r.code != exitOK {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		want := tasks.Digest("wait:1", 1000)
+		for _, s := range []string{"enqueued task", "completed after", `"value":"` + want + `"`, `"source":"computed"`} {
+			if !strings.Contains(r.stdout, s) {
+				t.Errorf("stdout lacks %q:\n%s", s, r.stdout)
+			}
+		}
+		if r.stderr != "" {
+			t.Errorf("stderr = %q, want nothing without a terminal", r.stderr)
+		}
+	})
+
+	t.Run("json", func(t *testing.T) {
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:1", "work": 1000}`, "--wait", "--json")
+		if r.code != exitOK {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		out := decodeJSON[taskJSON](t, r.stdout)
+		res, _ := json.Marshal(out.Result)
+		var got tasks.ProcessDataResult
+		if err := json.Unmarshal(res, &got); err != nil {
+			t.Fatalf("result %s: %v", res, err)
+		}
+		if out.State != "completed" || out.Waited == nil || got.Key != "wait:1" || got.Source != tasks.SourceCache {
+			t.Errorf("output %+v, result %+v; want completed, the cached value of wait:1", out, got)
+		}
+	})
+
+	t.Run("progress bar", func(t *testing.T) {
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:2", "work": 2000000}`, "--wait", "--progress", "always")
+		if r.code != exitOK {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		for _, s := range []string{"100%", "computed and cached"} {
+			if !strings.Contains(r.stderr, s) {
+				t.Errorf("stderr lacks %q: %q", s, abbrev2k(r.stderr))
+			}
+		}
+		// The handler's reports: "computing: N of M rounds" while it runs
+		// (if a poll catches it), then "computed and cached".
+		if !strings.Contains(r.stderr, "computed and cached") {
+			t.Errorf("stderr shows no progress message: %q", abbrev2k(r.stderr))
+		}
+	})
+
+	t.Run("archived", func(t *testing.T) {
+		start := time.Now()
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:slow", "work": 50000000}`, "--wait", "--timeout", "1", "--max-retry", "0")
+		if r.code != exitFailure {
+			t.Fatalf("exit %d, want 1; stdout %q stderr %q", r.code, r.stdout, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "failed and was archived") || !strings.Contains(r.stderr, "deadline exceeded") {
+			t.Errorf("stderr = %q, want the archived task's last error", r.stderr)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("took %v", took)
+		}
+	})
+
+	t.Run("archived json", func(t *testing.T) {
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:slow2", "work": 50000000}`, "--wait", "--timeout", "1", "--max-retry", "0", "--json")
+		if r.code != exitFailure {
+			t.Fatalf("exit %d, want 1; stderr %q", r.code, r.stderr)
+		}
+		out := decodeJSON[taskJSON](t, r.stdout)
+		if out.State != "archived" || !strings.Contains(out.LastError, "deadline exceeded") {
+			t.Errorf("output %+v", out)
+		}
+	})
+
+	t.Run("wait timeout", func(t *testing.T) {
+		start := time.Now()
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:3", "work": 1}`, "--wait", "--delay", "1h", "--wait-timeout", "300ms")
+		if r.code != exitFailure || !strings.Contains(r.stderr, "gave up waiting after 300ms (--wait-timeout)") || !strings.Contains(r.stderr, "still scheduled") {
+			t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("took %v", took)
+		}
+	})
+
+	t.Run("unserved queue", func(t *testing.T) {
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:4", "work": 1}`, "--wait", "--queue", "nobody", "--wait-timeout", "100ms")
+		if r.code != exitFailure || !strings.Contains(r.stderr, `serves queue "nobody"`) {
+			t.Errorf("exit %d, stderr %q; want a warning that no worker serves the queue", r.code, r.stderr)
+		}
+	})
+}
