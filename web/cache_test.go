@@ -1,0 +1,140 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/web"
+)
+
+// cachedBody mirrors the body of GET /api/cache/{key}.
+type cachedBody struct {
+	Key    string `json:"key"`
+	Data   string `json:"data"`
+	Source string `json:"source"`
+}
+
+func TestCacheAside(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		giveKey  string
+		giveWork string // ?work=; "" for the default
+		wantWork int
+	}{
+		{"default work", "report:1", "", web.DefaultComputeWork},
+		{"given work", "report:2", "25", 25},
+		{"unicode key", "bericht:übersicht", "3", 3},
+		{"key with slashes", "reports/2026/03", "1", 1},
+		{"longest key", string(make256()), "1", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			path := "/api/cache/" + url.PathEscape(tt.giveKey)
+			if tt.giveWork != "" {
+				path += "?work=" + tt.giveWork
+			}
+			want := cachedBody{Key: tt.giveKey, Data: tasks.Digest(tt.giveKey, tt.wantWork), Source: "computed"}
+
+			resp := b.send(t, req{Path: path})
+			if resp.Status != http.StatusOK {
+				t.Fatalf("first GET: status %d: %s", resp.Status, resp.Body)
+			}
+			if diff := cmp.Diff(want, decode[cachedBody](t, resp)); diff != "" {
+				t.Errorf("first GET (-want +got):\n%s", diff)
+			}
+			// It is stored where data:process tasks read and write it.
+			if got, err := b.m.Get(context.Background(), tt.giveKey); err != nil || got != want.Data {
+				t.Errorf("cache holds %q, %v; want %q", got, err, want.Data)
+			}
+
+			want.Source = "cache"
+			resp = b.send(t, req{Path: path})
+			if diff := cmp.Diff(want, decode[cachedBody](t, resp)); diff != "" {
+				t.Errorf("second GET (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func make256() []byte {
+	b := make([]byte, web.MaxKeyBytes)
+	for i := range b {
+		b[i] = 'a' + byte(i%26)
+	}
+	return b
+}
+
+func TestCacheAsideAnswersWhatIsCached(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if err := b.m.Set(context.Background(), "greeting", "hello", 0); err != nil {
+		t.Fatal(err)
+	}
+	resp := b.send(t, req{Path: "/api/cache/greeting?work=99"})
+	want := cachedBody{Key: "greeting", Data: "hello", Source: "cache"}
+	if diff := cmp.Diff(want, decode[cachedBody](t, resp)); diff != "" {
+		t.Errorf("GET (-want +got):\n%s", diff)
+	}
+}
+
+func TestCacheAsideComputesOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const (
+		callers = 20
+		work    = web.MaxComputeWork // about 0.1s: long enough for the callers to overlap
+	)
+	before := b.m.Stats().Computations
+	want := tasks.Digest("cold", work)
+
+	var (
+		wg      sync.WaitGroup
+		start   = make(chan struct{})
+		results = make([]cachedBody, callers)
+		errs    = make([]error, callers)
+	)
+	for i := range callers {
+		wg.Go(func() {
+			<-start
+			resp, err := http.Get(b.ts.URL + "/api/cache/cold?work=" + strconv.Itoa(work))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				errs[i] = fmt.Errorf("status %d", resp.StatusCode)
+				return
+			}
+			errs[i] = json.NewDecoder(resp.Body).Decode(&results[i])
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	computed := 0
+	for i := range callers {
+		if errs[i] != nil || results[i].Data != want {
+			t.Errorf("caller %d: %v, body %+v; want 200 with %q", i, errs[i], results[i], want)
+		}
+		if results[i].Source == "computed" {
+			computed++
+		}
+	}
+	t.Logf("%d of %d callers shared the computation, the others found its value cached", computed, callers)
+	if got := b.m.Stats().Computations - before; got != 1 {
+		t.Errorf("%d computations for %d concurrent requests of one cold key, want 1", got, callers)
+	}
+}

@@ -1,0 +1,63 @@
+// Package web is forgeq's embedded web process: the seed's FastAPI side in
+// Go. It serves health checks, a cache-aside route, tasks over HTTP, login
+// sessions, Prometheus metrics and the asynqmon dashboard, all on the
+// process's one [cachemgr.Manager] (and so one Redis connection pool), used
+// through its async side.
+//
+// # Routes
+//
+//	GET  /health/live              200 {"status":"ok"} while serving
+//	GET  /health/ready             200 {"status":"ready","checks":{"redis":"ok","worker":"ok","server":"ok"}};
+//	                               503 "unready" while Redis or the worker is down, or once shutdown has begun
+//	GET  /health/redis             200 {"status":"healthy"}; 503 {"status":"unhealthy","error":"..."}
+//	GET  /api/cache/{key}?work=N   200 {"key":..,"data":..,"source":"cache"|"computed"}; the key may contain "/"
+//	POST /api/tasks/{type}         202 {"id","queue","type","state","process_at"?,"status_url"}; Location: status_url
+//	GET  /api/tasks/{queue}/{id}   200 the task's state, payload, result, last error, retries, times, progress
+//	GET  /api/task-types           200 {"task_types":[{"type","description","queue","fields":[...]}]}
+//	GET  /login                    the dashboard's login page (?next=/local/path)
+//	POST /login                    JSON or form {username, password}: sets the forgeq_session cookie
+//	POST /logout                   ends the session and clears the cookie
+//	GET  /metrics                  Options.Metrics, when set
+//	     /monitoring/              the asynqmon dashboard; its API under /monitoring/api/
+//
+// The body of POST /api/tasks/{type} is
+//
+//	{"payload": {...}, "queue": "default", "id": "job-1", "delay": "90s",
+//	 "process_at": "2026-01-02T15:04:05Z", "unique": "1h", "max_retry": 3,
+//	 "timeout": "30s", "deadline": "2026-01-02T16:00:00Z", "retention": "24h"}
+//
+// where only payload matters to the task; everything else is optional and
+// overrides the type's defaults.
+//
+// # Errors
+//
+// Every error response has one shape, whatever produced it (a handler, the
+// router's 404 and 405, a panic, asynqmon):
+//
+//	{"error":{"code":"invalid_payload","message":"..."},"request_id":"..."}
+//
+// The codes are bad_request, malformed_json, invalid_key, invalid_work,
+// unknown_task_type, invalid_payload, invalid_option, invalid_task_ref
+// (400); unauthorized, invalid_credentials (401); cross_origin, forbidden
+// (403); not_found (404); method_not_allowed (405); conflict (409: a task
+// id or unique lock is taken); request_too_large (413);
+// unsupported_media_type (415); rate_limited (429, with Retry-After);
+// internal (500); unavailable, shutting_down (503). The health checks
+// answer their own bodies, with 503 when unhealthy.
+//
+// # Authentication
+//
+// With Options.AuthUsername and AuthPassword set, the dashboard and every
+// state-changing route (POST /api/tasks/{type}, the dashboard's API
+// writes) need a session cookie from POST /login or HTTP basic auth;
+// password attempts are limited per client address (Options.LoginLimit).
+// Without credentials nothing needs them, which [New] allows only on a
+// loopback address. Cross-origin browser requests that change state are
+// refused ([http.CrossOriginProtection]).
+//
+// # Usage
+//
+//	srv, err := web.New(web.Options{Addr: "127.0.0.1:8080", Manager: m, Logger: log})
+//	if err != nil { ... }
+//	g.Go(func() error { return srv.Run(ctx) }) // until ctx ends, then a graceful shutdown
+package web

@@ -1,0 +1,5 @@
+package web
+
+// BeginShutdown marks s as shutting down, as Run does once its ctx ends,
+// without a listener to close.
+func BeginShutdown(s *Server) { s.draining.Store(true) }

@@ -1,0 +1,199 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/tasks"
+)
+
+// Timeouts of the http.Server that Run starts.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 60 * time.Second
+	idleTimeout       = 2 * time.Minute
+)
+
+// Server is the embedded web process: health, cache-aside, tasks over
+// HTTP, login, metrics and the dashboard. Build it with New, serve it with
+// Run (or mount Handler in a server of your own). A Server is safe for
+// concurrent use; it runs at most once.
+type Server struct {
+	o         Options
+	m         *cachemgr.Manager
+	reg       *tasks.Registry
+	client    *asynq.Client
+	inspector *asynq.Inspector
+	log       *zap.Logger
+	auth      *credentials // nil when no credentials are configured
+	ids       *requestIDs
+	handler   http.Handler
+
+	draining atomic.Bool // shutdown has begun
+
+	mu      sync.Mutex
+	ln      net.Listener
+	started bool
+}
+
+// New validates o, fills in its defaults and builds the server; it does
+// not listen. Errors wrap ErrInvalidOptions, or ErrNoCredentials when
+// o.Addr is not a loopback address and o has no credentials.
+func New(o Options) (*Server, error) {
+	if err := o.init(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		o:         o,
+		m:         o.Manager,
+		reg:       o.Registry,
+		client:    o.Client,
+		inspector: o.Inspector,
+		log:       o.Logger,
+		ids:       newRequestIDs(),
+	}
+	if o.AuthUsername != "" {
+		s.auth = newCredentials(o.AuthUsername, o.AuthPassword)
+	}
+	s.handler = s.chain(s.routes())
+	return s, nil
+}
+
+// routes registers every route on a new router.
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+
+	mux.HandleFunc("GET /health/live", s.live)
+	mux.HandleFunc("GET /health/ready", s.ready)
+	mux.HandleFunc("GET /health/redis", s.redisHealth)
+
+	mux.Handle("GET /api/cache/{key...}", s.api(http.HandlerFunc(s.cached)))
+	mux.Handle("POST /api/tasks/{type}", s.api(s.requireAuth(http.HandlerFunc(s.enqueue))))
+	mux.Handle("GET /api/tasks/{queue}/{id}", s.api(http.HandlerFunc(s.taskStatus)))
+	mux.Handle("GET /api/task-types", s.api(http.HandlerFunc(s.taskTypes)))
+
+	mux.HandleFunc("GET /login", s.loginPage)
+	mux.HandleFunc("POST /login", s.login)
+	mux.HandleFunc("POST /logout", s.logout)
+
+	if s.o.Metrics != nil {
+		mux.Handle("GET /metrics", s.o.Metrics)
+	}
+	mux.Handle(dashboardRoot+"/", s.dashboard())
+	return mux
+}
+
+// chain puts the layers described in middleware.go around the router.
+func (s *Server) chain(mux http.Handler) http.Handler {
+	h := s.recoverer(s.gate(s.limitBody(s.crossOrigin(shapeErrors(mux)))))
+	if s.o.Middleware != nil {
+		h = s.o.Middleware(h)
+	}
+	return s.observe(h)
+}
+
+// api is what every /api/ route goes through first: the rate limit.
+func (s *Server) api(h http.Handler) http.Handler { return s.rateLimit(h) }
+
+// Handler returns the handler of every route with every layer, for a
+// server of the caller's own or for tests. Run serves the same handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Listen binds Options.Addr, so that Addr reports the actual address
+// (useful with port 0) before Run. Run calls it when it has not been
+// called. Calling it again is a no-op.
+func (s *Server) Listen(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return nil
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.o.Addr)
+	if err != nil {
+		return fmt.Errorf("web: listen: %w", err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr returns the address the server listens on once Listen or Run has
+// bound it, else Options.Addr.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return s.ln.Addr().String()
+	}
+	return s.o.Addr
+}
+
+// Run listens (unless Listen has) and serves until ctx ends. Then it
+// begins the shutdown: /health/ready fails and new requests get 503 for
+// Options.DrainDelay, the listener closes, and in-flight requests get
+// Options.ShutdownTimeout to finish. It returns nil after a clean shutdown,
+// an error when listening or serving fails or requests were still running
+// at the timeout, and ErrRunning when called a second time.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return ErrRunning
+	}
+	s.started = true
+	ln := s.ln
+	s.mu.Unlock()
+
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+		// Requests keep ctx's values but not its cancellation: in-flight
+		// requests finish during the shutdown.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	s.log.Info("web listening", zap.String("addr", ln.Addr().String()))
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("web: serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.draining.Store(true)
+	s.log.Info("web shutting down", zap.Duration("drain_delay", s.o.DrainDelay))
+	if s.o.DrainDelay > 0 {
+		t := time.NewTimer(s.o.DrainDelay)
+		<-t.C
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("web: shutdown: %w", err)
+	}
+	s.log.Info("web stopped")
+	return nil
+}

@@ -1,0 +1,389 @@
+package web
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/tasks"
+)
+
+// Limits of the enqueue options.
+const (
+	maxNameLen  = 128                  // queue names and task ids
+	maxDuration = 366 * 24 * time.Hour // delay, unique, timeout, retention
+	maxRetries  = 1000
+)
+
+// enqueueRequest is the body of POST /api/tasks/{type}. Every field but
+// payload is optional; durations are Go durations ("90s", "1h30m"), times
+// RFC 3339.
+type enqueueRequest struct {
+	Payload   json.RawMessage `json:"payload"`    // the task's payload, a JSON object; absent: {}
+	Queue     string          `json:"queue"`      // default: the type's queue
+	ID        string          `json:"id"`         // default: a random UUID; a taken id is a 409
+	Delay     string          `json:"delay"`      // run no sooner than this from now
+	ProcessAt string          `json:"process_at"` // run no sooner than this time (not with delay)
+	Unique    string          `json:"unique"`     // refuse (409) an equal task (type, payload, queue) for this long
+	MaxRetry  *int            `json:"max_retry"`  // default: the type's
+	Timeout   string          `json:"timeout"`    // default: the type's
+	Deadline  string          `json:"deadline"`   // a time the task must finish by
+	Retention string          `json:"retention"`  // how long it stays readable once completed; default Options.TaskRetention
+}
+
+// enqueuedBody is the 202 body of POST /api/tasks/{type}.
+type enqueuedBody struct {
+	ID        string     `json:"id"`
+	Queue     string     `json:"queue"`
+	Type      string     `json:"type"`
+	State     string     `json:"state"`                // "pending" or "scheduled"
+	ProcessAt *time.Time `json:"process_at,omitempty"` // when scheduled
+	StatusURL string     `json:"status_url"`           // GET it for the task's state
+}
+
+// enqueue validates and enqueues one task of a registered type. Nothing is
+// enqueued unless the answer is 202.
+func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
+	typ := r.PathValue("type")
+	def, ok := s.reg.Lookup(typ)
+	if !ok {
+		fail(w, r, http.StatusBadRequest, codeUnknownTaskType,
+			fmt.Sprintf("unknown task type %q (known: %s)", typ, strings.Join(s.reg.Types(), ", ")))
+		return
+	}
+	var req enqueueRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	opts, err := req.options(time.Now())
+	if err != nil {
+		fail(w, r, http.StatusBadRequest, codeInvalidOption, err.Error())
+		return
+	}
+	if req.Retention == "" && !hasOption(def.Defaults(), asynq.RetentionOpt) {
+		opts = append(opts, asynq.Retention(s.o.TaskRetention))
+	}
+	payload := []byte(req.Payload)
+	if len(payload) == 0 || bytes.Equal(payload, []byte("null")) {
+		payload = []byte("{}")
+	}
+	task, err := def.NewTask(payload, opts...)
+	if err != nil {
+		// "tasks: invalid payload: data:process: missing required field ..."
+		fail(w, r, http.StatusBadRequest, codeInvalidPayload, strings.TrimPrefix(err.Error(), "tasks: "))
+		return
+	}
+	info, err := s.client.EnqueueContext(r.Context(), task)
+	switch {
+	case errors.Is(err, asynq.ErrDuplicateTask):
+		fail(w, r, http.StatusConflict, codeConflict,
+			fmt.Sprintf("an equal %s task is already queued and unique for up to %s", typ, req.Unique))
+		return
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		fail(w, r, http.StatusConflict, codeConflict, fmt.Sprintf("task id %q is taken", req.ID))
+		return
+	case err != nil:
+		s.unavailable(w, r, "task queue", err)
+		return
+	}
+	body := enqueuedBody{
+		ID:        info.ID,
+		Queue:     info.Queue,
+		Type:      info.Type,
+		State:     info.State.String(),
+		StatusURL: statusURL(info.Queue, info.ID),
+	}
+	if info.State == asynq.TaskStateScheduled {
+		t := info.NextProcessAt.UTC()
+		body.ProcessAt = &t
+	}
+	w.Header().Set("Location", body.StatusURL)
+	s.log.Info("task enqueued", zap.String("request_id", stateOf(r).id),
+		zap.String("task_id", info.ID), zap.String("task_type", info.Type), zap.String("queue", info.Queue))
+	writeJSON(w, http.StatusAccepted, body)
+}
+
+// statusURL is the path of GET /api/tasks/{queue}/{id}.
+func statusURL(queue, id string) string {
+	return "/api/tasks/" + url.PathEscape(queue) + "/" + url.PathEscape(id)
+}
+
+// options turns the request's options into asynq's, checking each. now is
+// the reference for delays and deadlines. The error names the field.
+func (q enqueueRequest) options(now time.Time) ([]asynq.Option, error) {
+	var opts []asynq.Option
+	if q.Queue != "" {
+		if err := checkName("queue", q.Queue); err != nil {
+			return nil, err
+		}
+		opts = append(opts, asynq.Queue(q.Queue))
+	}
+	if q.ID != "" {
+		if err := checkName("id", q.ID); err != nil {
+			return nil, err
+		}
+		opts = append(opts, asynq.TaskID(q.ID))
+	}
+	if q.Delay != "" && q.ProcessAt != "" {
+		return nil, errors.New(`give "delay" or "process_at", not both`)
+	}
+	if q.Delay != "" {
+		d, err := parseDuration("delay", q.Delay, 0)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, asynq.ProcessIn(d))
+	}
+	if q.ProcessAt != "" {
+		t, err := parseTime("process_at", q.ProcessAt)
+		if err != nil {
+			return nil, err
+		}
+		if t.Sub(now) > maxDuration {
+			return nil, fmt.Errorf("field %q: %s is more than %v away", "process_at", q.ProcessAt, maxDuration)
+		}
+		opts = append(opts, asynq.ProcessAt(t))
+	}
+	if q.Unique != "" {
+		d, err := parseDuration("unique", q.Unique, time.Second)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, asynq.Unique(d))
+	}
+	if q.MaxRetry != nil {
+		if n := *q.MaxRetry; n < 0 || n > maxRetries {
+			return nil, fmt.Errorf("field %q: %d is outside [0, %d]", "max_retry", n, maxRetries)
+		}
+		opts = append(opts, asynq.MaxRetry(*q.MaxRetry))
+	}
+	if q.Timeout != "" {
+		d, err := parseDuration("timeout", q.Timeout, time.Second)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, asynq.Timeout(d))
+	}
+	if q.Deadline != "" {
+		t, err := parseTime("deadline", q.Deadline)
+		if err != nil {
+			return nil, err
+		}
+		if !t.After(now) {
+			return nil, fmt.Errorf("field %q: %s is in the past", "deadline", q.Deadline)
+		}
+		opts = append(opts, asynq.Deadline(t))
+	}
+	if q.Retention != "" {
+		d, err := parseDuration("retention", q.Retention, 0)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, asynq.Retention(d))
+	}
+	return opts, nil
+}
+
+// parseDuration parses the Go duration s of field, which must lie in
+// [least, maxDuration].
+func parseDuration(field, s string, least time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("field %q: %q is not a duration such as \"90s\" or \"1h30m\"", field, s)
+	case d < least:
+		return 0, fmt.Errorf("field %q: %s is below %v", field, s, least)
+	case d > maxDuration:
+		return 0, fmt.Errorf("field %q: %s is over %v", field, s, maxDuration)
+	}
+	return d, nil
+}
+
+// parseTime parses the RFC 3339 time s of field.
+func parseTime(field, s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("field %q: %q is not an RFC 3339 time such as \"2026-01-02T15:04:05Z\"", field, s)
+	}
+	return t, nil
+}
+
+// checkName checks a queue name or task id given to enqueue: 1 to
+// maxNameLen of A-Z a-z 0-9 . _ : -, so that it is safe in status URLs,
+// logs and Redis keys.
+func checkName(field, v string) error {
+	if len(v) > maxNameLen {
+		return fmt.Errorf("field %q: %d bytes, over the %d-byte limit", field, len(v), maxNameLen)
+	}
+	for i := range len(v) {
+		c := v[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return fmt.Errorf("field %q: %q has a character other than A-Z a-z 0-9 . _ : -", field, v)
+		}
+	}
+	return nil
+}
+
+// hasOption reports whether opts has an option of type t.
+func hasOption(opts []asynq.Option, t asynq.OptionType) bool {
+	for _, o := range opts {
+		if o.Type() == t {
+			return true
+		}
+	}
+	return false
+}
+
+// taskBody is the body of GET /api/tasks/{queue}/{id}. Payload and result
+// are embedded as JSON when they are JSON, else as a string.
+type taskBody struct {
+	ID            string          `json:"id"`
+	Queue         string          `json:"queue"`
+	Type          string          `json:"type"`
+	State         string          `json:"state"` // pending, active, scheduled, retry, archived, completed, aggregating
+	Payload       json.RawMessage `json:"payload,omitempty"`
+	MaxRetry      int             `json:"max_retry"`
+	Retried       int             `json:"retried"`
+	LastError     string          `json:"last_error,omitempty"`
+	LastFailedAt  *time.Time      `json:"last_failed_at,omitempty"`
+	NextProcessAt *time.Time      `json:"next_process_at,omitempty"`
+	CompletedAt   *time.Time      `json:"completed_at,omitempty"`
+	Deadline      *time.Time      `json:"deadline,omitempty"`
+	Timeout       string          `json:"timeout,omitempty"`
+	Result        json.RawMessage `json:"result,omitempty"`
+	Progress      *tasks.Progress `json:"progress,omitempty"` // the task's last progress report
+}
+
+// taskStatus answers the state, result, last error and progress of one
+// task; 404 when the queue or the task does not exist (completed tasks
+// stay for their retention only).
+func (s *Server) taskStatus(w http.ResponseWriter, r *http.Request) {
+	queue, id := r.PathValue("queue"), r.PathValue("id")
+	for _, v := range [...]struct{ field, value string }{{"queue", queue}, {"id", id}} {
+		if err := checkRef(v.field, v.value); err != nil {
+			fail(w, r, http.StatusBadRequest, codeInvalidTaskRef, err.Error())
+			return
+		}
+	}
+	ctx := r.Context()
+	type progressResult struct {
+		p   tasks.Progress
+		err error
+	}
+	progress := make(chan progressResult, 1)
+	go func() {
+		p, err := tasks.ReadProgress(ctx, s.m, id)
+		progress <- progressResult{p, err}
+	}()
+	info, err := s.inspector.GetTaskInfo(queue, id)
+	pr := <-progress
+	switch {
+	case errors.Is(err, asynq.ErrQueueNotFound), errors.Is(err, asynq.ErrTaskNotFound):
+		fail(w, r, http.StatusNotFound, codeNotFound, fmt.Sprintf("no task %q in queue %q", id, queue))
+		return
+	case err != nil:
+		s.unavailable(w, r, "task queue", err)
+		return
+	}
+	body := taskBody{
+		ID:            info.ID,
+		Queue:         info.Queue,
+		Type:          info.Type,
+		State:         info.State.String(),
+		Payload:       jsonOrString(info.Payload),
+		MaxRetry:      info.MaxRetry,
+		Retried:       info.Retried,
+		LastError:     info.LastErr,
+		LastFailedAt:  timeOrNil(info.LastFailedAt),
+		NextProcessAt: timeOrNil(info.NextProcessAt),
+		CompletedAt:   timeOrNil(info.CompletedAt),
+		Deadline:      timeOrNil(info.Deadline),
+		Result:        jsonOrString(info.Result),
+	}
+	if info.Timeout > 0 {
+		body.Timeout = info.Timeout.String()
+	}
+	switch {
+	case pr.err == nil:
+		body.Progress = &pr.p
+	case !errors.Is(pr.err, cachemgr.ErrMiss) && ctx.Err() == nil:
+		s.log.Warn("read task progress failed", zap.String("request_id", stateOf(r).id),
+			zap.String("task_id", id), zap.Error(pr.err))
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// checkRef checks a queue name or task id of a status request: it may have
+// been enqueued by other means than this server, so only what no queue or
+// id can hold is refused.
+func checkRef(field, v string) error {
+	switch {
+	case len(v) > 1024:
+		return fmt.Errorf("%s: %d bytes, over the 1024-byte limit", field, len(v))
+	case !utf8.ValidString(v):
+		return fmt.Errorf("%s: not valid UTF-8", field)
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		return fmt.Errorf("%s: %q contains a control character", field, v)
+	}
+	return nil
+}
+
+// jsonOrString returns b as JSON when it is JSON, else as a JSON string;
+// nil when b is empty.
+func jsonOrString(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	if json.Valid(b) {
+		var buf bytes.Buffer
+		if json.Compact(&buf, b) == nil {
+			return buf.Bytes()
+		}
+	}
+	s, _ := json.Marshal(string(b)) // a string always marshals
+	return s
+}
+
+// timeOrNil returns t in UTC, or nil when it is the zero time or the Unix
+// epoch (asynq's "none").
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() || t.Unix() == 0 {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+// taskTypeBody describes one task type in GET /api/task-types.
+type taskTypeBody struct {
+	Type        string        `json:"type"`
+	Description string        `json:"description"`
+	Queue       string        `json:"queue"`
+	Fields      []tasks.Field `json:"fields"`
+}
+
+// taskTypes lists the registered task types with their payload fields.
+func (s *Server) taskTypes(w http.ResponseWriter, r *http.Request) {
+	defs := s.reg.Definitions()
+	out := make([]taskTypeBody, len(defs))
+	for i, d := range defs {
+		out[i] = taskTypeBody{Type: d.Type(), Description: d.Description(), Queue: d.Queue(), Fields: d.Fields()}
+		if out[i].Fields == nil {
+			out[i].Fields = []tasks.Field{}
+		}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		TaskTypes []taskTypeBody `json:"task_types"`
+	}{out})
+}
