@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"strconv"
 	"time"
 
 	"github.com/forgeq/forgeq/internal/redisurl"
@@ -120,6 +121,47 @@ type Worker struct {
 type HTTP struct {
 	// Addr is the host:port to listen on; empty turns the web process off.
 	Addr string
+	// AuthUsername and AuthPassword are the credentials of the login page
+	// and of HTTP basic auth. [Load] makes sure both or neither are set,
+	// and never shows the password in an error.
+	AuthUsername string
+	AuthPassword string
+	// RateLimit limits the API requests of each client; its zero value
+	// means no limit.
+	RateLimit RateLimit
+	// SessionTTL is how long a login session lives after its last use.
+	SessionTTL time.Duration
+	// CookieSecure sets the Secure flag on the session cookie, so browsers
+	// send it only over HTTPS or to a loopback host (http://localhost,
+	// http://127.0.0.1), which they treat as secure.
+	CookieSecure bool
+	// DashboardReadOnly makes the dashboard view-only.
+	DashboardReadOnly bool
+	// DashboardPrometheusURL is the base URL of a Prometheus server that
+	// scrapes the worker, for the dashboard's charts; empty: no charts.
+	DashboardPrometheusURL string
+	// TaskRetention is how long a task enqueued over HTTP stays readable
+	// after it completes, unless its type or the request sets another.
+	TaskRetention time.Duration
+	// ShutdownTimeout bounds how long in-flight requests may finish once
+	// the web process stops listening.
+	ShutdownTimeout time.Duration
+}
+
+// RateLimit is a rate limit of Rate requests per Period, with bursts of up
+// to Rate requests. The zero RateLimit means no limit.
+type RateLimit struct {
+	Rate   int
+	Period time.Duration
+}
+
+// String returns the limit as it is written in the environment: "100/1s",
+// or "off" for the zero RateLimit.
+func (l RateLimit) String() string {
+	if l == (RateLimit{}) {
+		return "off"
+	}
+	return strconv.Itoa(l.Rate) + "/" + l.Period.String()
 }
 
 // Log configures the logger main builds.

@@ -34,16 +34,18 @@
 //
 // Durations take Go's form ("10s", "1m30s") or plain seconds ("10", "0.5"),
 // as the Python settings did. Booleans take true/false, 1/0 and yes/no. The
-// queue list is "name=weight,name=weight", or a map in a file. The worker's
-// schedule is a JSON list in the environment or a flag, or a list of maps in
-// a file; see [ScheduleEntry].
+// queue list is "name=weight,name=weight", or a map in a file. A rate limit
+// is "requests/period" ("100/1s", "600/1m", "100/s"), or off; see
+// [RateLimit]. The worker's schedule is a JSON list in the environment or a
+// flag, or a list of maps in a file; see [ScheduleEntry].
 //
 // # Errors
 //
 // [Load] checks every value and returns all the problems at once, joined
 // with [errors.Join]. Each names where the bad value came from (the variable,
 // the flag, or the file and key) and the value itself, except that a password
-// in a Redis URL is never shown:
+// is never shown, whether in a URL or a [Setting] marked Secret
+// (HTTP_AUTH_PASSWORD):
 //
 //	REDIS_POOL_SIZE: "abc" is not a whole number
 //	--redis-default-ttl: "-5" is not positive; want a duration ("1h"), seconds ("3600") or "none"

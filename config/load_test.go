@@ -64,8 +64,15 @@ func defaults() config.Config {
 			MaxRetry:          25,
 			TaskCheckInterval: 10 * time.Millisecond,
 		},
-		HTTP: config.HTTP{Addr: "127.0.0.1:8080"},
-		Log:  config.Log{Level: "info", Format: "auto"},
+		HTTP: config.HTTP{
+			Addr:            "127.0.0.1:8080",
+			RateLimit:       config.RateLimit{Rate: 100, Period: time.Second},
+			SessionTTL:      12 * time.Hour,
+			CookieSecure:    true,
+			TaskRetention:   24 * time.Hour,
+			ShutdownTimeout: 5 * time.Second,
+		},
+		Log: config.Log{Level: "info", Format: "auto"},
 	}
 }
 
@@ -136,6 +143,15 @@ worker:
       type: data:process
 http:
   addr: "off"
+  auth_username: admin
+  auth_password: "s3cret: pw"
+  rate_limit: 600/1m
+  session_ttl: 3600
+  cookie_secure: no
+  dashboard_read_only: true
+  dashboard_prometheus_url: http://prometheus:9090
+  task_retention: 2h
+  shutdown_timeout: 1.5
 log:
   level: DEBUG
   format: json
@@ -187,6 +203,15 @@ type = "data:process"
 
 [http]
 addr = "off"
+auth_username = "admin"
+auth_password = "s3cret: pw"
+rate_limit = "600/1m"
+session_ttl = 3600
+cookie_secure = false
+dashboard_read_only = true
+dashboard_prometheus_url = "http://prometheus:9090"
+task_retention = "2h"
+shutdown_timeout = 1.5
 
 [log]
 level = "DEBUG"
@@ -221,8 +246,19 @@ func TestLoadFile(t *testing.T) {
 				{Name: "report", Spec: "CRON_TZ=Europe/Paris 0 6 * * 1-5", Type: "data:process", Payload: "{}"},
 			},
 		},
-		HTTP: config.HTTP{Addr: ""},
-		Log:  config.Log{Level: "debug", Format: "json"},
+		HTTP: config.HTTP{
+			Addr:                   "",
+			AuthUsername:           "admin",
+			AuthPassword:           "s3cret: pw",
+			RateLimit:              config.RateLimit{Rate: 600, Period: time.Minute},
+			SessionTTL:             time.Hour,
+			CookieSecure:           false,
+			DashboardReadOnly:      true,
+			DashboardPrometheusURL: "http://prometheus:9090",
+			TaskRetention:          2 * time.Hour,
+			ShutdownTimeout:        1500 * time.Millisecond,
+		},
+		Log: config.Log{Level: "debug", Format: "json"},
 	}
 	tests := []struct {
 		giveName, giveContent string
@@ -502,12 +538,16 @@ func TestLoadDurations(t *testing.T) {
 				"REDIS_DEFAULT_TTL":       tt.give,
 				"CACHE_LOCK_TTL":          tt.give,
 				"WORKER_SHUTDOWN_TIMEOUT": tt.give,
+				"HTTP_SHUTDOWN_TIMEOUT":   tt.give,
 			}))
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := []time.Duration{tt.want, tt.want, tt.want, tt.want}
-			gotD := []time.Duration{got.Redis.SocketTimeout, got.Redis.DefaultTTL, got.Cache.LockTTL, got.Worker.ShutdownTimeout}
+			want := []time.Duration{tt.want, tt.want, tt.want, tt.want, tt.want}
+			gotD := []time.Duration{
+				got.Redis.SocketTimeout, got.Redis.DefaultTTL, got.Cache.LockTTL, got.Worker.ShutdownTimeout,
+				got.HTTP.ShutdownTimeout,
+			}
 			if d := cmp.Diff(want, gotD); d != "" {
 				t.Errorf("(-want +got)\n%s", d)
 			}
@@ -601,6 +641,47 @@ func TestLoadNormalises(t *testing.T) {
 			name:    "log level in capitals",
 			giveEnv: map[string]string{"LOG_LEVEL": "WARN", "LOG_FORMAT": "Console"},
 			want:    func(c *config.Config) { c.Log.Level, c.Log.Format = "warn", "console" },
+		},
+		{
+			name:    "rate limit per minute",
+			giveEnv: map[string]string{"HTTP_RATE_LIMIT": "600/1m"},
+			want:    func(c *config.Config) { c.HTTP.RateLimit = config.RateLimit{Rate: 600, Period: time.Minute} },
+		},
+		{
+			name:     "rate limit with a bare unit and spaces",
+			giveArgs: []string{"--http-rate-limit", " 20 / H "},
+			want:     func(c *config.Config) { c.HTTP.RateLimit = config.RateLimit{Rate: 20, Period: time.Hour} },
+		},
+		{
+			name:    "rate limit in seconds",
+			giveEnv: map[string]string{"HTTP_RATE_LIMIT": "5/0.5"},
+			want:    func(c *config.Config) { c.HTTP.RateLimit = config.RateLimit{Rate: 5, Period: 500 * time.Millisecond} },
+		},
+		{
+			name:    "rate limit off",
+			giveEnv: map[string]string{"HTTP_RATE_LIMIT": "OFF"},
+			want:    func(c *config.Config) { c.HTTP.RateLimit = config.RateLimit{} },
+		},
+		{
+			name:     "rate limit 0",
+			giveArgs: []string{"--http-rate-limit=0"},
+			want:     func(c *config.Config) { c.HTTP.RateLimit = config.RateLimit{} },
+		},
+		{
+			name:    "credentials",
+			giveEnv: map[string]string{"HTTP_AUTH_USERNAME": "admin", "HTTP_AUTH_PASSWORD": " pass word "},
+			want:    func(c *config.Config) { c.HTTP.AuthUsername, c.HTTP.AuthPassword = "admin", " pass word " },
+		},
+		{
+			name:     "cookie not secure, read-only dashboard",
+			giveEnv:  map[string]string{"HTTP_COOKIE_SECURE": "false"},
+			giveArgs: []string{"--http-dashboard-read-only"},
+			want:     func(c *config.Config) { c.HTTP.CookieSecure, c.HTTP.DashboardReadOnly = false, true },
+		},
+		{
+			name:    "prometheus URL",
+			giveEnv: map[string]string{"HTTP_DASHBOARD_PROMETHEUS_URL": "https://prom.internal:9090/prometheus"},
+			want:    func(c *config.Config) { c.HTTP.DashboardPrometheusURL = "https://prom.internal:9090/prometheus" },
 		},
 		{
 			name:    "zero retries",
@@ -748,6 +829,90 @@ func TestLoadErrors(t *testing.T) {
 			name:    "HTTP port by name",
 			giveEnv: map[string]string{"HTTP_ADDR": "localhost:http"},
 			wantErr: []string{`HTTP_ADDR: "localhost:http": port "http" is not a number`},
+		},
+		{
+			name:    "username without password",
+			giveEnv: map[string]string{"HTTP_AUTH_USERNAME": "admin"},
+			wantErr: []string{`HTTP_AUTH_USERNAME: "admin" is set without a password (HTTP_AUTH_PASSWORD or --http-auth-password); give both or neither`},
+		},
+		{
+			name:       "password without username",
+			giveArgs:   []string{"--http-auth-password", "hunter2pw"},
+			wantErr:    []string{`--http-auth-password: a password is set without a username (HTTP_AUTH_USERNAME or --http-auth-username); give both or neither`},
+			wantNotErr: []string{"hunter2pw"},
+		},
+		{
+			name:       "username with a colon",
+			giveEnv:    map[string]string{"HTTP_AUTH_USERNAME": "ad:min", "HTTP_AUTH_PASSWORD": "hunter2pw"},
+			wantErr:    []string{`HTTP_AUTH_USERNAME: "ad:min" contains a colon, which HTTP basic auth cannot carry in a username`},
+			wantNotErr: []string{"hunter2pw", "without"},
+		},
+		{
+			name:    "username with a control character",
+			giveEnv: map[string]string{"HTTP_AUTH_USERNAME": "ad\nmin", "HTTP_AUTH_PASSWORD": "hunter2pw"},
+			wantErr: []string{`HTTP_AUTH_USERNAME: "ad\nmin" contains a control character`},
+		},
+		{
+			name:    "rate limit without a period",
+			giveEnv: map[string]string{"HTTP_RATE_LIMIT": "100"},
+			wantErr: []string{`HTTP_RATE_LIMIT: "100" is not a rate limit; want requests/period ("100/1s", "600/1m") or off`},
+		},
+		{
+			name:     "rate limit with a bad count",
+			giveArgs: []string{"--http-rate-limit=many/1s"},
+			wantErr:  []string{`--http-rate-limit: "many/1s": requests "many" is not a whole number`},
+		},
+		{
+			name:    "rate limit of zero requests",
+			giveEnv: map[string]string{"HTTP_RATE_LIMIT": "0/1m"},
+			wantErr: []string{`HTTP_RATE_LIMIT: "0/1m": requests 0 is too small; want 1 or more, or off for no limit`},
+		},
+		{
+			name:    "rate limit with a bad period",
+			giveEnv: map[string]string{"HTTP_RATE_LIMIT": "100/fortnight"},
+			wantErr: []string{`HTTP_RATE_LIMIT: "100/fortnight": period "fortnight" is not a duration`},
+		},
+		{
+			name:    "rate limit with a negative period",
+			giveEnv: map[string]string{"HTTP_RATE_LIMIT": "100/-1s"},
+			wantErr: []string{`HTTP_RATE_LIMIT: "100/-1s": period "-1s" is not positive`},
+		},
+		{
+			name:    "session TTL below a second",
+			giveEnv: map[string]string{"HTTP_SESSION_TTL": "500ms"},
+			wantErr: []string{`HTTP_SESSION_TTL: "500ms" is below the minimum of 1s`},
+		},
+		{
+			name:     "task retention not positive",
+			giveArgs: []string{"--http-task-retention", "0"},
+			wantErr:  []string{`--http-task-retention: "0" is not positive`},
+		},
+		{
+			name:    "shutdown timeout not a duration",
+			giveEnv: map[string]string{"HTTP_SHUTDOWN_TIMEOUT": "soon"},
+			wantErr: []string{`HTTP_SHUTDOWN_TIMEOUT: "soon" is not a duration`},
+		},
+		{
+			name:    "cookie secure auto",
+			giveEnv: map[string]string{"HTTP_COOKIE_SECURE": "auto"},
+			wantErr: []string{`HTTP_COOKIE_SECURE: "auto" is not a boolean`},
+		},
+		{
+			name:    "prometheus URL without scheme",
+			giveEnv: map[string]string{"HTTP_DASHBOARD_PROMETHEUS_URL": "prometheus:9090"},
+			wantErr: []string{`HTTP_DASHBOARD_PROMETHEUS_URL: "prometheus:9090" is not an http:// or https:// URL with a host`},
+		},
+		{
+			name:       "prometheus URL with credentials",
+			giveEnv:    map[string]string{"HTTP_DASHBOARD_PROMETHEUS_URL": "http://scraper:hunter2pw@prometheus:9090"},
+			wantErr:    []string{`HTTP_DASHBOARD_PROMETHEUS_URL: "http://scraper:xxxxx@prometheus:9090" contains credentials`},
+			wantNotErr: []string{"hunter2pw"},
+		},
+		{
+			name:       "prometheus URL that does not parse",
+			giveEnv:    map[string]string{"HTTP_DASHBOARD_PROMETHEUS_URL": "http://scraper:hunter2pw@prom etheus:9090"},
+			wantErr:    []string{`HTTP_DASHBOARD_PROMETHEUS_URL: "http://scraper:xxxxx@prom etheus:9090" is not a URL`},
+			wantNotErr: []string{"hunter2pw"},
 		},
 		{
 			name:    "log level",
@@ -912,5 +1077,59 @@ func TestRedacted(t *testing.T) {
 	}
 	if got, want := cfg.Redis.Redacted(), "redis://app:xxxxx@h:6379/1"; got != want {
 		t.Errorf("Redacted() = %q, want %q", got, want)
+	}
+}
+
+// TestLoadNeverShowsThePassword gives the password from every source
+// alongside other bad values and checks that no error shows it.
+func TestLoadNeverShowsThePassword(t *testing.T) {
+	t.Parallel()
+
+	const pw = "hunter2pw"
+	tests := []struct {
+		name     string
+		giveFile string // YAML
+		giveEnv  map[string]string
+		giveArgs []string
+		wantErr  []string
+	}{
+		{
+			name:     "flag, with a bad username",
+			giveArgs: []string{"--http-auth-password=" + pw, "--http-auth-username=a:b"},
+			wantErr:  []string{`--http-auth-username: "a:b" contains a colon`},
+		},
+		{
+			name:    "environment, alone",
+			giveEnv: map[string]string{"HTTP_AUTH_PASSWORD": pw},
+			wantErr: []string{`HTTP_AUTH_PASSWORD: a password is set without a username`},
+		},
+		{
+			name:     "file, alone",
+			giveFile: "http:\n  auth_password: " + pw + "\n  auth_pasword: x\n",
+			wantErr:  []string{`key http.auth_password: a password is set without a username`, `unknown key http.auth_pasword (did you mean http.auth_password?)`},
+		},
+		{
+			name:     "file, as a map",
+			giveFile: "http:\n  auth_username: admin\n  auth_password: {" + pw + ": 1}\n",
+			wantErr:  []string{`key http.auth_password: want a single value, got a map`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := map[string]string{}
+			for k, v := range tt.giveEnv {
+				e[k] = v
+			}
+			if tt.giveFile != "" {
+				e["FORGEQ_CONFIG"] = writeFile(t, "forgeq.yaml", tt.giveFile)
+			}
+			fs := flags(t, tt.giveArgs...)
+			_, err := config.Load(fs, env(e))
+			wantErrors(t, err, tt.wantErr, []string{pw})
+			if usage := fs.FlagUsages(); strings.Contains(usage, pw) {
+				t.Errorf("--help shows the password:\n%s", usage)
+			}
+		})
 	}
 }

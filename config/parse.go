@@ -103,6 +103,34 @@ func durationValue(field func(*Config) *time.Duration, none bool) func(*Config, 
 	}
 }
 
+// durationAtLeast applies a duration setting of at least least.
+func durationAtLeast(field func(*Config) *time.Duration, least time.Duration) func(*Config, any) error {
+	apply := durationValue(field, false)
+	return func(c *Config, v any) error {
+		if err := apply(c, v); err != nil {
+			return err
+		}
+		if *field(c) < least {
+			s, _ := text(v)
+			return fmt.Errorf("%q is below the minimum of %v", s, least)
+		}
+		return nil
+	}
+}
+
+// secretValue applies a string setting that is never shown: its errors
+// leave the value out.
+func secretValue(field func(*Config) *string) func(*Config, any) error {
+	return func(c *Config, v any) error {
+		s, err := text(v)
+		if err != nil {
+			return err
+		}
+		*field(c) = s
+		return nil
+	}
+}
+
 // boolValue applies a boolean setting.
 func boolValue(field func(*Config) *bool) func(*Config, any) error {
 	return func(c *Config, v any) error {

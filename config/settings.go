@@ -20,6 +20,9 @@ type Setting struct {
 	Default string
 	// Help is a one-sentence description.
 	Help string
+	// Secret marks a setting, such as a password, whose value is never
+	// shown: not in errors, not as a default in --help.
+	Secret bool
 }
 
 // Names of the config-file selectors, which are not settings themselves.
@@ -175,6 +178,60 @@ var specs = withFlags([]spec{
 		apply: stringValue(func(c *Config) *string { return &c.HTTP.Addr }, checkAddr),
 	},
 	{
+		Setting: Setting{Key: keyAuthUsername, Env: "HTTP_AUTH_USERNAME",
+			Help: "Username of the web process's login and basic auth, with the password; required when HTTP_ADDR is not a loopback address"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.HTTP.AuthUsername }, checkUsername),
+	},
+	{
+		Setting: Setting{Key: keyAuthPassword, Env: "HTTP_AUTH_PASSWORD", Secret: true,
+			Help: "Password of the web process's login and basic auth, with the username; never shown (prefer the environment or the config file: flags show in ps)"},
+		kind:  "string",
+		apply: secretValue(func(c *Config) *string { return &c.HTTP.AuthPassword }),
+	},
+	{
+		Setting: Setting{Key: "http.rate_limit", Env: "HTTP_RATE_LIMIT", Default: "100/1s",
+			Help: `API requests allowed per client (user, else IP address) as requests/period ("100/1s", "600/1m", bursts up to requests); off or 0: no limit`},
+		kind:  "rate",
+		apply: rateValue(func(c *Config) *RateLimit { return &c.HTTP.RateLimit }),
+	},
+	{
+		Setting: Setting{Key: "http.session_ttl", Env: "HTTP_SESSION_TTL", Default: "12h",
+			Help: "How long a login session lives after its last use, as a duration or seconds; at least 1s"},
+		kind:  "duration",
+		apply: durationAtLeast(func(c *Config) *time.Duration { return &c.HTTP.SessionTTL }, time.Second),
+	},
+	{
+		Setting: Setting{Key: "http.cookie_secure", Env: "HTTP_COOKIE_SECURE", Default: "true",
+			Help: "Secure flag of the session cookie: browsers then send it only over HTTPS or to localhost; false only for plain HTTP beyond loopback"},
+		kind:  "bool",
+		apply: boolValue(func(c *Config) *bool { return &c.HTTP.CookieSecure }),
+	},
+	{
+		Setting: Setting{Key: "http.dashboard_read_only", Env: "HTTP_DASHBOARD_READ_ONLY", Default: "false",
+			Help: "Make the dashboard under /monitoring/ view-only: no pausing queues, deleting or retrying tasks"},
+		kind:  "bool",
+		apply: boolValue(func(c *Config) *bool { return &c.HTTP.DashboardReadOnly }),
+	},
+	{
+		Setting: Setting{Key: "http.dashboard_prometheus_url", Env: "HTTP_DASHBOARD_PROMETHEUS_URL",
+			Help: "Base URL of a Prometheus server that scrapes the worker's /metrics, for the dashboard's charts (browsers fetch it); empty: no charts"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.HTTP.DashboardPrometheusURL }, checkPrometheusURL),
+	},
+	{
+		Setting: Setting{Key: "http.task_retention", Env: "HTTP_TASK_RETENTION", Default: "24h",
+			Help: "How long a task enqueued over HTTP stays readable after it completes, unless its type or the request sets another; at least 1s"},
+		kind:  "duration",
+		apply: durationAtLeast(func(c *Config) *time.Duration { return &c.HTTP.TaskRetention }, time.Second),
+	},
+	{
+		Setting: Setting{Key: "http.shutdown_timeout", Env: "HTTP_SHUTDOWN_TIMEOUT", Default: "5s",
+			Help: "How long in-flight HTTP requests may finish at shutdown once the web process stops listening; at least 1ms"},
+		kind:  "duration",
+		apply: durationAtLeast(func(c *Config) *time.Duration { return &c.HTTP.ShutdownTimeout }, time.Millisecond),
+	},
+	{
 		Setting: Setting{Key: "log.level", Env: "LOG_LEVEL", Default: "info",
 			Help: "Lowest log level written: debug, info, warn or error"},
 		kind:  "string",
@@ -215,7 +272,11 @@ func Settings() []Setting {
 func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String(configFlag, "", "YAML (.yaml, .yml) or TOML (.toml) config `file`; overrides "+configEnv)
 	for _, s := range specs {
-		f := fs.VarPF(&flagValue{text: s.Default, kind: s.kind}, strings.TrimPrefix(s.Flag, "--"), "", s.Help+" (env "+s.Env+")")
+		def := s.Default
+		if s.Secret {
+			def = ""
+		}
+		f := fs.VarPF(&flagValue{text: def, kind: s.kind}, strings.TrimPrefix(s.Flag, "--"), "", s.Help+" (env "+s.Env+")")
 		if s.kind == "bool" {
 			f.NoOptDefVal = "true"
 		}

@@ -73,10 +73,30 @@ func TestRegisterFlags(t *testing.T) {
 		`(default "cache:")`,
 		"--worker-strict-priority ",
 		"--config file",
+		`--http-rate-limit rate`,
+		`(default 100/1s)`,
+		"--http-cookie-secure ",
 	} {
 		if !strings.Contains(usage, want) {
 			t.Errorf("usage does not contain %q:\n%s", want, usage)
 		}
+	}
+}
+
+func TestSecretSettings(t *testing.T) {
+	t.Parallel()
+
+	var secret []string
+	for _, s := range config.Settings() {
+		if s.Secret {
+			secret = append(secret, s.Env)
+			if s.Default != "" {
+				t.Errorf("%s: secret with a default", s.Env)
+			}
+		}
+	}
+	if len(secret) != 1 || secret[0] != "HTTP_AUTH_PASSWORD" {
+		t.Errorf("secret settings %q, want only HTTP_AUTH_PASSWORD", secret)
 	}
 }
 
