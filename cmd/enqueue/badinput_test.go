@@ -225,7 +225,7 @@ func TestBadInput(t *testing.T) {
 			name:     "file with a line over the line limit",
 			giveArgs: []string{"--file", "FILE"},
 			giveFile: jsonl(good, `{"type": "data:process", "payload": {"key": "`+strings.Repeat("b", maxLineSize)+`", "work": 1}}`, good),
-			want:     []string{"line 2: longer than"},
+			want:     []string{"line 2: ", "bytes, over the 1114112-byte limit of a line"},
 			wantNot:  []string{"line 3:"},
 		},
 		{

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -104,29 +103,34 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 // the bad lines; err is a failure to read r at all. The lines are checked
 // in parallel, then in order for ids and unique tasks used twice.
 func (c *cli) checkLines(r io.Reader) (list []bulkTask, bad []lineError, err error) {
-	type checked struct {
+	// All of r is needed before anything is enqueued, and the tasks take
+	// more memory than their text: read it in one piece.
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	type line struct {
 		n    int
 		text []byte
-		long bool
+	}
+	var lines []line
+	for n := 1; len(data) > 0; n++ {
+		text := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			text, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if len(bytes.TrimSpace(text)) > 0 {
+			lines = append(lines, line{n, text})
+		}
+	}
+
+	type checked struct {
 		task bulkTask
 		errs []error
 	}
-	var lines []checked
-	br := bufio.NewReaderSize(r, 64<<10)
-	for n := 1; ; n++ {
-		text, tooLong, err := readLine(br, maxLineSize)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("line %d: %w", n, err)
-		}
-		if !tooLong && len(bytes.TrimSpace(text)) == 0 {
-			continue
-		}
-		lines = append(lines, checked{n: n, text: text, long: tooLong})
-	}
-
+	results := make([]checked, len(lines))
 	now := c.now()
 	const chunk = 256
 	var next atomic.Int64
@@ -139,13 +143,13 @@ func (c *cli) checkLines(r io.Reader) (list []bulkTask, bad []lineError, err err
 					return
 				}
 				for i := from; i < min(from+chunk, len(lines)); i++ {
-					l := &lines[i]
-					if l.long {
-						l.errs = []error{fmt.Errorf("longer than %d bytes (a payload may have at most %d)", maxLineSize, tasks.MaxPayloadSize)}
+					res := &results[i]
+					if len(lines[i].text) > maxLineSize {
+						res.errs = []error{fmt.Errorf("%d bytes, over the %d-byte limit of a line (a payload may have at most %d)", len(lines[i].text), maxLineSize, tasks.MaxPayloadSize)}
 						continue
 					}
-					l.task, l.errs = c.checkLine(l.text, now)
-					l.task.line, l.text = l.n, nil
+					res.task, res.errs = c.checkLine(lines[i].text, now)
+					res.task.line = lines[i].n
 				}
 			}
 		})
@@ -155,13 +159,13 @@ func (c *cli) checkLines(r io.Reader) (list []bulkTask, bad []lineError, err err
 	ids := make(map[string]int)     // task id: first line
 	uniques := make(map[string]int) // queue, type and payload of a unique task: first line
 	list = make([]bulkTask, 0, len(lines))
-	for _, l := range lines {
-		t, errs := l.task, l.errs
+	for i, res := range results {
+		n, t, errs := lines[i].n, res.task, res.errs
 		if len(errs) == 0 && !t.ownID {
 			if first, dup := ids[t.id]; dup {
 				errs = append(errs, fmt.Errorf("field \"id\" %q: already used on line %d", t.id, first))
 			} else {
-				ids[t.id] = l.n
+				ids[t.id] = n
 			}
 		}
 		if len(errs) == 0 && t.unique {
@@ -169,7 +173,7 @@ func (c *cli) checkLines(r io.Reader) (list []bulkTask, bad []lineError, err err
 			if first, dup := uniques[key]; dup {
 				errs = append(errs, fmt.Errorf("same queue, type and payload as line %d, under unique: asynq would refuse the second", first))
 			} else {
-				uniques[key] = l.n
+				uniques[key] = n
 			}
 		}
 		if len(errs) > 0 {
@@ -177,48 +181,12 @@ func (c *cli) checkLines(r io.Reader) (list []bulkTask, bad []lineError, err err
 			for i, e := range errs {
 				msgs[i] = e.Error()
 			}
-			bad = append(bad, lineError{l.n, strings.Join(msgs, "; ")})
+			bad = append(bad, lineError{n, strings.Join(msgs, "; ")})
 			continue
 		}
 		list = append(list, t)
 	}
 	return list, bad, nil
-}
-
-// readLine returns the next line of br without its newline. A line over
-// max bytes is read to its end but returned as tooLong with no content.
-// At the end of input it returns a nil line and io.EOF.
-func readLine(br *bufio.Reader, max int) (line []byte, tooLong bool, err error) {
-	var buf []byte
-	for {
-		chunk, err := br.ReadSlice('\n')
-		if !tooLong {
-			if len(buf)+len(chunk) > max+1 { // +1: the newline
-				tooLong, buf = true, nil
-			} else {
-				buf = append(buf, chunk...)
-			}
-		}
-		switch {
-		case err == bufio.ErrBufferFull:
-			continue
-		case err == io.EOF:
-			if len(buf) == 0 && !tooLong {
-				return nil, false, io.EOF
-			}
-			return nonNil(buf), tooLong, nil
-		case err != nil:
-			return nil, false, err
-		}
-		return nonNil(bytes.TrimSuffix(buf, []byte("\n"))), tooLong, nil
-	}
-}
-
-func nonNil(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
 }
 
 // lineJSON is a --file line. The durations are strings or numbers, so

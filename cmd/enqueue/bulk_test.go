@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -183,30 +182,5 @@ func TestBulkOwnRetry(t *testing.T) {
 	res := c.enqueueAll(context.Background(), client, list) // as if each were sent again
 	if res.enqueued != 1 || res.failed != 1 || res.states[0] != "enqueued" || res.errs[1] == nil || res.stopped != nil {
 		t.Errorf("again: enqueued %d, failed %d, states %q, errs %v, stopped %v", res.enqueued, res.failed, res.states, res.errs, res.stopped)
-	}
-}
-
-func TestReadLine(t *testing.T) {
-	t.Parallel()
-	in := "short\n" + strings.Repeat("x", 100) + "\n\nlast without newline"
-	br := bufio.NewReaderSize(strings.NewReader(in), 16)
-	type line struct {
-		Text    string
-		TooLong bool
-	}
-	var got []line
-	for {
-		text, long, err := readLine(br, 50)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, line{string(text), long})
-	}
-	want := []line{{"short", false}, {"", true}, {"", false}, {"last without newline", false}}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("lines (-want +got):\n%s", diff)
 	}
 }

@@ -29,7 +29,7 @@ type flags struct {
 
 // Defaults of the command's own flags.
 const (
-	defaultConcurrency = 128
+	defaultConcurrency = 256
 	maxConcurrency     = 1024
 )
 

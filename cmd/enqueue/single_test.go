@@ -174,7 +174,7 @@ func TestEnqueueMiniredis(t *testing.T) {
 	if r := runCmd(t, env, "", "data:process", `{"key": "k", "work": 5}`, "--id", "mini-1"); r.code != exitUsage {
 		t.Errorf("duplicate id: exit %d, want 2; stderr %q", r.code, r.stderr)
 	}
-	file := writeFile(t, "t.jsonl", `{"type": "data:process", "payload": {"key": "a", "work": 1}}`+"\n"+
+	file := writeFile(t, "t.jsonl", `{"type": "data:process", "payload": {"key": "a", "work": 1}}`+"\r\n"+ // Windows line ends too
 		`{"type": "cache:warm", "payload": {"keys": ["a"], "work": 1}, "delay": 60}`+"\n")
 	if r := runCmd(t, env, "", "--file", file); r.code != exitOK {
 		t.Fatalf("--file: exit %d: %s", r.code, r.stderr)
