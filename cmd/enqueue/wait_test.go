@@ -86,6 +86,15 @@ func TestWait(t *testing.T) {
 		}
 	})
 
+	t.Run("no retention", func(t *testing.T) {
+		// asynq deletes a task that completes with no retention, and its
+		// result with it: the command says so and exits 0.
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:5", "work": 1}`, "--wait", "--retention", "0")
+		if r.code != exitOK || !strings.Contains(r.stdout, "is gone from Redis (no retention)") {
+			t.Errorf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+	})
+
 	t.Run("progress bar", func(t *testing.T) {
 		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:2", "work": 2000000}`, "--wait", "--progress", "always")
 		if r.code != exitOK {
