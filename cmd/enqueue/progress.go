@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"time"
 
 	"github.com/schollz/progressbar/v3"
 
@@ -44,7 +43,7 @@ func (c *cli) newPercentBar(desc string) *percentBar {
 		progressbar.OptionShowDescriptionAtLineEnd(),
 		progressbar.OptionSetElapsedTime(true),
 		progressbar.OptionSetPredictTime(false),
-		progressbar.OptionThrottle(50*time.Millisecond),
+		// No throttle: --wait's polling already spaces the updates.
 		progressbar.OptionSetRenderBlankState(true),
 	)
 	return &percentBar{bar: b, w: c.stderr, desc: desc}
@@ -59,8 +58,8 @@ func (p *percentBar) set(percent float64, message string) {
 		percent = 0
 	}
 	p.reported = true
-	p.describe(message)
 	_ = p.bar.Set(int(math.Round(min(max(percent, 0), 100))))
+	p.describe(message)
 }
 
 // describe changes the text beside the bar.

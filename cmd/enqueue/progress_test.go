@@ -1,0 +1,46 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestPercentBar(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	c := &cli{stderr: &buf}
+	c.f.progress = "always"
+	bar := c.newPercentBar("data:process pending")
+	bar.set(42.4, "computing: 42 of 100 rounds")
+	bar.println("enqueue: attempt 1 of 2 failed: boom")
+	bar.set(150, "computed and cached") // clamped to 100
+	bar.finish(true, "done")
+	bar.close() // a no-op after finish
+	out := buf.String()
+	for _, want := range []string{"data:process pending", "42%", "computing: 42 of 100 rounds", "attempt 1 of 2 failed: boom", "100%", "computed and cached"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bar output lacks %q: %q", want, out)
+		}
+	}
+	if strings.Contains(out, "done") {
+		t.Errorf("finish replaced the task's last message with done: %q", out)
+	}
+	if !strings.HasSuffix(out, "\n") {
+		t.Errorf("bar output does not end its line: %q", out)
+	}
+}
+
+func TestPercentBarOff(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	c := &cli{stderr: &buf} // not a terminal: no bar under "auto"
+	c.f.progress = "auto"
+	bar := c.newPercentBar("x")
+	bar.set(50, "half")
+	bar.println("a retry note")
+	bar.finish(true, "done")
+	if got := buf.String(); got != "a retry note\n" {
+		t.Errorf("output = %q, want only the note", got)
+	}
+}
