@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -41,6 +42,12 @@ func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
 	if err != nil {
 		return err
 	}
+	// Pick the id here rather than in asynq: a conflict on it can then only
+	// be our own write sent twice by go-redis after a dropped connection.
+	ownID := opts.id == ""
+	if ownID {
+		opts.id = uuid.NewString()
+	}
 	aopts := opts.asynq()
 	if c.f.wait && opts.retention == nil && !hasOption(def.Defaults(), asynq.RetentionOpt) {
 		aopts = append(aopts, asynq.Retention(waitRetention))
@@ -65,6 +72,9 @@ func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
 		queue = opts.queue
 	}
 	info, err := k.client.EnqueueContext(ctx, task)
+	if errors.Is(err, asynq.ErrTaskIDConflict) && ownID {
+		info, err = k.insp.GetTaskInfo(queue, opts.id)
+	}
 	switch {
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		state := ""
