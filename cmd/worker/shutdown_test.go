@@ -47,12 +47,13 @@ func enqueueWork(tb testing.TB, url, prefix string, n, work int) []string {
 }
 
 // taskLines returns the mux's per-task log lines ("task done", "task
-// failed") by task ID, checking that each has every field.
+// failed", "task interrupted") by task ID, checking that each has every
+// field.
 func taskLines(tb testing.TB, w *workerProc) map[string][]map[string]any {
 	tb.Helper()
 	out := map[string][]map[string]any{}
 	for _, e := range w.log.entries() {
-		if e["msg"] != "task done" && e["msg"] != "task failed" {
+		if e["msg"] != "task done" && e["msg"] != "task failed" && e["msg"] != "task interrupted" {
 			continue
 		}
 		for _, k := range []string{"task_id", "task_type", "queue", "took", "outcome"} {
@@ -187,14 +188,14 @@ func TestGracefulShutdown(t *testing.T) {
 			t.Errorf("queue after shutdown: %+v, %v; want %d pending, none active", q, err, len(ids))
 		}
 		// The two handlers that were cut off returned and logged once
-		// each before the process exited.
+		// each, as interrupted, before the process exited.
 		lines := taskLines(t, w)
 		if len(lines) != 2 {
 			t.Errorf("log lines for %d tasks, want the 2 that ran: %v", len(lines), lines)
 		}
 		for id, ls := range lines {
-			if len(ls) != 1 {
-				t.Errorf("task %s logged %d times", id, len(ls))
+			if len(ls) != 1 || ls[0]["msg"] != "task interrupted" || ls[0]["outcome"] != "canceled" {
+				t.Errorf("task %s logged %v, want one line: task interrupted, outcome canceled", id, ls)
 			}
 		}
 		if ws := w.log.withMsg("handlers still running after shutdown; their tasks are back on their queue"); len(ws) != 0 {
