@@ -1,16 +1,26 @@
 // Command worker runs forgeq's task handlers: an asynq server on the
-// process's one cache manager, the periodic-task scheduler and, when no Redis
-// is configured, an embedded in-memory Redis.
+// process's one cache manager, the periodic-task scheduler, the embedded web
+// process (health, API, /metrics and the dashboard on HTTP_ADDR, unless it
+// is off) and, when no Redis is configured, an embedded in-memory Redis.
 //
 // Every setting comes from the config package: defaults, an optional file
 // (--config or FORGEQ_CONFIG), the environment and flags; `worker --help`
-// lists them. SIGINT or SIGTERM shuts the worker down gracefully: it stops
-// taking tasks, lets running ones finish within WORKER_SHUTDOWN_TIMEOUT (the
-// rest go back to their queue), drains asynchronous cache work and exits 0.
-// A second signal during shutdown kills it at once.
+// lists them. The worker refuses to start with the web process on an
+// address that is not loopback unless HTTP_AUTH_USERNAME and
+// HTTP_AUTH_PASSWORD are set.
 //
-// Exit codes: 0 after a clean shutdown, 2 for bad flags or settings, 1 for
-// any other failure.
+// SIGINT or SIGTERM shuts the worker down gracefully: /health/ready fails
+// and the web process stops listening (in-flight requests get
+// HTTP_SHUTDOWN_TIMEOUT), the scheduler stops, the asynq server stops
+// taking tasks and lets running ones finish within WORKER_SHUTDOWN_TIMEOUT
+// (the rest go back to their queue); once both are done, asynchronous
+// cache work is drained and the worker exits 0. A second signal during
+// shutdown kills it at once.
+//
+// Exit codes: 0 after a clean shutdown, 2 for bad flags or settings
+// (including an exposed web process without credentials), 1 for any other
+// failure (Redis unreachable, HTTP_ADDR in use, HTTP requests still running
+// at the end of HTTP_SHUTDOWN_TIMEOUT).
 package main
 
 import (
@@ -33,7 +43,9 @@ import (
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/internal/bootstrap"
+	"github.com/forgeq/forgeq/internal/metrics"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/web"
 )
 
 // The handlers reach the cache manager through tasks.Cache.
@@ -110,17 +122,53 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			err = errors.Join(err, fmt.Errorf("close cache manager: %w", cerr))
 		}
 	}()
+
+	// The asynq client and inspector share the manager's client; asynq
+	// does not close it, and they need no closing of their own.
+	client := asynq.NewClientFromRedisClient(m.Client())
+	inspector := asynq.NewInspectorFromRedisClient(m.Client())
+	x, err := metrics.New(metrics.Options{Manager: m, Inspector: inspector, Logger: logger.Named("metrics")})
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	var (
+		ready readiness
+		www   *web.Server // nil: HTTP_ADDR is off
+	)
+	if cfg.HTTP.Addr != "" {
+		o := webOptions(cfg.HTTP)
+		o.Manager, o.Registry, o.Client, o.Inspector = m, reg, client, inspector
+		o.Logger = logger.Named("web")
+		o.Ready = ready.check
+		o.Metrics = x.Handler()
+		o.Middleware = x.HTTPMiddleware(nil)
+		// Checked before the Redis ping: an exposed address without
+		// credentials is a settings error (web.ErrNoCredentials).
+		if www, err = web.New(o); err != nil {
+			return usageError{err}
+		}
+	}
+
 	if err := ping(ctx, m, cfg, target); err != nil {
 		return err
 	}
+	if www != nil {
+		// Bind now, so that an address in use stops the worker before it
+		// takes any task.
+		if err := www.Listen(ctx); err != nil {
+			return fmt.Errorf("HTTP_ADDR %q: %w; set it to a free host:port, or off for no web process", cfg.HTTP.Addr, err)
+		}
+	}
 
-	failures := newFailureCounts()
-	srv := asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger, failures))
-	handlers := newInflight(tasks.NewMux(reg, tasks.Deps{Cache: m, Logger: logger}))
+	srv := asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger))
+	handlers := newInflight(newMux(reg, tasks.Deps{Cache: m, Logger: logger}, x))
 	var sched *scheduler
 	if len(periodics) > 0 {
-		// Shares the manager's client; asynq does not close it.
-		sched = newScheduler(asynq.NewClientFromRedisClient(m.Client()), periodics, logger)
+		sched = newScheduler(client, periodics, logger)
+	}
+	httpAddr := "off"
+	if www != nil {
+		httpAddr = www.Addr()
 	}
 
 	logger.Info("worker starting",
@@ -133,6 +181,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		zap.Duration("task_check_interval", cfg.Worker.TaskCheckInterval),
 		zap.Int("schedule_entries", len(periodics)),
 		zap.Strings("task_types", reg.Types()),
+		zap.String("http_addr", httpAddr),
+		zap.Bool("http_auth", cfg.HTTP.AuthUsername != ""),
 	)
 	warnUnservedQueues(periodics, cfg.Worker.Queues, logger)
 
@@ -156,9 +206,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err := srv.Start(handlers); err != nil {
 			return fmt.Errorf("start asynq server: %w", err)
 		}
+		ready.running()
 		logger.Info("worker started")
 		<-gctx.Done()
-		<-schedDone // no tick is enqueued once the server is going down
+		ready.stopping() // /health/ready fails from here on
+		<-schedDone      // no tick is enqueued once the server is going down
 		logger.Info("worker shutting down: no new tasks; running tasks may finish",
 			zap.Duration("shutdown_timeout", cfg.Worker.ShutdownTimeout))
 		srv.Shutdown()
@@ -168,12 +220,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	})
-	// The web process (issue 4) joins this group here, serving until gctx
-	// ends and then shutting its listener down:
-	//	g.Go(func() error { return web.Serve(gctx, ...) })
+	if www != nil {
+		// Serves until gctx ends, then stops listening and waits up to
+		// HTTP_SHUTDOWN_TIMEOUT for in-flight requests, alongside the
+		// asynq server's shutdown; the manager closes after both.
+		g.Go(func() error { return www.Run(gctx) })
+	}
 
 	err = g.Wait()
-	logger.Info("worker stopped", zap.Any("task_failures", failures.snapshot()))
+	logger.Info("worker stopped")
 	return err
 }
 
@@ -187,16 +242,20 @@ func loadConfig(args []string, getenv func(string) string, stdout io.Writer) (co
 	fs.Usage = func() {
 		fmt.Fprintf(stdout, `Usage: worker [flags]
 
-Runs forgeq's task handlers and periodic tasks until SIGINT or SIGTERM.
+Runs forgeq's task handlers, periodic tasks and the web process (health,
+API, /metrics, the dashboard under /monitoring/) until SIGINT or SIGTERM.
 
 With no Redis URL set, the worker uses the Redis answering at
 REDIS_EMBEDDED_ADDR (127.0.0.1:6379), or starts an embedded in-memory one
-there. Each flag overrides its environment variable, which overrides the
-config file.
+there. The web process listens on HTTP_ADDR (127.0.0.1:8080; off for
+none); on an address that is not loopback it needs HTTP_AUTH_USERNAME and
+HTTP_AUTH_PASSWORD. Each flag overrides its environment variable, which
+overrides the config file.
 
 Examples:
   worker
   REDIS_CONNECTION_URL=redis://redis:6379/0 WORKER_CONCURRENCY=20 worker
+  HTTP_ADDR=0.0.0.0:8080 HTTP_AUTH_USERNAME=admin HTTP_AUTH_PASSWORD=... worker
   worker --worker-queues critical=6,default=3,low=1 --log-format json
   WORKER_SCHEDULE='[{"name":"purge-tmp","spec":"@every 1m","type":"cache:invalidate","payload":{"pattern":"tmp:*"}}]' worker
 

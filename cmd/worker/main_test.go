@@ -209,9 +209,18 @@ func freeAddr(tb testing.TB) string {
 	return addr
 }
 
-// flushedURL returns the test Redis URL of db, flushed.
+// dbLocks serializes the tests of this package that share a test
+// database; see flushedURL.
+var dbLocks [16]sync.Mutex
+
+// flushedURL returns the test Redis URL of db, flushed. The test holds db
+// until it ends: tests (and subtests) asking for the same database run one
+// at a time, so that none flushes it under another. A test must not ask
+// twice for one database, nor a subtest for its parent's.
 func flushedURL(tb testing.TB, db int) string {
 	tb.Helper()
+	dbLocks[db].Lock()
+	tb.Cleanup(dbLocks[db].Unlock)
 	url := redistest.URL(tb, db)
 	rdb := redisClient(tb, url)
 	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
@@ -305,6 +314,26 @@ func TestRunBadConfig(t *testing.T) {
 			wantErr: []string{`WORKER_SCHEDULE: entry 1 ("x"): spec "every minute"`},
 		},
 		{
+			name:    "web process exposed without credentials",
+			giveEnv: map[string]string{"HTTP_ADDR": "0.0.0.0:0"},
+			wantErr: []string{`web: refusing to listen beyond loopback without credentials: HTTP_ADDR "0.0.0.0:0" is not a loopback address: set HTTP_AUTH_USERNAME and HTTP_AUTH_PASSWORD`},
+		},
+		{
+			name:     "web process on every interface without credentials",
+			giveArgs: []string{"--http-addr", ":8080"},
+			wantErr:  []string{`HTTP_ADDR ":8080" is not a loopback address`},
+		},
+		{
+			name:    "username without password",
+			giveEnv: map[string]string{"HTTP_ADDR": "0.0.0.0:0", "HTTP_AUTH_USERNAME": "admin"},
+			wantErr: []string{`config:`, `HTTP_AUTH_USERNAME: "admin" is set without a password (HTTP_AUTH_PASSWORD or --http-auth-password)`},
+		},
+		{
+			name:    "bad rate limit",
+			giveEnv: map[string]string{"HTTP_RATE_LIMIT": "lots"},
+			wantErr: []string{`HTTP_RATE_LIMIT: "lots" is not a rate limit`},
+		},
+		{
 			name:    "embedded forced with a URL",
 			giveEnv: map[string]string{"REDIS_EMBEDDED": "true"},
 			wantErr: []string{`REDIS_EMBEDDED (redis.embedded) is true but REDIS_CONNECTION_URL (redis.url) is set`},
@@ -373,9 +402,9 @@ func TestRunRedisUnreachable(t *testing.T) {
 	}
 }
 
-// TestRunEmbedded runs the whole worker in-process on an embedded Redis:
-// a task goes through, and cancelling ctx shuts everything down, the
-// embedded Redis last.
+// TestRunEmbedded runs the whole worker in-process on an embedded Redis,
+// with HTTP_ADDR off: a task goes through, no web process runs, and
+// cancelling ctx shuts everything down, the embedded Redis last.
 func TestRunEmbedded(t *testing.T) {
 	t.Parallel()
 
@@ -387,9 +416,13 @@ func TestRunEmbedded(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"--redis-embedded-addr", addr}, env(map[string]string{
 			"LOG_FORMAT": "json", "LOG_LEVEL": "debug", "WORKER_CONCURRENCY": "2", "WORKER_SHUTDOWN_TIMEOUT": "2s",
+			"HTTP_ADDR": "off",
 		}), &bytes.Buffer{}, log)
 	}()
 	log.waitMsg(t, "worker started", 10*time.Second)
+	if e := log.withMsg("worker starting"); len(e) != 1 || e[0]["http_addr"] != "off" {
+		t.Errorf("worker starting = %v, want http_addr off", e)
+	}
 	if w := log.withMsg("no Redis configured: started an EMBEDDED IN-MEMORY Redis; queued tasks and cached data are LOST when the worker exits. For a real Redis, set REDIS_CONNECTION_URL=redis://host:6379"); len(w) != 1 || w[0]["level"] != "warn" || w[0]["addr"] != addr {
 		t.Errorf("embedded Redis warning = %v", w)
 	}
@@ -426,6 +459,9 @@ func TestRunEmbedded(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
 		t.Errorf("embedded Redis still listens at %s after run returned", addr)
+	}
+	if e := log.withMsg("web listening"); len(e) != 0 {
+		t.Errorf("a web process ran with HTTP_ADDR off: %v", e)
 	}
 	msgs := []string{}
 	for _, e := range log.entries() {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"sync"
 	"sync/atomic"
@@ -12,11 +11,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/config"
+	"github.com/forgeq/forgeq/internal/metrics"
+	"github.com/forgeq/forgeq/tasks"
 )
 
-// serverConfig maps the configuration onto the asynq server's. Tasks are
-// logged by tasks.NewMux's middleware; failures only count in failures.
-func serverConfig(cfg config.Config, log *zap.Logger, failures *failureCounts) asynq.Config {
+// serverConfig maps the configuration onto the asynq server's. It sets no
+// ErrorHandler: tasks.NewMux's middleware logs each task once, and the
+// metrics middleware counts failures by type, queue and outcome.
+func serverConfig(cfg config.Config, log *zap.Logger) asynq.Config {
 	alog := log.Named("asynq")
 	return asynq.Config{
 		Concurrency:       cfg.Worker.Concurrency, // 0: one per CPU, as asynq does
@@ -27,7 +29,6 @@ func serverConfig(cfg config.Config, log *zap.Logger, failures *failureCounts) a
 		// Retries: each task carries its own MaxRetry (the type's default,
 		// else WORKER_MAX_RETRY where this process enqueues it); the delay
 		// is asynq's exponential backoff.
-		ErrorHandler:    failures,
 		Logger:          asynqLogger{alog.Sugar()},
 		LogLevel:        asynqLevel(cfg.Log.Level),
 		HealthCheckFunc: healthCheck(alog),
@@ -74,53 +75,15 @@ func healthCheck(log *zap.Logger) func(error) {
 	}
 }
 
-// Outcomes of a failed task, as failureCounts counts them.
-const (
-	outcomeRetry    = "retry"    // asynq will run it again
-	outcomeArchived = "archived" // failed for good: SkipRetry or no retries left
-	outcomeRevoked  = "revoked"  // the handler returned asynq.RevokeTask
-)
-
-// failureCounts counts failed tasks by type and outcome: the worker's
-// asynq.ErrorHandler, for metrics. It does not log; the mux's middleware
-// logs each task once. Safe for concurrent use.
-type failureCounts struct {
-	mu sync.Mutex
-	n  map[string]map[string]int64 // task type: outcome: count
-}
-
-func newFailureCounts() *failureCounts {
-	return &failureCounts{n: make(map[string]map[string]int64)}
-}
-
-// HandleError implements asynq.ErrorHandler.
-func (f *failureCounts) HandleError(ctx context.Context, t *asynq.Task, err error) {
-	outcome := outcomeRetry
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	switch {
-	case errors.Is(err, asynq.RevokeTask):
-		outcome = outcomeRevoked
-	case errors.Is(err, asynq.SkipRetry), retried >= maxRetry:
-		outcome = outcomeArchived
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.n[t.Type()] == nil {
-		f.n[t.Type()] = make(map[string]int64)
-	}
-	f.n[t.Type()][outcome]++
-}
-
-// snapshot returns a copy of the counts.
-func (f *failureCounts) snapshot() map[string]map[string]int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make(map[string]map[string]int64, len(f.n))
-	for typ, byOutcome := range f.n {
-		out[typ] = maps.Clone(byOutcome)
-	}
-	return out
+// newMux returns the worker's handler for every type of reg: tasks.NewMux,
+// whose middleware logs each task once, with x's metrics middleware inside
+// it. asynq runs middleware in the order of Use, the first outermost, so
+// the metrics middleware sees a handler's panic before the logging one
+// turns it into an error, and counts it with outcome "panic".
+func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics) *asynq.ServeMux {
+	mux := tasks.NewMux(reg, deps)
+	mux.Use(x.TaskMiddleware())
+	return mux
 }
 
 // inflight wraps the worker's handler and counts the calls still running,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +16,10 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
+	"github.com/forgeq/forgeq/internal/metrics"
+	"github.com/forgeq/forgeq/tasks"
 )
 
 func TestServerConfig(t *testing.T) {
@@ -27,10 +31,9 @@ func TestServerConfig(t *testing.T) {
 		ShutdownTimeout: 3 * time.Second, TaskCheckInterval: 15 * time.Millisecond,
 	}
 	cfg.Log.Level = "warn"
-	f := newFailureCounts()
-	got := serverConfig(cfg, zap.NewNop(), f)
+	got := serverConfig(cfg, zap.NewNop())
 	if got.Concurrency != 7 || !got.StrictPriority || got.ShutdownTimeout != 3*time.Second ||
-		got.TaskCheckInterval != 15*time.Millisecond || got.LogLevel != asynq.WarnLevel || got.ErrorHandler != f {
+		got.TaskCheckInterval != 15*time.Millisecond || got.LogLevel != asynq.WarnLevel || got.ErrorHandler != nil {
 		t.Errorf("serverConfig = %+v", got)
 	}
 	if d := cmp.Diff(cfg.Worker.Queues, got.Queues); d != "" {
@@ -100,66 +103,91 @@ func TestHealthCheckLogsTransitions(t *testing.T) {
 	}
 }
 
-// TestFailureCounts feeds the error handler plain contexts, which carry no
-// retry metadata (retried 0 of 0), so every failure there is final;
-// TestFailureCountsThroughServer sees a retry.
-func TestFailureCounts(t *testing.T) {
-	t.Parallel()
-
-	f := newFailureCounts()
-	ctx := context.Background() // no retry metadata: retried 0, max 0
-	typA := asynq.NewTask("a", nil)
-	typB := asynq.NewTask("b", nil)
-	f.HandleError(ctx, typA, fmt.Errorf("bad payload: %w", asynq.SkipRetry))
-	f.HandleError(ctx, typA, fmt.Errorf("gone: %w", asynq.RevokeTask))
-	f.HandleError(ctx, typB, errors.New("no retries left")) // max 0 reached
-	got := f.snapshot()
-	want := map[string]map[string]int64{
-		"a": {outcomeArchived: 1, outcomeRevoked: 1},
-		"b": {outcomeArchived: 1},
-	}
-	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("(-want +got)\n%s", d)
-	}
-	got["a"][outcomeArchived] = 99
-	if f.snapshot()["a"][outcomeArchived] != 1 {
-		t.Error("snapshot shares its maps")
-	}
-}
-
-func TestFailureCountsThroughServer(t *testing.T) {
+// TestNewMuxCountsTasks runs tasks through the worker's mux: each is logged
+// once and counted once, and a panic is counted as one, which the metrics
+// middleware can only see from inside the logging middleware.
+func TestNewMuxCountsTasks(t *testing.T) {
 	t.Parallel()
 
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
-	f := newFailureCounts()
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:              1,
-		ErrorHandler:             f,
-		RetryDelayFunc:           func(int, error, *asynq.Task) time.Duration { return 0 },
-		DelayedTaskCheckInterval: 50 * time.Millisecond,
-		TaskCheckInterval:        10 * time.Millisecond,
-		LogLevel:                 asynq.ErrorLevel,
-		Logger:                   asynqLogger{zap.NewNop().Sugar()},
-	})
-	calls := make(chan struct{}, 10)
-	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
-		calls <- struct{}{}
-		return errors.New("boom")
-	})); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	client := asynq.NewClientFromRedisClient(rdb)
-	info, err := client.EnqueueContext(context.Background(), asynq.NewTask("flaky", nil, asynq.MaxRetry(1)))
+	t.Cleanup(func() { rdb.Close() })
+	m, err := cachemgr.NewFromClient(rdb, cachemgr.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitTaskState(t, asynq.NewInspectorFromRedisClient(rdb), info.Queue, info.ID, asynq.TaskStateArchived, 10*time.Second)
-	want := map[string]map[string]int64{"flaky": {outcomeRetry: 1, outcomeArchived: 1}}
-	if d := cmp.Diff(want, f.snapshot()); d != "" {
-		t.Errorf("(-want +got)\n%s", d)
+	t.Cleanup(func() { m.Close() })
+	x, err := metrics.New(metrics.Options{Manager: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type payload struct{}
+	reg, err := tasks.NewRegistry(
+		tasks.Define("test:ok", "succeeds", func(context.Context, tasks.Deps, payload) ([]byte, error) { return nil, nil }),
+		tasks.Define("test:panic", "panics", func(context.Context, tasks.Deps, payload) ([]byte, error) { panic("boom") }),
+		tasks.Define("test:fail", "fails for good", func(context.Context, tasks.Deps, payload) ([]byte, error) {
+			return nil, fmt.Errorf("no: %w", asynq.SkipRetry)
+		}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	mux := newMux(reg, tasks.Deps{Cache: m, Logger: zap.New(core)}, x)
+
+	for _, typ := range []string{"test:ok", "test:panic", "test:fail"} {
+		err := mux.ProcessTask(context.Background(), asynq.NewTask(typ, []byte("{}")))
+		if (err == nil) != (typ == "test:ok") {
+			t.Errorf("%s: error %v", typ, err)
+		}
+	}
+	if err := mux.ProcessTask(context.Background(), asynq.NewTask("test:panic", []byte("{}"))); err == nil || !strings.Contains(err.Error(), "test:panic: handler panic: boom") {
+		t.Errorf("panic became %v", err)
+	}
+
+	var gotLogs []string
+	for _, e := range logs.All() {
+		gotLogs = append(gotLogs, e.ContextMap()["task_type"].(string)+" "+e.Message+" "+e.ContextMap()["outcome"].(string))
+	}
+	wantLogs := []string{
+		"test:ok task done done",
+		"test:panic task failed retry",
+		"test:fail task failed skip_retry",
+		"test:panic task failed retry",
+	}
+	if d := cmp.Diff(wantLogs, gotLogs); d != "" {
+		t.Errorf("log lines (-want +got)\n%s", d)
+	}
+
+	families, err := x.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		if !strings.HasPrefix(f.GetName(), "forgeq_tasks_") {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			var labels []string
+			for _, l := range mt.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			got[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = mt.GetCounter().GetValue() + mt.GetGauge().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"forgeq_tasks_processed_total{queue=unknown,task_type=test:ok}":                   1,
+		"forgeq_tasks_processed_total{queue=unknown,task_type=test:panic}":                2,
+		"forgeq_tasks_processed_total{queue=unknown,task_type=test:fail}":                 1,
+		"forgeq_tasks_failed_total{outcome=panic,queue=unknown,task_type=test:panic}":     2,
+		"forgeq_tasks_failed_total{outcome=skip_retry,queue=unknown,task_type=test:fail}": 1,
+		"forgeq_tasks_in_progress{task_type=test:ok}":                                     0,
+		"forgeq_tasks_in_progress{task_type=test:panic}":                                  0,
+		"forgeq_tasks_in_progress{task_type=test:fail}":                                   0,
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("task metrics (-want +got)\n%s", d)
 	}
 }
 
