@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // MaxPayloadSize is the largest payload a task may carry, in bytes.
@@ -47,7 +48,7 @@ func decodeStrict[P any](typ string, data []byte) (P, error) {
 	if err := json.Unmarshal(trimmed, &present); err != nil {
 		return p, fmt.Errorf("%w: %s: %s", ErrInvalidPayload, typ, describeJSONError(err))
 	}
-	fields := fieldsOf(reflect.TypeFor[P]())
+	fields := cachedFields(reflect.TypeFor[P]())
 	// encoding/json matches names case-insensitively, so "Key" would fill
 	// "key" past DisallowUnknownFields; names must match exactly.
 	if err := checkFieldNames(fields, present); err != nil {
@@ -111,6 +112,18 @@ func describeJSONError(err error) string {
 	default:
 		return err.Error()
 	}
+}
+
+// fieldCache holds fieldsOf per payload type: decoding runs once per task
+// and per CLI line, reflection need not.
+var fieldCache sync.Map // reflect.Type -> []Field
+
+func cachedFields(t reflect.Type) []Field {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.([]Field)
+	}
+	f, _ := fieldCache.LoadOrStore(t, fieldsOf(t))
+	return f.([]Field)
 }
 
 // fieldsOf lists the JSON fields of struct type t. A field is required
