@@ -82,6 +82,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if len(args) > 0 && (args[0] == "--probe" || strings.HasPrefix(args[0], "--probe=")) {
+		target, ok := strings.CutPrefix(args[0], "--probe=")
+		if !ok {
+			if len(args) < 2 {
+				return usageError{errors.New("--probe needs a URL, e.g. --probe http://127.0.0.1:8080/health/ready")}
+			}
+			target = args[1]
+		}
+		return probe(ctx, target, stdout)
+	}
+
 	cfg, err := loadConfig(args, getenv, stdout)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -251,6 +262,9 @@ there. The web process listens on HTTP_ADDR (127.0.0.1:8080; off for
 none); on an address that is not loopback it needs HTTP_AUTH_USERNAME and
 HTTP_AUTH_PASSWORD. Each flag overrides its environment variable, which
 overrides the config file.
+
+  worker --probe URL   GET URL once; exit 0 on a 2xx answer, 1 otherwise
+                       (a container healthcheck without curl)
 
 Examples:
   worker
