@@ -89,16 +89,14 @@ func BenchmarkBulkEnqueue(b *testing.B) {
 	})
 }
 
-// TestBulkFasterThanLoop measures the same two ways, alternating, and
-// checks that the CLI's bulk mode is at least 3 times as fast as the loop
-// in the median round. Timing under -race or on a loaded machine says
-// little, so it runs only when ENQUEUE_MEASURE=1:
+// BenchmarkBulkVsLoop measures the same two ways, alternating within one
+// run so that machine noise hits both, and reports the median ratio of the
+// CLI's bulk rate to the loop's (target: at least 3). BENCHMARKS.md has the
+// figures:
 //
-//	ENQUEUE_MEASURE=1 go test -run BulkFasterThanLoop -v ./cmd/enqueue
-func TestBulkFasterThanLoop(t *testing.T) {
-	if os.Getenv("ENQUEUE_MEASURE") != "1" {
-		t.Skip("set ENQUEUE_MEASURE=1 to measure")
-	}
+//	go test -run '^$' -bench BulkVsLoop -benchtime 1x -v ./cmd/enqueue
+func BenchmarkBulkVsLoop(b *testing.B) {
+	t := b
 	tb := setup(t, dbCLI)
 	path := writeBenchFile(t, benchTasks)
 	m, err := cachemgr.New(cachemgr.Options{URL: tb.url})
@@ -132,7 +130,5 @@ func TestBulkFasterThanLoop(t *testing.T) {
 	slices.Sort(ratios)
 	median := ratios[rounds/2]
 	t.Logf("%d tasks, %d rounds: median %.2fx (min %.2fx, max %.2fx)", benchTasks, rounds, median, ratios[0], ratios[rounds-1])
-	if median < 3 {
-		t.Errorf("bulk enqueue is %.2fx the loop in the median round, want at least 3x", median)
-	}
+	b.ReportMetric(median, "bulk/loop")
 }
