@@ -157,7 +157,7 @@ func TestDynamicDeps(t *testing.T) {
 func runService(t *testing.T, p *types.Project, df dockerfile, s types.ServiceConfig, image map[string]string) {
 	redis := miniredis.RunT(t)
 	port := freePort(t)
-	env := localEnv(t, workerEnv(df, s), redis.Addr())
+	env := localEnv(t, workerEnv(t, df, s), redis.Addr())
 	host, _, err := net.SplitHostPort(env["HTTP_ADDR"])
 	if err != nil || !isLoopbackHost(host) {
 		// A non-loopback address would listen beyond this machine; the
@@ -231,7 +231,7 @@ func runService(t *testing.T, p *types.Project, df dockerfile, s types.ServiceCo
 	if tool, err := p.GetService("enqueue"); err == nil && len(tool.Entrypoint) == 1 {
 		cmd := exec.Command(image[tool.Entrypoint[0]], "--wait", "--wait-timeout", "30s",
 			"data:process", `{"key":"deploy:`+s.Name+`","work":100}`)
-		cmd.Env = envList(localEnv(t, workerEnv(df, tool), redis.Addr()))
+		cmd.Env = envList(localEnv(t, workerEnv(t, df, tool), redis.Addr()))
 		b, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("enqueue --wait data:process: %v\n%s", err, b)

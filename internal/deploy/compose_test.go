@@ -268,7 +268,7 @@ func TestComposeWorkers(t *testing.T) {
 				t.Errorf("runs as user %q, want a non-root one", user)
 			}
 
-			httpAddr := workerEnv(df, s)["HTTP_ADDR"]
+			httpAddr := workerEnv(t, df, s)["HTTP_ADDR"]
 			checkHealthcheck(t, s, df, httpAddr)
 			checkExposure(t, s, httpAddr)
 		})

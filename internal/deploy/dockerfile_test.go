@@ -424,15 +424,9 @@ func (df dockerfile) buildStage(t *testing.T) stage {
 
 // workerEnv is the environment of a compose service's container: the
 // image's ENV, then the service's environment.
-func workerEnv(df dockerfile, s types.ServiceConfig) map[string]string {
-	out := map[string]string{}
-	for _, in := range df.final().all("ENV") {
-		for w := range strings.FieldsSeq(in.args) {
-			if k, v, ok := strings.Cut(w, "="); ok {
-				out[k] = strings.Trim(v, `"'`)
-			}
-		}
-	}
+func workerEnv(t *testing.T, df dockerfile, s types.ServiceConfig) map[string]string {
+	t.Helper()
+	out := df.final().env(t)
 	for k, v := range s.Environment {
 		if v != nil {
 			out[k] = *v
