@@ -1,0 +1,28 @@
+// Package e2e holds end-to-end tests that run forgeq's real binaries as
+// separate processes against real Redis deployments: several workers on one
+// Redis, on a Redis Cluster and on Sentinel with a failover in the middle of
+// a run, and the whole stack (worker, web process, dashboard, enqueue CLI)
+// over TLS and as a restricted ACL user.
+//
+// It has no code besides its tests. The processes and private Redis servers
+// come from internal/proctest; the shared Cluster, TLS and ACL servers from
+// internal/redistest, which skips those tests when its variables are unset
+// (and fails them under CI). Run everything with
+//
+//	eval "$(bash .ci/run --servers-only)"
+//	CI=true go test -race -count=1 ./internal/e2e
+//
+// # What the tests check
+//
+//   - Every task acknowledged by an enqueue completes, and runs once: each
+//     task id appears in exactly one "task done" log line across all worker
+//     processes, and asynq counts it completed (the tasks keep a retention).
+//   - The work is spread: every worker process runs some of the tasks.
+//   - After a Sentinel failover the workers go on with the new master; tasks
+//     whose enqueue failed during the failover are counted, not lost, since
+//     their caller saw the error. Redis replication is asynchronous, so a
+//     task the old master acknowledged just before the promotion can be lost;
+//     the test tolerates that only for tasks acknowledged around the
+//     failover, and logs each one.
+//   - No process writes a Redis or HTTP password to its logs or output.
+package e2e
