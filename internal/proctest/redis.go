@@ -45,7 +45,8 @@ type Redis struct {
 // RedisServer starts redis-server on 127.0.0.1 and a free port, without
 // persistence (--save "" --appendonly no), its working directory in a temp
 // dir, with args appended to its command line (for example
-// "--requirepass", "pw" or "--maxmemory", "10mb"). It waits until the
+// "--requirepass", "pw" or "--maxmemory", "10mb"; a later setting wins, so
+// "--appendonly", "yes" turns the append-only file on). It waits until the
 // server answers PING. Cleanup stops it.
 //
 // It skips the test when redis-server is not in PATH, except under CI,
@@ -184,9 +185,11 @@ func (r *Redis) Running() bool {
 	return p != nil && !p.Exited()
 }
 
-// Start starts the stopped server again on the same port, with an empty
-// dataset, and waits until it answers PING. It fails the test if the
-// server runs or does not come up.
+// Start starts the stopped server again on the same port and in the same
+// directory, and waits until it answers PING. Its dataset is empty unless
+// the server's args turned persistence on ("--appendonly", "yes"), in which
+// case it loads what Stop left. It fails the test if the server runs or
+// does not come up.
 func (r *Redis) Start() {
 	r.tb.Helper()
 	if r.Running() {
@@ -198,8 +201,10 @@ func (r *Redis) Start() {
 }
 
 // Stop shuts the server down (SHUTDOWN NOSAVE NOW, or SIGTERM when that
-// needs a password; SIGKILL if it has not exited after a few seconds) and waits for it to exit. Its data is gone.
-// Stopping a stopped server does nothing.
+// needs a password; SIGKILL if it has not exited after a few seconds) and
+// waits for it to exit. Either way Redis flushes its append-only file when
+// one is on, but writes no RDB snapshot. Stopping a stopped server does
+// nothing.
 func (r *Redis) Stop() {
 	r.tb.Helper()
 	p := r.resume()

@@ -144,3 +144,33 @@ func TestRedisServerRequirePass(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRedisServerAppendOnly(t *testing.T) {
+	t.Parallel()
+
+	tests := []struct {
+		name     string
+		giveArgs []string
+		giveAuth string
+	}{
+		{name: "shutdown", giveArgs: []string{"--appendonly", "yes"}},
+		{name: "sigterm", giveArgs: []string{"--appendonly", "yes", "--requirepass", "pw"}, giveAuth: ":pw@"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+
+			r := proctest.RedisServer(t, tt.giveArgs...)
+			c := client(t, strings.Replace(r.URL(), "redis://", "redis://"+tt.giveAuth, 1))
+			if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			r.Stop()
+			r.Start()
+			if got, err := c.Get(ctx, "k").Result(); err != nil || got != "v" {
+				t.Errorf("GET k after Stop and Start with an append-only file: %q, %v; want %q", got, err, "v")
+			}
+		})
+	}
+}

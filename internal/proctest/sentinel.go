@@ -95,7 +95,8 @@ func (s *SentinelSet) SentinelAddrs() []string {
 	return out
 }
 
-// Sentinels returns the sentinel processes, to stop or pause one.
+// Sentinels returns the sentinel processes, to stop or pause one. A
+// restarted sentinel starts from its initial configuration.
 func (s *SentinelSet) Sentinels() []*Redis { return s.sentinels[:] }
 
 // MasterAddr returns the master's address as the first answering sentinel
@@ -128,6 +129,10 @@ func (s *SentinelSet) Master() *Redis {
 }
 
 // Replica returns the data node that is not the master.
+//
+// Master and Replica may be stopped, killed or paused like any Redis. A
+// restarted data node comes back in the role it was started with (the
+// first master, or a replica of it), whatever failovers happened since.
 func (s *SentinelSet) Replica() *Redis {
 	s.tb.Helper()
 	m := s.Master()
