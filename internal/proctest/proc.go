@@ -66,6 +66,9 @@ func start(tb testing.TB, tail int, path string, env []string, args ...string) *
 	out := &output{file: f}
 	cmd.Stdout = out.stream(&out.stdout)
 	cmd.Stderr = out.stream(&out.stderr)
+	// A grandchild holding the output pipes open must not keep Wait
+	// from returning once the process itself has exited.
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		tb.Fatalf("proctest: start %s: %v", path, err)
