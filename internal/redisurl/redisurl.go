@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -60,6 +61,8 @@ type Parsed struct {
 var Schemes = []string{"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"}
 
 // Parse parses raw. The error names the redacted URL and what is wrong.
+// Scheme names are case-insensitive; pool options beyond [MaxPoolSize] are
+// errors.
 func Parse(raw string) (*Parsed, error) {
 	p, err := parse(raw)
 	if err != nil {
@@ -72,14 +75,19 @@ func parse(raw string) (*Parsed, error) {
 	if strings.TrimSpace(raw) == "" {
 		return nil, errors.New("empty")
 	}
-	scheme, rest, ok := strings.Cut(raw, "://")
+	given, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		return nil, fmt.Errorf("no scheme; want one of %s", strings.Join(Schemes, ", "))
 	}
-	switch strings.ToLower(scheme) {
+	// Schemes are case-insensitive (RFC 3986); url.Parse lowers them too.
+	scheme := strings.ToLower(given)
+	switch scheme {
 	case "redis", "rediss", "unix":
 		o, err := redis.ParseURL(raw)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkPool(o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns); err != nil {
 			return nil, err
 		}
 		if scheme != "unix" {
@@ -111,6 +119,9 @@ func parse(raw string) (*Parsed, error) {
 		u.RawQuery = q.Encode()
 		o, err := redis.ParseClusterURL(u.String())
 		if err != nil {
+			return nil, err
+		}
+		if err := checkPool(o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns); err != nil {
 			return nil, err
 		}
 		return &Parsed{Kind: Cluster, Cluster: o}, nil
@@ -151,11 +162,34 @@ func parse(raw string) (*Parsed, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := checkPool(o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns); err != nil {
+			return nil, err
+		}
 		o.SentinelUsername, o.SentinelPassword = sentUser, sentPass
 		return &Parsed{Kind: Sentinel, Failover: o}, nil
 	default:
-		return nil, fmt.Errorf("unknown scheme %q; want one of %s", scheme, strings.Join(Schemes, ", "))
+		return nil, fmt.Errorf("unknown scheme %q; want one of %s", given, strings.Join(Schemes, ", "))
 	}
+}
+
+// MaxPoolSize is the largest connection count a URL may give in
+// pool_size, min_idle_conns, max_idle_conns and max_active_conns. go-redis
+// sizes a pool's structures up front: a pool of a hundred million
+// connections takes tens of gigabytes before it dials, and a negative
+// pool_size or a count beyond int32 makes its constructors panic.
+const MaxPoolSize = 1 << 16
+
+// checkPool checks the pool options of a parsed URL against MaxPoolSize.
+func checkPool(poolSize, minIdle, maxIdle, maxActive int) error {
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"pool_size", poolSize}, {"min_idle_conns", minIdle}, {"max_idle_conns", maxIdle}, {"max_active_conns", maxActive}} {
+		if c.n < 0 || c.n > MaxPoolSize {
+			return fmt.Errorf("%s %d: want 0 to %d", c.name, c.n, MaxPoolSize)
+		}
+	}
+	return nil
 }
 
 // split parses "userinfo@h1:p1,h2:p2/path?query" into a URL on the first host
@@ -216,12 +250,18 @@ func scrub(err error, raw string) string {
 // any password-like query value.
 func secrets(raw string) []string {
 	var out []string
-	_, rest, _ := strings.Cut(raw, "://")
+	_, rest, hasScheme := strings.Cut(raw, "://")
+	if !hasScheme {
+		// A URL without its scheme ("user:pw@host", "//user:pw@host")
+		// still carries the password.
+		rest = strings.TrimPrefix(raw, "//")
+	}
 	authority := rest
 	if i := strings.IndexAny(rest, "/?"); i >= 0 {
 		authority = rest[:i]
 	}
-	if i := strings.LastIndex(authority, "@"); i >= 0 {
+	// Without a scheme, text with a space before its @ is no URL.
+	if i := strings.LastIndex(authority, "@"); i >= 0 && (hasScheme || !strings.ContainsFunc(authority[:i], unicode.IsSpace)) {
 		if _, pw, ok := strings.Cut(authority[:i], ":"); ok && pw != "" {
 			out = append(out, pw)
 			if dec, err := url.PathUnescape(pw); err == nil && dec != pw {
@@ -232,6 +272,11 @@ func secrets(raw string) []string {
 	if i := strings.Index(raw, "?"); i >= 0 {
 		for _, kv := range strings.Split(raw[i+1:], "&") {
 			k, v, _ := strings.Cut(kv, "=")
+			// net/url decodes the name: "sentinel_pass%77ord" is
+			// sentinel_password.
+			if dk, err := url.QueryUnescape(k); err == nil {
+				k = dk
+			}
 			if strings.Contains(strings.ToLower(k), "password") && v != "" {
 				out = append(out, v)
 				if dec, err := url.QueryUnescape(v); err == nil && dec != v {
