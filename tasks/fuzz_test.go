@@ -128,7 +128,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 // checkDecode checks data against d, as FuzzDecode describes.
-func checkDecode(t *testing.T, d *tasks.Definition, data []byte) {
+func checkDecode(t testing.TB, d *tasks.Definition, data []byte) {
 	t.Helper()
 	typ := d.Type()
 	err := d.Validate(data)

@@ -219,7 +219,7 @@ func FuzzParseHidesPassword(f *testing.F) {
 
 // checkParsed checks a URL that Parse accepted: the kind, TLS and options
 // its scheme names, and a client built from it.
-func checkParsed(t *testing.T, raw string, p *redisurl.Parsed) {
+func checkParsed(t testing.TB, raw string, p *redisurl.Parsed) {
 	t.Helper()
 	scheme, _, _ := strings.Cut(raw, "://")
 	scheme = strings.ToLower(scheme)
