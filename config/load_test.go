@@ -1133,3 +1133,16 @@ func TestLoadNeverShowsThePassword(t *testing.T) {
 		})
 	}
 }
+
+func TestPoolSizeUpperBound(t *testing.T) {
+	t.Parallel()
+	_, err := config.Load(nil, func(k string) string {
+		if k == "REDIS_POOL_SIZE" {
+			return "3000000000"
+		}
+		return ""
+	})
+	if err == nil || !strings.Contains(err.Error(), `REDIS_POOL_SIZE: "3000000000" is too large`) {
+		t.Errorf("err = %v, want REDIS_POOL_SIZE too large", err)
+	}
+}

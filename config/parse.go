@@ -59,6 +59,11 @@ func stringValue(field func(*Config) *string, check func(string) (string, error)
 
 // intValue applies a whole-number setting of at least min.
 func intValue(field func(*Config) *int, min int, want string) func(*Config, any) error {
+	return boundedIntValue(field, min, math.MaxInt, want)
+}
+
+// boundedIntValue is intValue with an upper bound too.
+func boundedIntValue(field func(*Config) *int, min, max int, want string) func(*Config, any) error {
 	return func(c *Config, v any) error {
 		s, err := text(v)
 		if err != nil {
@@ -70,6 +75,9 @@ func intValue(field func(*Config) *int, min int, want string) func(*Config, any)
 		}
 		if n < min {
 			return fmt.Errorf("%q is too small; %s", s, want)
+		}
+		if n > max {
+			return fmt.Errorf("%q is too large; %s", s, want)
 		}
 		*field(c) = n
 		return nil

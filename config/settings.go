@@ -1,10 +1,13 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/forgeq/forgeq/internal/redisurl"
 )
 
 // Setting describes one setting in each of the places it can be given.
@@ -54,8 +57,9 @@ var specs = withFlags([]spec{
 	{
 		Setting: Setting{Key: "redis.pool_size", Env: "REDIS_POOL_SIZE", Default: "0",
 			Help: "Redis connection pool size; 0 keeps go-redis's default of 10 per CPU"},
-		kind:  "int",
-		apply: intValue(func(c *Config) *int { return &c.Redis.PoolSize }, 0, "want 0 (the go-redis default) or more"),
+		kind: "int",
+		apply: boundedIntValue(func(c *Config) *int { return &c.Redis.PoolSize }, 0, redisurl.MaxPoolSize,
+			fmt.Sprintf("want 0 (the go-redis default) to %d", redisurl.MaxPoolSize)),
 	},
 	{
 		Setting: Setting{Key: "redis.socket_timeout", Env: "REDIS_SOCKET_TIMEOUT", Default: "10s",
