@@ -732,7 +732,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:     "negative pool size",
 			giveArgs: []string{"--redis-pool-size", "-1"},
-			wantErr:  []string{`--redis-pool-size: "-1" is too small; want 0 (the go-redis default) or more`},
+			wantErr:  []string{`--redis-pool-size: "-1" is too small; want 0 (the go-redis default) to 65536`},
 		},
 		{
 			name:    "negative TTL",
