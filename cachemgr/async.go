@@ -103,8 +103,15 @@ func (m *Manager) send(pipe redis.Pipeliner, batch []pipelined) {
 		return
 	}
 	// Per-command errors (a miss, a network failure) land in each command;
-	// the pipeline's own error is the first of them.
-	_, _ = pipe.Exec(context.Background())
+	// the pipeline's own error is the first of them. The deadline keeps
+	// go-redis from retrying a batch on a Redis that accepts connections
+	// but does not answer: the batch fails after about one socket timeout.
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if m.execTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, m.execTimeout)
+	}
+	_, _ = pipe.Exec(ctx)
+	cancel()
 	m.stats.batches.Add(1)
 	m.stats.batched.Add(uint64(n))
 	for _, r := range batch[:n] {

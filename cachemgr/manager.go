@@ -39,9 +39,12 @@ type Manager struct {
 	reqs     chan pipelined
 	flushers sync.WaitGroup
 
-	limiter   *redis_rate.Limiter
-	flights   singleflight.Group
-	flightCtx flightTable
+	limiter *redis_rate.Limiter
+	// execTimeout bounds one async pipeline: a read and a write timeout
+	// of the client (0: unbounded, when the client has none).
+	execTimeout time.Duration
+	flights     singleflight.Group
+	flightCtx   flightTable
 }
 
 // New builds a Manager and its client from o.URL. It does not dial: the
@@ -88,8 +91,27 @@ func newManager(rdb redis.UniversalClient, o Options) *Manager {
 	}
 	m.cluster, _ = rdb.(*redis.ClusterClient)
 	m.limiter = redis_rate.NewLimiter(rdb)
+	m.execTimeout = pipelineTimeout(rdb)
 	m.startFlushers()
 	return m
+}
+
+// pipelineTimeout is how long one pipeline may take on rdb: its write and
+// read timeouts plus a little, or 0 when the client waits forever.
+func pipelineTimeout(rdb redis.UniversalClient) time.Duration {
+	var read, write time.Duration
+	switch c := rdb.(type) {
+	case *redis.Client:
+		read, write = c.Options().ReadTimeout, c.Options().WriteTimeout
+	case *redis.ClusterClient:
+		read, write = c.Options().ReadTimeout, c.Options().WriteTimeout
+	default:
+		read, write = 3*time.Second, 3*time.Second // go-redis's defaults
+	}
+	if read <= 0 || write <= 0 { // -1 or -2: no timeout
+		return 0
+	}
+	return read + write + 100*time.Millisecond
 }
 
 // Client returns the underlying client, for commands the manager does not

@@ -44,17 +44,25 @@ func logTasks(log *zap.Logger) asynq.MiddlewareFunc {
 					zap.String("queue", queue), zap.Int("retry", retry),
 					zap.Duration("took", time.Since(start)),
 				}
+				// asynq gives up on a call at its timeout or at shutdown
+				// without waiting for it; a call that returns nil after
+				// that did not complete the task, so it is not logged as
+				// done. The error returned to asynq stays as it is.
+				logged := err
+				if logged == nil && ctx.Err() != nil {
+					logged = fmt.Errorf("%s: handler returned after its context ended: %w", t.Type(), ctx.Err())
+				}
 				switch {
-				case err == nil:
+				case logged == nil:
 					log.Info("task done", append(fields, zap.String("outcome", "done"))...)
-				case ctx.Err() != nil && errors.Is(err, context.Canceled):
+				case ctx.Err() != nil && errors.Is(logged, context.Canceled):
 					// Shutdown or a lost lease: asynq puts the task back
 					// on its queue without counting a retry.
-					log.Warn("task interrupted", append(fields, zap.String("outcome", "canceled"), zap.Error(err))...)
-				case errors.Is(err, asynq.SkipRetry):
-					log.Error("task failed", append(fields, zap.String("outcome", "skip_retry"), zap.Error(err))...)
+					log.Warn("task interrupted", append(fields, zap.String("outcome", "canceled"), zap.Error(logged))...)
+				case errors.Is(logged, asynq.SkipRetry):
+					log.Error("task failed", append(fields, zap.String("outcome", "skip_retry"), zap.Error(logged))...)
 				default:
-					log.Warn("task failed", append(fields, zap.String("outcome", "retry"), zap.Error(err))...)
+					log.Warn("task failed", append(fields, zap.String("outcome", "retry"), zap.Error(logged))...)
 				}
 			}()
 			return next.ProcessTask(ctx, t)

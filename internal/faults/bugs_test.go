@@ -11,7 +11,7 @@ const (
 	// that returned nil after asynq had given up on it: at its timeout
 	// (asynq retries or archives the task) or at ShutdownTimeout (asynq
 	// puts it back in its queue). It checks ctx.Err() only for errors.
-	muxLogsLateDone = true
+	muxLogsLateDone = false
 
 	// asyncReadsOutlastSocketTimeout: on a Redis that accepts connections
 	// but does not answer (frozen, or a network that drops packets),
