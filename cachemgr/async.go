@@ -24,9 +24,10 @@ import (
 
 // pipelined is one queued async call.
 type pipelined interface {
-	// queue adds the call's commands to p, or resolves the call with its
-	// ctx's error and returns false when the caller has gone away.
-	queue(p redis.Pipeliner) bool
+	// queue adds the call's commands to p, or settles and resolves the
+	// call with its ctx's error and returns false when the caller has gone
+	// away.
+	queue(m *Manager, p redis.Pipeliner) bool
 	// finish reads the commands' results and resolves the call.
 	finish(m *Manager)
 }
@@ -54,8 +55,13 @@ func (m *Manager) accept(ctx context.Context) error {
 	return nil
 }
 
+// settle takes a call off the in-flight count. It runs just before the
+// call's Future resolves, so a caller that has waited for every Future it
+// holds reads Stats().AsyncInFlight without them.
+func (m *Manager) settle() { m.stats.inFlight.Add(-1) }
+
+// release gives back a settled call's token; Close waits for every release.
 func (m *Manager) release() {
-	m.stats.inFlight.Add(-1)
 	<-m.sem
 	m.wg.Done()
 }
@@ -92,7 +98,7 @@ func (m *Manager) flush() {
 func (m *Manager) send(pipe redis.Pipeliner, batch []pipelined) {
 	n := 0
 	for _, r := range batch {
-		if r.queue(pipe) {
+		if r.queue(m, pipe) {
 			batch[n] = r
 			n++
 		} else {
@@ -115,6 +121,7 @@ func (m *Manager) send(pipe redis.Pipeliner, batch []pipelined) {
 	m.stats.batches.Add(1)
 	m.stats.batched.Add(uint64(n))
 	for _, r := range batch[:n] {
+		m.settle()
 		r.finish(m)
 		m.release()
 	}
@@ -146,8 +153,9 @@ type getReq struct {
 	cmd       *redis.StringCmd
 }
 
-func (r *getReq) queue(p redis.Pipeliner) bool {
+func (r *getReq) queue(m *Manager, p redis.Pipeliner) bool {
 	if err := r.ctx.Err(); err != nil {
+		m.settle()
 		r.resolve("", err)
 		return false
 	}
@@ -190,7 +198,7 @@ type setReq struct {
 	cmd       *redis.StatusCmd
 }
 
-func (r *setReq) queue(p redis.Pipeliner) bool {
+func (r *setReq) queue(_ *Manager, p redis.Pipeliner) bool {
 	r.cmd = p.Set(r.ctx, r.full, r.val, r.exp)
 	return true
 }
@@ -238,7 +246,7 @@ type delReq struct {
 	cmds   []*redis.IntCmd
 }
 
-func (r *delReq) queue(p redis.Pipeliner) bool {
+func (r *delReq) queue(_ *Manager, p redis.Pipeliner) bool {
 	if !r.perKey {
 		r.cmds = []*redis.IntCmd{p.Unlink(r.ctx, r.keys...)}
 		return true
@@ -299,6 +307,7 @@ func goAsync[T any](m *Manager, acceptCtx, runCtx context.Context, fn func(conte
 	go func() {
 		defer m.release()
 		v, err := fn(runCtx)
+		m.settle()
 		f.resolve(v, err)
 	}()
 	return f

@@ -78,8 +78,9 @@ type getJSONReq[T any] struct {
 	cmd       *redis.StringCmd
 }
 
-func (r *getJSONReq[T]) queue(p redis.Pipeliner) bool {
+func (r *getJSONReq[T]) queue(m *Manager, p redis.Pipeliner) bool {
 	if err := r.ctx.Err(); err != nil {
+		m.settle()
 		var zero T
 		r.resolve(zero, err)
 		return false
