@@ -2,6 +2,7 @@ package cachemgr
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -111,10 +112,10 @@ func (m *Manager) send(pipe redis.Pipeliner, batch []pipelined) {
 	// Per-command errors (a miss, a network failure) land in each command;
 	// the pipeline's own error is the first of them. The deadline keeps
 	// go-redis from retrying a batch on a Redis that accepts connections
-	// but does not answer: the batch fails after about one socket timeout.
+	// but does not answer: the batch fails after one socket timeout.
 	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if m.execTimeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, m.execTimeout)
+	if m.opTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, m.opTimeout)
 	}
 	_, _ = pipe.Exec(ctx)
 	cancel()
@@ -129,6 +130,26 @@ func (m *Manager) send(pipe redis.Pipeliner, batch []pipelined) {
 }
 
 func (m *Manager) enqueue(r pipelined) { m.reqs <- r }
+
+// unsent is the error of a read accepted at start that is about to be
+// sent: its ctx's error when the caller has gone away, a timeout when it
+// has waited OpTimeout for a pipeline (Redis is not keeping up, or does
+// not answer: the caller would rather know now), else nil.
+func (m *Manager) unsent(ctx context.Context, key string, start time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if m.opTimeout > 0 {
+		if waited := time.Since(start); waited > m.opTimeout {
+			err := m.wrap("get", key, fmt.Errorf("%w: queued %v for a pipeline, over the socket timeout %v",
+				context.DeadlineExceeded, waited.Round(time.Millisecond), m.opTimeout))
+			m.stats.read(OpGet, err)
+			m.stats.took(OpGet, start)
+			return err
+		}
+	}
+	return nil
+}
 
 // GetAsync is Get on the async side: the result arrives in the Future.
 func (m *Manager) GetAsync(ctx context.Context, key string) *Future[string] {
@@ -154,7 +175,7 @@ type getReq struct {
 }
 
 func (r *getReq) queue(m *Manager, p redis.Pipeliner) bool {
-	if err := r.ctx.Err(); err != nil {
+	if err := m.unsent(r.ctx, r.key, r.start); err != nil {
 		m.settle()
 		r.resolve("", err)
 		return false

@@ -88,7 +88,7 @@ func (m *Manager) getOrCompute(ctx context.Context, key string, ttl time.Duratio
 	if err != nil {
 		return "", false, err
 	}
-	v, err := m.rdb.Get(ctx, m.prefix+key).Result()
+	v, err := m.get(ctx, m.prefix+key)
 	if err == nil {
 		return v, true, nil
 	}
@@ -166,7 +166,8 @@ func (m *Manager) computeLocked(ctx context.Context, key string, exp time.Durati
 	defer timer.Stop()
 	<-timer.C
 	for {
-		ok, err := m.rdb.SetNX(ctx, lock, token, m.opts.LockTTL).Result()
+		rctx := m.roundTrip(ctx)
+		ok, err := m.rdb.SetNX(rctx, lock, token, m.opts.LockTTL).Result()
 		if err != nil {
 			return "", false, m.wrap("lock", key, err)
 		}
@@ -182,7 +183,7 @@ func (m *Manager) computeLocked(ctx context.Context, key string, exp time.Durati
 		case <-timer.C:
 		}
 		poll = min(poll*2, maxPoll)
-		v, err := m.rdb.Get(ctx, full).Result()
+		v, err := m.get(ctx, full)
 		if err == nil {
 			return v, true, nil
 		}
@@ -197,14 +198,13 @@ func (m *Manager) computeHolding(ctx context.Context, key, full, lock, token str
 	defer func() {
 		// Release even if ctx was cancelled, so waiters need not wait for
 		// the lock to expire.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
+		rctx := m.roundTrip(context.WithoutCancel(ctx))
 		if err := releaseScript.Run(rctx, m.rdb, []string{lock}, token).Err(); err != nil {
 			m.log.Warn("compute lock release failed", zap.String("cache_key", key), zap.Error(err))
 		}
 	}()
 	// The value may have been stored between our miss and taking the lock.
-	v, err := m.rdb.Get(ctx, full).Result()
+	v, err := m.get(ctx, full)
 	if err == nil {
 		return v, true, nil
 	}
@@ -219,10 +219,17 @@ func (m *Manager) computeHolding(ctx context.Context, key, full, lock, token str
 	if err != nil {
 		return "", false, fmt.Errorf("cachemgr: compute %q: %w", key, err)
 	}
-	if err := m.rdb.Set(ctx, full, v, exp).Err(); err != nil {
+	sctx := m.roundTrip(ctx)
+	if err := m.rdb.Set(sctx, full, v, exp).Err(); err != nil {
 		return "", false, m.wrap("set", key, err)
 	}
 	return v, false, nil
+}
+
+// get is one GET of a full key under the round-trip bound.
+func (m *Manager) get(ctx context.Context, full string) (string, error) {
+	ctx = m.roundTrip(ctx)
+	return m.rdb.Get(ctx, full).Result()
 }
 
 // renewLock extends the lock every LockTTL/3 until stop is called.
@@ -242,7 +249,8 @@ func (m *Manager) renewLock(ctx context.Context, key, lock, token string) (stop 
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				n, err := renewScript.Run(ctx, m.rdb, []string{lock}, token, m.opts.LockTTL.Milliseconds()).Int()
+				rctx := m.roundTrip(ctx)
+				n, err := renewScript.Run(rctx, m.rdb, []string{lock}, token, m.opts.LockTTL.Milliseconds()).Int()
 				switch {
 				case err != nil && ctx.Err() == nil:
 					m.log.Warn("compute lock renewal failed", zap.String("cache_key", key), zap.Error(err))

@@ -40,9 +40,10 @@ type Manager struct {
 	flushers sync.WaitGroup
 
 	limiter *redis_rate.Limiter
-	// execTimeout bounds one async pipeline: a read and a write timeout
-	// of the client (0: unbounded, when the client has none).
-	execTimeout time.Duration
+	// opTimeout bounds one async pipeline and a queued read's wait for
+	// one: the client's socket timeout (0: unbounded, when it has none).
+	opTimeout time.Duration
+	deadlines deadlines // of sync round trips, opTimeout away
 	flights     singleflight.Group
 	flightCtx   flightTable
 }
@@ -91,14 +92,15 @@ func newManager(rdb redis.UniversalClient, o Options) *Manager {
 	}
 	m.cluster, _ = rdb.(*redis.ClusterClient)
 	m.limiter = redis_rate.NewLimiter(rdb)
-	m.execTimeout = pipelineTimeout(rdb)
+	m.opTimeout = socketTimeout(rdb)
+	m.deadlines.d = m.opTimeout
 	m.startFlushers()
 	return m
 }
 
-// pipelineTimeout is how long one pipeline may take on rdb: its write and
-// read timeouts plus a little, or 0 when the client waits forever.
-func pipelineTimeout(rdb redis.UniversalClient) time.Duration {
+// socketTimeout is the longer of rdb's read and write timeouts, or 0 when
+// the client waits forever.
+func socketTimeout(rdb redis.UniversalClient) time.Duration {
 	var read, write time.Duration
 	switch c := rdb.(type) {
 	case *redis.Client:
@@ -111,8 +113,19 @@ func pipelineTimeout(rdb redis.UniversalClient) time.Duration {
 	if read <= 0 || write <= 0 { // -1 or -2: no timeout
 		return 0
 	}
-	return read + write + 100*time.Millisecond
+	return max(read, write)
 }
+
+// OpTimeout is how long a call waits for Redis before it fails: the
+// client's socket timeout (Options.SocketTimeout, REDIS_SOCKET_TIMEOUT), or
+// 0 when the client has none. Each round trip of a sync call fails after
+// about that long (at most an eighth more) when Redis does not answer,
+// instead of being retried by go-redis on connections as dead as the
+// first. An async read spends at most that long queued for a pipeline,
+// and a pipeline at most that long on the wire. A caller that needs an
+// async answer within one OpTimeout, as an HTTP handler does, waits with
+// Future.WaitContext and a deadline.
+func (m *Manager) OpTimeout() time.Duration { return m.opTimeout }
 
 // Client returns the underlying client, for commands the manager does not
 // wrap and for asynq's ...FromRedisClient constructors. Keys given to it
@@ -136,6 +149,7 @@ func (m *Manager) Get(ctx context.Context, key string) (string, error) {
 		m.stats.read(OpGet, err)
 		return "", err
 	}
+	ctx = m.roundTrip(ctx)
 	v, err := m.rdb.Get(ctx, m.prefix+key).Result()
 	err = m.wrap("get", key, err)
 	m.stats.read(OpGet, err)
@@ -150,6 +164,7 @@ func (m *Manager) Set(ctx context.Context, key string, value any, ttl time.Durat
 	defer m.stats.took(OpSet, time.Now())
 	v, exp, err := m.setArgs(key, value, ttl)
 	if err == nil {
+		ctx := m.roundTrip(ctx)
 		err = m.wrap("set", key, m.rdb.Set(ctx, m.prefix+key, v, exp).Err())
 	}
 	m.stats.record(OpSet, err)
@@ -174,6 +189,7 @@ func (m *Manager) delete(ctx context.Context, keys []string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	ctx = m.roundTrip(ctx)
 	if m.cluster == nil || len(full) == 1 {
 		n, err := m.rdb.Unlink(ctx, full...).Result()
 		return n, m.wrap("delete", keys[0], err)
@@ -198,6 +214,7 @@ func (m *Manager) Ping(ctx context.Context) error {
 	defer m.stats.took(OpPing, time.Now())
 	err := m.closedErr()
 	if err == nil {
+		ctx := m.roundTrip(ctx)
 		if m.cluster != nil {
 			err = m.cluster.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
 				return c.Ping(ctx).Err()

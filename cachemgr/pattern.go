@@ -39,12 +39,12 @@ func (m *Manager) deletePattern(ctx context.Context, pattern string) (int64, err
 	}
 	match := escapeGlob(m.prefix) + pattern
 	if m.cluster == nil {
-		n, err := scanUnlink(ctx, m.rdb, match, false)
+		n, err := m.scanUnlink(ctx, m.rdb, match, false)
 		return n, m.wrap("delete pattern", pattern, err)
 	}
 	var total atomic.Int64
 	err := m.cluster.ForEachMaster(ctx, func(ctx context.Context, shard *redis.Client) error {
-		n, err := scanUnlink(ctx, shard, match, true)
+		n, err := m.scanUnlink(ctx, shard, match, true)
 		total.Add(n)
 		return err
 	})
@@ -53,19 +53,22 @@ func (m *Manager) deletePattern(ctx context.Context, pattern string) (int64, err
 
 // scanUnlink deletes the keys of one node that match. perKey sends one
 // UNLINK per key in a pipeline, as a cluster node needs when keys of one
-// batch fall into different slots.
-func scanUnlink(ctx context.Context, c redis.Cmdable, match string, perKey bool) (int64, error) {
+// batch fall into different slots. Each round trip, not the walk, is
+// bounded by OpTimeout.
+func (m *Manager) scanUnlink(ctx context.Context, c redis.Cmdable, match string, perKey bool) (int64, error) {
 	var (
 		cursor uint64
 		total  int64
 	)
 	for {
-		keys, next, err := c.Scan(ctx, cursor, match, scanCount).Result()
+		rctx := m.roundTrip(ctx)
+		keys, next, err := c.Scan(rctx, cursor, match, scanCount).Result()
 		if err != nil {
 			return total, err
 		}
 		if len(keys) > 0 {
-			n, err := unlink(ctx, c, keys, perKey)
+			rctx := m.roundTrip(ctx)
+			n, err := unlink(rctx, c, keys, perKey)
 			total += n
 			if err != nil {
 				return total, err

@@ -103,6 +103,7 @@ func (m *Manager) allowN(ctx context.Context, key string, l Limit, n int) (RateR
 	if n < 1 || n > l.Burst {
 		return RateResult{}, fmt.Errorf("%w: rate limit n %d is outside [1, Burst %d]", ErrInvalidArgument, n, l.Burst)
 	}
+	ctx = m.roundTrip(ctx)
 	res, err := m.limiter.AllowN(ctx, m.prefix+rateKeyInfix+key,
 		redis_rate.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst}, n)
 	if err != nil {
@@ -119,6 +120,7 @@ func (m *Manager) ResetLimit(ctx context.Context, key string) error {
 	defer m.stats.took(OpRateLimit, time.Now())
 	err := m.check(key)
 	if err == nil {
+		ctx := m.roundTrip(ctx)
 		err = m.wrap("reset rate limit", key, m.limiter.Reset(ctx, m.prefix+rateKeyInfix+key))
 	}
 	m.stats.record(OpRateLimit, err)

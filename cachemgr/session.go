@@ -60,7 +60,8 @@ func (m *Manager) createSession(ctx context.Context, data any, ttl time.Duration
 	}
 	for range sessionAttempts {
 		id := newSessionID()
-		ok, err := m.rdb.SetNX(ctx, m.sessionKey(id), b, exp).Result()
+		rctx := m.roundTrip(ctx)
+		ok, err := m.rdb.SetNX(rctx, m.sessionKey(id), b, exp).Result()
 		if err != nil {
 			return "", m.wrap("create session", "", err)
 		}
@@ -116,6 +117,7 @@ func (m *Manager) readSession(ctx context.Context, op, id string, dst any, slide
 		s   string
 		err error
 	)
+	ctx = m.roundTrip(ctx)
 	if slide {
 		var exp time.Duration
 		if exp, err = m.expiry(ttl); err != nil {
@@ -159,6 +161,7 @@ func (m *Manager) refreshSession(ctx context.Context, id string, ttl time.Durati
 	if err != nil {
 		return err
 	}
+	ctx = m.roundTrip(ctx)
 	if exp == 0 {
 		// PERSIST cannot tell a missing key from one without expiry;
 		// GETEX ... PERSIST can.
@@ -185,6 +188,7 @@ func (m *Manager) DeleteSession(ctx context.Context, id string) error {
 		err = checkSessionID(id)
 	}
 	if err == nil {
+		ctx := m.roundTrip(ctx)
 		err = m.wrap("delete session", "", m.rdb.Unlink(ctx, m.sessionKey(id)).Err())
 	}
 	m.stats.record(OpSession, err)

@@ -63,7 +63,7 @@ var specs = withFlags([]spec{
 	},
 	{
 		Setting: Setting{Key: "redis.socket_timeout", Env: "REDIS_SOCKET_TIMEOUT", Default: "10s",
-			Help: "Timeout for dialing, reading and writing Redis, as a duration or seconds"},
+			Help: "Timeout for dialing, reading and writing Redis, and for each call to it, as a duration or seconds"},
 		kind:  "duration",
 		apply: durationValue(func(c *Config) *time.Duration { return &c.Redis.SocketTimeout }, false),
 	},

@@ -84,7 +84,12 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, http.StatusBadRequest, codeInvalidPayload, strings.TrimPrefix(err.Error(), "tasks: "))
 		return
 	}
-	info, err := s.client.EnqueueContext(r.Context(), task)
+	// Bounded like a cache call: on a Redis that does not answer, the
+	// client gets its 503 after one socket timeout, not after go-redis's
+	// retries.
+	ctx, cancel := s.redisCtx(r.Context())
+	info, err := s.client.EnqueueContext(ctx, task)
+	cancel()
 	switch {
 	case errors.Is(err, asynq.ErrDuplicateTask):
 		fail(w, r, http.StatusConflict, codeConflict,
@@ -286,7 +291,11 @@ func (s *Server) taskStatus(w http.ResponseWriter, r *http.Request) {
 		p, err := tasks.ReadProgress(ctx, s.m, id)
 		progress <- progressResult{p, err}
 	}()
-	info, err := s.inspector.GetTaskInfo(queue, id)
+	// asynq's Inspector takes no ctx: the wait for it is bounded here, and
+	// on a timeout its call finishes on its own.
+	info, err := within(ctx, s.m.OpTimeout(), func() (*asynq.TaskInfo, error) {
+		return s.inspector.GetTaskInfo(queue, id)
+	})
 	pr := <-progress
 	switch {
 	case errors.Is(err, asynq.ErrQueueNotFound), errors.Is(err, asynq.ErrTaskNotFound):

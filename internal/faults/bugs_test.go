@@ -12,17 +12,6 @@ const (
 	// (asynq retries or archives the task) or at ShutdownTimeout (asynq
 	// puts it back in its queue). It checks ctx.Err() only for errors.
 	muxLogsLateDone = false
-
-	// asyncReadsOutlastSocketTimeout: on a Redis that accepts connections
-	// but does not answer (frozen, or a network that drops packets),
-	// cachemgr's async calls take far longer than REDIS_SOCKET_TIMEOUT:
-	// the pipelines of cachemgr/async.go (send: pipe.Exec with
-	// context.Background()) are retried by go-redis on each timeout, so a
-	// GetAsync with a 2s socket timeout fails after about 16s; and the
-	// cache-aside route (web/cache.go, cached) waits with Future.Wait, not
-	// bound by any deadline. GET /api/cache hangs for the whole outage
-	// instead of answering 503 within a few seconds.
-	asyncReadsOutlastSocketTimeout = true
 )
 
 // asynqSyncerGivesUp documents a bug of asynq v0.26.0 (processor.go:

@@ -2,6 +2,7 @@ package faults
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -93,7 +94,8 @@ func testOutage(t *testing.T, freeze bool) {
 	wg.Go(func() { checkHealthDown(t, w.base+"/health/redis", outage) })
 	wg.Go(func() { checkHealthDown(t, w.base+"/health/ready", outage) })
 	wg.Go(func() { checkEnqueueFails(t, url, env) })
-	wg.Go(func() { checkCacheFails(t, w.base, freeze) })
+	wg.Go(func() { checkCacheFails(t, w.base) })
+	wg.Go(func() { checkHTTPEnqueueFails(t, w.base) })
 	wg.Wait()
 	if w.Exited() {
 		t.Fatalf("the worker exited during the outage")
@@ -107,9 +109,13 @@ func testOutage(t *testing.T, freeze bool) {
 	back := <-resumed
 	t.Logf("Redis back after %v", back.Sub(outage).Round(time.Millisecond))
 
-	// Nothing Redis had is gone.
+	// Nothing Redis had is gone, and the enqueue refused over HTTP
+	// during the outage was not half done.
 	if infos := taskInfos(t, in, "default", ids); len(infos) != len(ids) {
 		t.Errorf("%d of %d tasks in Redis after the outage", len(infos), len(ids))
+	}
+	if _, err := in.GetTaskInfo("default", httpDuringID); !errors.Is(err, asynq.ErrTaskNotFound) {
+		t.Errorf("task %s, whose enqueue got a 503 during the outage: %v, want asynq.ErrTaskNotFound", httpDuringID, err)
 	}
 	for _, path := range []string{"/health/redis", "/health/ready"} {
 		var res httpResult
@@ -240,22 +246,35 @@ func checkEnqueueFails(t *testing.T, url string, env []string) {
 
 // checkCacheFails asks the cache-aside route for a cold key while Redis is
 // unreachable: a 5xx JSON error, fast.
-func checkCacheFails(t *testing.T, base string, frozen bool) {
+func checkCacheFails(t *testing.T, base string) {
 	res := get(base+"/api/cache/outage-key", time.Minute)
 	t.Logf("GET /api/cache during the outage: %d after %v: %s", res.status, res.took.Round(time.Millisecond), res.body)
+	checkFailedFast(t, "GET /api/cache", res)
+}
+
+// httpDuringID is the id of the task posted during the outage.
+const httpDuringID = "http-during"
+
+// checkHTTPEnqueueFails posts a task while Redis is unreachable: a 5xx
+// JSON error, fast. testOutage checks, once Redis is back, that nothing
+// was enqueued.
+func checkHTTPEnqueueFails(t *testing.T, base string) {
+	res := send(http.MethodPost, base+"/api/tasks/data:process",
+		`{"id":"`+httpDuringID+`","queue":"default","payload":{"key":"http-during","work":1}}`, time.Minute)
+	t.Logf("POST /api/tasks during the outage: %d after %v: %s", res.status, res.took.Round(time.Millisecond), res.body)
+	checkFailedFast(t, "POST /api/tasks", res)
+}
+
+// checkFailedFast checks an HTTP answer given while Redis was unreachable:
+// a 5xx JSON error within the rate limiter's call and one more call, each
+// bounded by the socket timeout, and slack for a busy machine.
+func checkFailedFast(t *testing.T, what string, res httpResult) {
+	t.Helper()
 	var body struct {
 		Error struct{ Code, Message string } `json:"error"`
 	}
 	failed := res.err == nil && res.status >= 500 && json.Unmarshal(res.body, &body) == nil && body.Error.Code != ""
-	// The rate limiter's call and the cache's, each within the socket
-	// timeout, and slack for a busy machine.
-	limit := 2*socketTimeout + 2*time.Second
-	switch {
-	case failed && res.took <= limit:
-	case frozen:
-		knownBug(t, asyncReadsOutlastSocketTimeout,
-			"GET /api/cache on a frozen Redis: %d %s %v after %v, want a 5xx JSON error within %v", res.status, res.body, res.err, res.took, limit)
-	default:
-		t.Errorf("GET /api/cache during the outage: %d %s %v after %v, want a 5xx JSON error within %v", res.status, res.body, res.err, res.took, limit)
+	if limit := 2*socketTimeout + 2*time.Second; !failed || res.took > limit {
+		t.Errorf("%s during the outage: %d %s %v after %v, want a 5xx JSON error within %v", what, res.status, res.body, res.err, res.took, limit)
 	}
 }

@@ -259,22 +259,35 @@ var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true
 
 // get sends GET url with the given timeout; the body goes to the sweep.
 func get(url string, timeout time.Duration) httpResult {
+	return send(http.MethodGet, url, "", timeout)
+}
+
+// send sends a request with a JSON body (none when body is "") and the
+// given timeout; the response body goes to the sweep.
+func send(method, url, body string, timeout time.Duration) httpResult {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		return httpResult{err: err}
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		return httpResult{err: err, took: time.Since(start)}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	res := httpResult{status: resp.StatusCode, body: body, took: time.Since(start), err: err}
-	if resp.StatusCode != http.StatusOK {
-		watchText("GET "+url, string(body))
+	b, err := io.ReadAll(resp.Body)
+	res := httpResult{status: resp.StatusCode, body: b, took: time.Since(start), err: err}
+	if resp.StatusCode/100 != 2 {
+		watchText(method+" "+url, string(b))
 	}
 	return res
 }

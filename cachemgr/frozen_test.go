@@ -1,0 +1,144 @@
+package cachemgr_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/internal/proctest"
+)
+
+// TestFrozenRedisFailsWithinSocketTimeout freezes a real redis-server
+// (SIGSTOP: the kernel still accepts connections, nothing answers) and
+// makes every kind of call. Each must fail with a timeout error while the
+// server is still frozen, not wait for it: go-redis alone retries a timed
+// out command (MaxRetries) and takes several socket timeouts.
+//
+// The pool holds many idle connections when Redis freezes, as in a busy
+// process, so a call that times out and is retried by go-redis gets
+// another pooled connection, as dead as the first, and a call would take
+// up to 4 socket timeouts (MaxRetries 3). The freeze lasts 3.5: a call
+// fails "fast" when it returns with an error before the server thaws; one
+// retried on dead connections outlasts the freeze and then succeeds, which
+// fails the test, while one bounded by a socket timeout has 2.5 seconds to
+// spare on a busy machine. The test measures no time itself.
+func TestFrozenRedisFailsWithinSocketTimeout(t *testing.T) {
+	t.Parallel()
+	const socketTimeout = time.Second
+	r := proctest.RedisServer(t)
+	m, err := cachemgr.New(cachemgr.Options{URL: "redis://" + r.Addr(), SocketTimeout: socketTimeout, PoolSize: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	ctx := context.Background()
+	if err := m.Set(ctx, "warm", "v", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	warmPool(t, m.Client().(*redis.Client), 32)
+	if got := m.OpTimeout(); got != socketTimeout {
+		t.Errorf("OpTimeout = %v, want the socket timeout %v", got, socketTimeout)
+	}
+
+	calls := map[string]func() error{
+		"Get":  func() error { _, err := m.Get(ctx, "warm"); return err },
+		"Set":  func() error { return m.Set(ctx, "k", "v", 0) },
+		"Ping": func() error { return m.Ping(ctx) },
+		"Delete": func() error {
+			_, err := m.Delete(ctx, "a", "b")
+			return err
+		},
+		"DeletePattern": func() error { _, err := m.DeletePattern(ctx, "x:*"); return err },
+		"GetOrCompute": func() error {
+			_, _, err := m.GetOrCompute(ctx, "cold", 0, func(context.Context) (string, error) { return "v", nil })
+			return err
+		},
+		"GetJSON": func() error { _, err := cachemgr.GetJSON[int](ctx, m, "warm"); return err },
+		"Allow": func() error {
+			_, err := m.Allow(ctx, "rl", cachemgr.Limit{Rate: 10, Burst: 10, Period: time.Second})
+			return err
+		},
+		"GetSession": func() error { return m.GetSession(ctx, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", new(map[string]any)) },
+		"GetAsync":   func() error { _, err := m.GetAsync(ctx, "warm").Wait(); return err },
+		"SetAsync":   func() error { _, err := m.SetAsync(ctx, "k2", "v", 0).Wait(); return err },
+		"DeleteAsync": func() error {
+			_, err := m.DeleteAsync(ctx, "k3").Wait()
+			return err
+		},
+		"PingAsync": func() error { _, err := m.PingAsync(ctx).Wait(); return err },
+		"GetOrComputeAsync": func() error {
+			_, err := m.GetOrComputeAsync(ctx, "cold2", 0, func(context.Context) (string, error) { return "v", nil }).Wait()
+			return err
+		},
+	}
+
+	thawed := r.Pause(socketTimeout * 7 / 2)
+	type result struct {
+		err      error
+		inFreeze bool
+	}
+	var (
+		mu      sync.Mutex
+		results = map[string]result{}
+		wg      sync.WaitGroup
+	)
+	for name, call := range calls {
+		wg.Go(func() {
+			err := call()
+			frozen := true
+			select {
+			case <-thawed:
+				frozen = false
+			default:
+			}
+			mu.Lock()
+			results[name] = result{err, frozen}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	for name, res := range results {
+		switch {
+		case res.err == nil:
+			t.Errorf("%s on a frozen Redis succeeded", name)
+		case !res.inFreeze:
+			t.Errorf("%s on a frozen Redis returned only after it thawed: %v", name, res.err)
+		case !isTimeout(res.err):
+			t.Errorf("%s on a frozen Redis: %v, want a timeout", name, res.err)
+		}
+	}
+	<-thawed
+	// The manager works again once Redis answers.
+	if v, err := m.Get(ctx, "warm"); err != nil || v != "v" {
+		t.Errorf("Get after the thaw = %q, %v", v, err)
+	}
+}
+
+// warmPool leaves n idle connections in rdb's pool: it takes n at once,
+// pings on each, and gives them back.
+func warmPool(t *testing.T, rdb *redis.Client, n int) {
+	t.Helper()
+	conns := make([]*redis.Conn, n)
+	for i := range conns {
+		conns[i] = rdb.Conn()
+		if err := conns[i].Ping(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	if idle := rdb.PoolStats().IdleConns; idle < uint32(n) {
+		t.Fatalf("pool has %d idle connections after warming, want %d", idle, n)
+	}
+}
+
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &te) && te.Timeout())
+}
