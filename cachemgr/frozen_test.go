@@ -63,9 +63,11 @@ func TestFrozenRedisFailsWithinSocketTimeout(t *testing.T) {
 			_, err := m.Allow(ctx, "rl", cachemgr.Limit{Rate: 10, Burst: 10, Period: time.Second})
 			return err
 		},
-		"GetSession": func() error { return m.GetSession(ctx, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", new(map[string]any)) },
-		"GetAsync":   func() error { _, err := m.GetAsync(ctx, "warm").Wait(); return err },
-		"SetAsync":   func() error { _, err := m.SetAsync(ctx, "k2", "v", 0).Wait(); return err },
+		"GetSession": func() error {
+			return m.GetSession(ctx, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", new(map[string]any))
+		},
+		"GetAsync": func() error { _, err := m.GetAsync(ctx, "warm").Wait(); return err },
+		"SetAsync": func() error { _, err := m.SetAsync(ctx, "k2", "v", 0).Wait(); return err },
 		"DeleteAsync": func() error {
 			_, err := m.DeleteAsync(ctx, "k3").Wait()
 			return err

@@ -44,8 +44,8 @@ type Manager struct {
 	// one: the client's socket timeout (0: unbounded, when it has none).
 	opTimeout time.Duration
 	deadlines deadlines // of sync round trips, opTimeout away
-	flights     singleflight.Group
-	flightCtx   flightTable
+	flights   singleflight.Group
+	flightCtx flightTable
 }
 
 // New builds a Manager and its client from o.URL. It does not dial: the
