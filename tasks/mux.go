@@ -13,9 +13,10 @@ import (
 // NewMux returns an asynq.ServeMux serving every type of r with deps, behind
 // a middleware that logs one line per task (task_id, task_type, queue,
 // retry, took, outcome) and turns a handler panic into a task error.
-// Outcomes: "done", "retry" (failed, asynq will retry if retries remain),
-// "skip_retry" (failed for good, archived) and "canceled" (interrupted by
-// shutdown or a lost lease; asynq requeues it).
+// Outcomes: "done", "retry" (failed, asynq will retry), "archived"
+// (failed with no retry left: asynq archives it), "skip_retry" (failed
+// for good, archived) and "canceled" (interrupted by shutdown or a lost
+// lease; asynq requeues it).
 func NewMux(r *Registry, deps Deps) *asynq.ServeMux {
 	if deps.Logger == nil {
 		deps.Logger = zap.NewNop()
@@ -26,6 +27,18 @@ func NewMux(r *Registry, deps Deps) *asynq.ServeMux {
 		mux.Handle(d.typ, d.Handler(deps))
 	}
 	return mux
+}
+
+// LastAttempt reports whether the task being processed under ctx has no
+// retry left, so that asynq archives it if this attempt fails. It is false
+// outside an asynq server.
+func LastAttempt(ctx context.Context) bool {
+	retried, ok := asynq.GetRetryCount(ctx)
+	if !ok {
+		return false
+	}
+	max, ok := asynq.GetMaxRetry(ctx)
+	return ok && retried >= max
 }
 
 func logTasks(log *zap.Logger) asynq.MiddlewareFunc {
@@ -61,6 +74,8 @@ func logTasks(log *zap.Logger) asynq.MiddlewareFunc {
 					log.Warn("task interrupted", append(fields, zap.String("outcome", "canceled"), zap.Error(logged))...)
 				case errors.Is(logged, asynq.SkipRetry):
 					log.Error("task failed", append(fields, zap.String("outcome", "skip_retry"), zap.Error(logged))...)
+				case LastAttempt(ctx):
+					log.Error("task failed", append(fields, zap.String("outcome", "archived"), zap.Error(logged))...)
 				default:
 					log.Warn("task failed", append(fields, zap.String("outcome", "retry"), zap.Error(logged))...)
 				}

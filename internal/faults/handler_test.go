@@ -260,8 +260,9 @@ func TestHandlerFaults(t *testing.T) {
 		if begun, peak, _ := c.get("panic-1"); begun != 3 || peak != 1 {
 			t.Errorf("handler called %d times, at most %d at once; want 3, one at a time", begun, peak)
 		}
-		if got := p.lines("panic-1"); len(got) != 3 || !allHavePrefix(got, msgFailed) {
-			t.Errorf("log lines %q, want 3 %q", got, msgFailed)
+		if got := p.lines("panic-1"); len(got) != 3 || !allHavePrefix(got, msgFailed) ||
+			got[0] != msgFailed+" (retry)" || got[2] != msgFailed+" (archived)" {
+			t.Errorf("log lines %q, want 3 %q, the first with outcome retry, the last archived", got, msgFailed)
 		}
 		waitCompleted(t, p.in, "default", others, 30*time.Second)
 		after := p.enqueueProcess(t, "after-panic", 5)

@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -220,6 +221,10 @@ func TestQueueMetricsRedis(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A plain failure with no retry left: archived after this attempt.
+	if _, err := c.EnqueueContext(ctx, asynq.NewTask("q:fail", nil), asynq.Queue("default"), asynq.MaxRetry(0)); err != nil {
+		t.Fatal(err)
+	}
 	enqueue(t, rdb, "critical", 1, asynq.ProcessIn(time.Hour))
 
 	mux := asynq.NewServeMux()
@@ -228,6 +233,7 @@ func TestQueueMetricsRedis(t *testing.T) {
 	mux.HandleFunc("q:bad", func(context.Context, *asynq.Task) error {
 		return fmt.Errorf("bad payload: %w", asynq.SkipRetry)
 	})
+	mux.HandleFunc("q:fail", func(context.Context, *asynq.Task) error { return errors.New("failed") })
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency: 2,
 		Queues:      map[string]int{"default": 1, "critical": 1},
@@ -241,7 +247,7 @@ func TestQueueMetricsRedis(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		got := samples(t, x.Registry(), "forgeq_tasks_processed_total", "forgeq_queue_processed_total")
-		if got[`forgeq_queue_processed_total{queue="critical"}`] == 2 && got[`forgeq_queue_processed_total{queue="default"}`] == 1 &&
+		if got[`forgeq_queue_processed_total{queue="critical"}`] == 2 && got[`forgeq_queue_processed_total{queue="default"}`] == 2 &&
 			got[`forgeq_tasks_processed_total{queue="critical",task_type="q:bad"}`] == 1 {
 			break
 		}
@@ -257,14 +263,16 @@ func TestQueueMetricsRedis(t *testing.T) {
 		`forgeq_tasks_processed_total{queue="default",task_type="q:ok"}`:                     1,
 		`forgeq_tasks_processed_total{queue="critical",task_type="q:ok"}`:                    1,
 		`forgeq_tasks_processed_total{queue="critical",task_type="q:bad"}`:                   1,
+		`forgeq_tasks_processed_total{queue="default",task_type="q:fail"}`:                   1,
 		`forgeq_tasks_failed_total{outcome="skip_retry",queue="critical",task_type="q:bad"}`: 1,
-		`forgeq_queue_processed_total{queue="default"}`:                                      1,
+		`forgeq_tasks_failed_total{outcome="archived",queue="default",task_type="q:fail"}`:   1,
+		`forgeq_queue_processed_total{queue="default"}`:                                      2,
 		`forgeq_queue_processed_total{queue="critical"}`:                                     2,
-		`forgeq_queue_failed_total{queue="default"}`:                                         0,
+		`forgeq_queue_failed_total{queue="default"}`:                                         1,
 		`forgeq_queue_failed_total{queue="critical"}`:                                        1,
 		`forgeq_queue_scrape_errors_total`:                                                   0,
 	}
-	for k, v := range queueStates("default", nil) {
+	for k, v := range queueStates("default", map[string]float64{"archived": 1}) {
 		want[k] = v
 	}
 	for k, v := range queueStates("critical", map[string]float64{"scheduled": 1, "archived": 1}) {

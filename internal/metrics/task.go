@@ -8,12 +8,15 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/forgeq/forgeq/tasks"
 )
 
 // Task outcomes in forgeq_tasks_failed_total, as in tasks.NewMux's log
 // lines, plus "panic".
 const (
 	outcomeRetry     = "retry"
+	outcomeArchived  = "archived"
 	outcomeSkipRetry = "skip_retry"
 	outcomePanic     = "panic"
 )
@@ -77,8 +80,9 @@ func (m *taskMetrics) Collect(ch chan<- prometheus.Metric) {
 // forgeq_task_duration_seconds and running tasks in
 // forgeq_tasks_in_progress.
 //
-// The outcome of a failure is "skip_retry" when the error wraps
-// asynq.SkipRetry, "panic" when the handler panicked and "retry" otherwise.
+// The outcome of a failure is "panic" when the handler panicked,
+// "skip_retry" when the error wraps asynq.SkipRetry, "archived" when the
+// task had no retry left (tasks.LastAttempt) and "retry" otherwise.
 // Like tasks.NewMux's logging middleware, it turns a panic into the task's
 // error ("<type>: handler panic: <value>"), which asynq retries. Add it
 // with mux.Use after tasks.NewMux, so that it runs inside the logging
@@ -110,11 +114,14 @@ func (x *Metrics) TaskMiddleware() asynq.MiddlewareFunc {
 				if err == nil {
 					return
 				}
-				if outcome == "" {
+				switch {
+				case outcome != "":
+				case errors.Is(err, asynq.SkipRetry):
+					outcome = outcomeSkipRetry
+				case tasks.LastAttempt(ctx):
+					outcome = outcomeArchived
+				default:
 					outcome = outcomeRetry
-					if errors.Is(err, asynq.SkipRetry) {
-						outcome = outcomeSkipRetry
-					}
 				}
 				m.failed.WithLabelValues(typ, queue, outcome).Inc()
 			}()
