@@ -22,6 +22,9 @@ import (
 // Writes (Set, Delete, DeletePattern) are write-behind: once accepted they
 // run to completion even if ctx is cancelled, so a write started by an HTTP
 // handler survives the end of its request. Close waits for all of them.
+// Any queued call that has waited OpTimeout for a pipeline fails with a
+// timeout instead of being sent (see unsent), so that on a Redis that does
+// not answer every call ends within two socket timeouts.
 
 // pipelined is one queued async call.
 type pipelined interface {
@@ -131,20 +134,22 @@ func (m *Manager) send(pipe redis.Pipeliner, batch []pipelined) {
 
 func (m *Manager) enqueue(r pipelined) { m.reqs <- r }
 
-// unsent is the error of a read accepted at start that is about to be
-// sent: its ctx's error when the caller has gone away, a timeout when it
-// has waited OpTimeout for a pipeline (Redis is not keeping up, or does
-// not answer: the caller would rather know now), else nil.
-func (m *Manager) unsent(ctx context.Context, key string, start time.Time) error {
+// unsent is the error of a call accepted at start that is about to be
+// sent: its ctx's error when the caller has gone away (reads only: writes
+// have no cancel), a timeout when it has waited OpTimeout for a pipeline
+// (Redis is not keeping up, or does not answer: the caller would rather
+// know now, and Close need not wait a socket timeout per batch), else nil.
+// The timeout is counted as a failure of op.
+func (m *Manager) unsent(ctx context.Context, op Op, verb, key string, start time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if m.opTimeout > 0 {
 		if waited := time.Since(start); waited > m.opTimeout {
-			err := m.wrap("get", key, fmt.Errorf("%w: queued %v for a pipeline, over the socket timeout %v",
+			err := m.wrap(verb, key, fmt.Errorf("%w: queued %v for a pipeline, over the socket timeout %v",
 				context.DeadlineExceeded, waited.Round(time.Millisecond), m.opTimeout))
-			m.stats.read(OpGet, err)
-			m.stats.took(OpGet, start)
+			m.stats.record(op, err)
+			m.stats.took(op, start)
 			return err
 		}
 	}
@@ -175,7 +180,7 @@ type getReq struct {
 }
 
 func (r *getReq) queue(m *Manager, p redis.Pipeliner) bool {
-	if err := m.unsent(r.ctx, r.key, r.start); err != nil {
+	if err := m.unsent(r.ctx, OpGet, "get", r.key, r.start); err != nil {
 		m.settle()
 		r.resolve("", err)
 		return false
@@ -219,7 +224,13 @@ type setReq struct {
 	cmd       *redis.StatusCmd
 }
 
-func (r *setReq) queue(_ *Manager, p redis.Pipeliner) bool {
+func (r *setReq) queue(m *Manager, p redis.Pipeliner) bool {
+	if err := m.unsent(r.ctx, OpSet, "set", r.key, r.start); err != nil {
+		m.log.Warn("async cache write failed", zap.String("cache_key", r.key), zap.Error(err))
+		m.settle()
+		r.resolve(struct{}{}, err)
+		return false
+	}
 	r.cmd = p.Set(r.ctx, r.full, r.val, r.exp)
 	return true
 }
@@ -267,7 +278,13 @@ type delReq struct {
 	cmds   []*redis.IntCmd
 }
 
-func (r *delReq) queue(_ *Manager, p redis.Pipeliner) bool {
+func (r *delReq) queue(m *Manager, p redis.Pipeliner) bool {
+	if err := m.unsent(r.ctx, OpDelete, "delete", r.keys[0][len(m.prefix):], r.start); err != nil {
+		m.log.Warn("async cache delete failed", zap.String("cache_key", r.keys[0][len(m.prefix):]), zap.Int("keys", len(r.keys)), zap.Error(err))
+		m.settle()
+		r.resolve(0, err)
+		return false
+	}
 	if !r.perKey {
 		r.cmds = []*redis.IntCmd{p.Unlink(r.ctx, r.keys...)}
 		return true

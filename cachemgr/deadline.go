@@ -18,12 +18,18 @@ import (
 // attempts, so the first timeout is the last. Fast failures (a connection
 // reset by a restarted Redis) are still retried within the deadline.
 //
+// The deadline must not come later than the first attempt's socket
+// timeout: go-redis (without Options.ContextTimeoutEnabled) does not apply
+// a context's deadline to the socket, so an attempt begun before the
+// deadline runs its full socket timeout, and a second attempt would double
+// the wait.
+//
 // A context.WithTimeout per call would do it, but its timer and
 // allocations cost 20% more CPU per Get at 50 concurrent callers
 // (BENCHMARKS.md). Instead the calls share one deadline context per time
 // slice of an eighth of the timeout: a call started in a slice gets a
-// deadline between one and nine eighths of the timeout away, from a
-// context made once per slice.
+// deadline between seven eighths and one timeout away, from a context made
+// once per slice.
 
 // deadlines hands out the shared deadline contexts. The zero value with d
 // set is ready to use.
@@ -39,7 +45,8 @@ type sharedDeadline struct {
 	renewAt time.Time // end of the slice
 }
 
-// at returns a context whose deadline is between d and d*9/8 after now.
+// at returns a context whose deadline is between d*7/8 (exclusive) and d
+// after now.
 func (ds *deadlines) at(now time.Time) context.Context {
 	if s := ds.cur.Load(); s != nil && now.Before(s.renewAt) {
 		return s.ctx
@@ -52,7 +59,7 @@ func (ds *deadlines) at(now time.Time) context.Context {
 	slice := ds.d / 8
 	// Calls may hold this context until its deadline, whose timer then
 	// releases it: nobody cancels it earlier.
-	ctx, cancel := context.WithDeadline(context.Background(), now.Add(ds.d+slice))
+	ctx, cancel := context.WithDeadline(context.Background(), now.Add(ds.d))
 	_ = cancel
 	ds.cur.Store(&sharedDeadline{ctx: ctx, renewAt: now.Add(slice)})
 	return ctx

@@ -79,7 +79,7 @@ type getJSONReq[T any] struct {
 }
 
 func (r *getJSONReq[T]) queue(m *Manager, p redis.Pipeliner) bool {
-	if err := m.unsent(r.ctx, r.key, r.start); err != nil {
+	if err := m.unsent(r.ctx, OpGet, "get", r.key, r.start); err != nil {
 		m.settle()
 		var zero T
 		r.resolve(zero, err)

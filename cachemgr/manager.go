@@ -119,10 +119,10 @@ func socketTimeout(rdb redis.UniversalClient) time.Duration {
 // OpTimeout is how long a call waits for Redis before it fails: the
 // client's socket timeout (Options.SocketTimeout, REDIS_SOCKET_TIMEOUT), or
 // 0 when the client has none. Each round trip of a sync call fails after
-// about that long (at most an eighth more) when Redis does not answer,
+// about that long when Redis does not answer (see deadline.go),
 // instead of being retried by go-redis on connections as dead as the
-// first. An async read spends at most that long queued for a pipeline,
-// and a pipeline at most that long on the wire. A caller that needs an
+// first. An async call spends at most that long queued for a pipeline
+// (else it fails unsent), and a pipeline at most that long on the wire. A caller that needs an
 // async answer within one OpTimeout, as an HTTP handler does, waits with
 // Future.WaitContext and a deadline.
 func (m *Manager) OpTimeout() time.Duration { return m.opTimeout }
