@@ -69,7 +69,14 @@ func BenchmarkCache(b *testing.B) {
 			for _, impl := range []string{"raw", "manager", "async"} {
 				fn := ops[op][impl]
 				b.Run(fmt.Sprintf("op=%s/callers=%d/impl=%s", op, callers, impl), func(b *testing.B) {
+					before := m.Stats()
 					runCallers(b, callers, fn)
+					if impl == "async" {
+						after := m.Stats()
+						if n := after.Batches - before.Batches; n > 0 {
+							b.ReportMetric(float64(after.BatchedCalls-before.BatchedCalls)/float64(n), "calls/pipeline")
+						}
+					}
 				})
 			}
 		}

@@ -18,7 +18,7 @@ const (
 	DefaultKeyPrefix        = "cache:"
 	DefaultTTL              = time.Hour
 	DefaultAsyncMaxInFlight = 10000
-	DefaultAsyncPipelines   = 2
+	DefaultAsyncPipelines   = 1
 	DefaultLockTTL          = 10 * time.Second
 	defaultMaxBatch         = 512
 )
@@ -53,7 +53,12 @@ type Options struct {
 	// further calls block until one finishes or their ctx ends. Default 10000.
 	AsyncMaxInFlight int
 	// AsyncPipelines is how many pipelines the async side keeps on the wire
-	// at once. Default 2.
+	// at once. Default 1: calls made while a pipeline is on the wire leave
+	// together in the next, and with more pipelines they spread over
+	// smaller ones (at 50 concurrent callers on loopback, 18 calls per
+	// pipeline with 1, 6 with 2, and a third less throughput; see
+	// BENCHMARKS.md). More can help when one pipeline's round trip is long
+	// next to the time to send it, as over a slow network.
 	AsyncPipelines int
 	// LockTTL is the lifetime of GetOrCompute's cross-process lock; the
 	// holder renews it while computing, so it only matters when the holder
