@@ -114,7 +114,8 @@ func (d *Definition) Queue() string {
 func (d *Definition) Validate(payload []byte) error { return d.validate(payload) }
 
 // NewTask validates payload and builds a task of the type with the type's
-// default options followed by opts. Errors wrap ErrInvalidPayload.
+// default options followed by opts. Errors wrap ErrInvalidPayload, or
+// ErrInvalidOption for a timeout under a second.
 func (d *Definition) NewTask(payload []byte, opts ...asynq.Option) (*asynq.Task, error) {
 	if err := d.validate(payload); err != nil {
 		return nil, err
@@ -126,7 +127,30 @@ func (d *Definition) NewTask(payload []byte, opts ...asynq.Option) (*asynq.Task,
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidPayload, d.typ, err)
 	}
 	all := append(d.Defaults(), opts...)
+	if err := checkOptions(d.typ, all); err != nil {
+		return nil, err
+	}
 	return asynq.NewTask(d.typ, buf.Bytes(), all...), nil
+}
+
+// ErrInvalidOption is wrapped by the error of an option asynq would not
+// honour as given.
+var ErrInvalidOption = errors.New("tasks: invalid option")
+
+// checkOptions refuses options that asynq would silently change: it keeps
+// a task's timeout in whole seconds, so a timeout under a second becomes 0,
+// which asynq reads as "none given" and replaces with its 30-minute
+// default.
+func checkOptions(typ string, opts []asynq.Option) error {
+	for _, o := range opts {
+		if o.Type() != asynq.TimeoutOpt {
+			continue
+		}
+		if t, _ := o.Value().(time.Duration); t < time.Second {
+			return fmt.Errorf("%w: %s: timeout %v is under asynq's resolution of 1s (asynq would run the task with its 30m default)", ErrInvalidOption, typ, t)
+		}
+	}
+	return nil
 }
 
 // Handler returns the asynq handler of the type, bound to deps.

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
 
 	"github.com/forgeq/forgeq/tasks"
 )
@@ -181,6 +183,23 @@ func TestGoodPayloads(t *testing.T) {
 				t.Errorf("task (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestNewTaskRefusesSubSecondTimeout(t *testing.T) {
+	t.Parallel()
+	reg := tasks.Default()
+	_, err := reg.NewTask(tasks.TypeProcessData, []byte(`{"key":"k","work":1}`), asynq.Timeout(500*time.Millisecond))
+	if !errors.Is(err, tasks.ErrInvalidOption) {
+		t.Fatalf("Timeout(500ms): error %v, want ErrInvalidOption", err)
+	}
+	const want = "tasks: invalid option: data:process: timeout 500ms is under asynq's resolution of 1s (asynq would run the task with its 30m default)"
+	if diff := cmp.Diff(want, err.Error()); diff != "" {
+		t.Errorf("error (-want +got):\n%s", diff)
+	}
+	task, err := reg.NewTask(tasks.TypeProcessData, []byte(`{"key":"k","work":1}`), asynq.Timeout(time.Second))
+	if err != nil || task == nil {
+		t.Errorf("Timeout(1s): %v", err)
 	}
 }
 
