@@ -44,7 +44,7 @@ func decodeStrict[P any](typ string, data []byte) (P, error) {
 	if len(trimmed) == 0 {
 		trimmed = []byte("{}")
 	}
-	var present map[string]json.RawMessage
+	var present map[string]nonNull
 	if err := json.Unmarshal(trimmed, &present); err != nil {
 		return p, fmt.Errorf("%w: %s: %s", ErrInvalidPayload, typ, describeJSONError(err))
 	}
@@ -58,13 +58,13 @@ func decodeStrict[P any](typ string, data []byte) (P, error) {
 		if !f.Required {
 			continue
 		}
-		if v, ok := present[f.Name]; !ok || string(v) == "null" {
+		if !present[f.Name] {
 			return p, fmt.Errorf("%w: %s: missing required field %q", ErrInvalidPayload, typ, f.Name)
 		}
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
+	// The names are checked above, so a plain Unmarshal is strict enough
+	// (and rejects trailing data, which a Decoder would leave unread).
+	if err := json.Unmarshal(trimmed, &p); err != nil {
 		return p, fmt.Errorf("%w: %s: %s", ErrInvalidPayload, typ, describeJSONError(err))
 	}
 	if v, ok := any(&p).(Validator); ok {
@@ -75,9 +75,18 @@ func decodeStrict[P any](typ string, data []byte) (P, error) {
 	return p, nil
 }
 
+// nonNull records whether a JSON value is anything but null, without
+// copying it: the first of decodeStrict's two passes needs only the names.
+type nonNull bool
+
+func (n *nonNull) UnmarshalJSON(b []byte) error {
+	*n = string(b) != "null"
+	return nil
+}
+
 // checkFieldNames reports the first (by name) member of present that is not
 // exactly the name of a field.
-func checkFieldNames(fields []Field, present map[string]json.RawMessage) error {
+func checkFieldNames(fields []Field, present map[string]nonNull) error {
 	var unknown []string
 	for name := range present {
 		if !slices.ContainsFunc(fields, func(f Field) bool { return f.Name == name }) {
