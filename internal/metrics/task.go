@@ -17,6 +17,7 @@ import (
 const (
 	outcomeRetry     = "retry"
 	outcomeArchived  = "archived"
+	outcomeCanceled  = "canceled"
 	outcomeSkipRetry = "skip_retry"
 	outcomePanic     = "panic"
 )
@@ -81,8 +82,12 @@ func (m *taskMetrics) Collect(ch chan<- prometheus.Metric) {
 // forgeq_tasks_in_progress.
 //
 // The outcome of a failure is "panic" when the handler panicked,
-// "skip_retry" when the error wraps asynq.SkipRetry, "archived" when the
-// task had no retry left (tasks.LastAttempt) and "retry" otherwise.
+// "canceled" when the call was interrupted by shutdown or a lost lease
+// (asynq requeues the task), "skip_retry" when the error wraps
+// asynq.SkipRetry, "archived" when the task had no retry left
+// (tasks.LastAttempt) and "retry" otherwise, as in tasks.NewMux's log
+// lines. A call that returns nil after its context ended (its timeout, or
+// shutdown) is a failure too: asynq has given up on it.
 // Like tasks.NewMux's logging middleware, it turns a panic into the task's
 // error ("<type>: handler panic: <value>"), which asynq retries. Add it
 // with mux.Use after tasks.NewMux, so that it runs inside the logging
@@ -111,12 +116,20 @@ func (x *Metrics) TaskMiddleware() asynq.MiddlewareFunc {
 				running.Dec()
 				m.duration.WithLabelValues(typ, queue).Observe(time.Since(start).Seconds())
 				m.processed.WithLabelValues(typ, queue).Inc()
-				if err == nil {
+				// asynq gives up on a call at its timeout or at shutdown;
+				// one that returns nil after that did not complete the task.
+				failure := err
+				if failure == nil && ctx.Err() != nil {
+					failure = ctx.Err()
+				}
+				if failure == nil {
 					return
 				}
 				switch {
 				case outcome != "":
-				case errors.Is(err, asynq.SkipRetry):
+				case ctx.Err() != nil && errors.Is(failure, context.Canceled):
+					outcome = outcomeCanceled // shutdown or a lost lease: requeued
+				case errors.Is(failure, asynq.SkipRetry):
 					outcome = outcomeSkipRetry
 				case tasks.LastAttempt(ctx):
 					outcome = outcomeArchived

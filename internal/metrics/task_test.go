@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
@@ -17,6 +18,7 @@ func TestTaskMiddleware(t *testing.T) {
 
 	tests := []struct {
 		name        string
+		giveCtx     func(context.Context) context.Context // default: as is
 		giveHandler func(context.Context, *asynq.Task) error
 		wantErr     string // "" for success
 		wantSkip    bool   // errors.Is(err, asynq.SkipRetry)
@@ -47,6 +49,29 @@ func TestTaskMiddleware(t *testing.T) {
 			wantErr:     "test:task: handler panic: nil map",
 			wantOutcome: "panic",
 		},
+		{
+			name:        "interrupted by shutdown",
+			giveCtx:     cancelled,
+			giveHandler: func(ctx context.Context, _ *asynq.Task) error { return ctx.Err() },
+			wantErr:     "context canceled",
+			wantOutcome: "canceled",
+		},
+		{
+			name:        "returned nil after shutdown began",
+			giveCtx:     cancelled,
+			giveHandler: func(context.Context, *asynq.Task) error { return nil },
+			wantOutcome: "canceled",
+		},
+		{
+			name: "returned nil after its timeout",
+			giveCtx: func(ctx context.Context) context.Context {
+				ctx, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+				_ = cancel // expired already
+				return ctx
+			},
+			giveHandler: func(context.Context, *asynq.Task) error { return nil },
+			wantOutcome: "retry",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,7 +83,11 @@ func TestTaskMiddleware(t *testing.T) {
 				return tt.giveHandler(ctx, task)
 			}))
 
-			err := h.ProcessTask(t.Context(), asynq.NewTask("test:task", []byte(`{}`)))
+			ctx := t.Context()
+			if tt.giveCtx != nil {
+				ctx = tt.giveCtx(ctx)
+			}
+			err := h.ProcessTask(ctx, asynq.NewTask("test:task", []byte(`{}`)))
 
 			switch {
 			case tt.wantErr == "" && err != nil:
@@ -89,6 +118,12 @@ func TestTaskMiddleware(t *testing.T) {
 			}
 		})
 	}
+}
+
+func cancelled(ctx context.Context) context.Context {
+	ctx, cancel := context.WithCancel(ctx)
+	cancel()
+	return ctx
 }
 
 func TestTaskMiddlewareSharesCounters(t *testing.T) {
