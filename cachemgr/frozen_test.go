@@ -48,7 +48,7 @@ func TestFrozenRedisFailsWithinSocketTimeout(t *testing.T) {
 	// which leaves 750ms to spare on a busy machine and ends before a
 	// second attempt would.
 	t.Run("sync", func(t *testing.T) {
-		warmPool(t, m.Client().(*redis.Client), 32)
+		proctest.WarmPool(t, m.Client().(*redis.Client), 32)
 		checkFrozen(t, r, socketTimeout*7/4, map[string]func() error{
 			"Get":  func() error { _, err := m.Get(ctx, "warm"); return err },
 			"Set":  func() error { return m.Set(ctx, "k", "v", 0) },
@@ -83,7 +83,7 @@ func TestFrozenRedisFailsWithinSocketTimeout(t *testing.T) {
 	// on the wire (else they fail unsent), then at most one on the wire.
 	// Many at once, so that some queue. The freeze lasts 2.75.
 	t.Run("pipelined", func(t *testing.T) {
-		warmPool(t, m.Client().(*redis.Client), 32)
+		proctest.WarmPool(t, m.Client().(*redis.Client), 32)
 		calls := map[string]func() error{}
 		for i := range 25 {
 			calls[fmt.Sprint("GetAsync ", i)] = func() error { _, err := m.GetAsync(ctx, "warm").Wait(); return err }
@@ -160,25 +160,6 @@ func checkFrozen(t *testing.T, r *proctest.Redis, d time.Duration, calls map[str
 		}
 	}
 	<-thawed
-}
-
-// warmPool leaves n idle connections in rdb's pool: it takes n at once,
-// pings on each, and gives them back.
-func warmPool(t *testing.T, rdb *redis.Client, n int) {
-	t.Helper()
-	conns := make([]*redis.Conn, n)
-	for i := range conns {
-		conns[i] = rdb.Conn()
-		if err := conns[i].Ping(context.Background()).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, c := range conns {
-		c.Close()
-	}
-	if idle := rdb.PoolStats().IdleConns; idle < uint32(n) {
-		t.Fatalf("pool has %d idle connections after warming, want %d", idle, n)
-	}
 }
 
 func isTimeout(err error) bool {

@@ -40,20 +40,7 @@ func TestFrozenRedisAnswers503Fast(t *testing.T) {
 	if got := b.send(t, req{Path: "/api/cache/warm"}); got.Status != http.StatusOK {
 		t.Fatalf("GET /api/cache/warm before the freeze: %d %s", got.Status, got.Body)
 	}
-	// Idle connections in the pool, as in a busy process.
-	conns := make([]*redis.Conn, 32)
-	for i := range conns {
-		conns[i] = rdb.Conn()
-		if err := conns[i].Ping(ctx).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, c := range conns {
-		c.Close()
-	}
-	if idle := rdb.PoolStats().IdleConns; idle < uint32(len(conns)) {
-		t.Fatalf("%d idle connections after warming the pool, want %d", idle, len(conns))
-	}
+	proctest.WarmPool(t, rdb, 32) // as in a busy process
 
 	requests := []req{
 		{Path: "/api/cache/warm"},

@@ -2,6 +2,7 @@ package proctest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 const (
@@ -275,6 +278,27 @@ func (r *Redis) Pause(d time.Duration) <-chan struct{} {
 		}
 	})
 	return done
+}
+
+// WarmPool leaves n idle connections in rdb's pool, as a busy process
+// has: it takes n at once, pings on each and gives them back. A test that
+// freezes the server (Pause) then finds as many dead connections in the
+// pool as a real process would.
+func WarmPool(tb testing.TB, rdb *redis.Client, n int) {
+	tb.Helper()
+	conns := make([]*redis.Conn, n)
+	for i := range conns {
+		conns[i] = rdb.Conn()
+		if err := conns[i].Ping(context.Background()).Err(); err != nil {
+			tb.Fatalf("proctest: WarmPool: %v", err)
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	if idle := rdb.PoolStats().IdleConns; idle < uint32(n) {
+		tb.Fatalf("proctest: WarmPool: %d idle connections in the pool, want %d", idle, n)
+	}
 }
 
 // ClientPause runs CLIENT PAUSE for d (mode ALL): the server stays up and
