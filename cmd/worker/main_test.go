@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/forgeq/forgeq/internal/proctest"
 	"github.com/forgeq/forgeq/internal/redistest"
 	"github.com/forgeq/forgeq/tasks"
 )
@@ -88,28 +88,11 @@ func (b *logBuffer) String() string {
 
 // entries returns the JSON log lines written so far; other lines are
 // skipped.
-func (b *logBuffer) entries() []map[string]any {
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var e map[string]any
-		if json.Unmarshal(sc.Bytes(), &e) == nil {
-			out = append(out, e)
-		}
-	}
-	return out
-}
+func (b *logBuffer) entries() []map[string]any { return proctest.JSONLines(b.String()) }
 
 // withMsg returns the log entries whose msg is msg.
 func (b *logBuffer) withMsg(msg string) []map[string]any {
-	var out []map[string]any
-	for _, e := range b.entries() {
-		if e["msg"] == msg {
-			out = append(out, e)
-		}
-	}
-	return out
+	return proctest.WithMsg(b.entries(), msg)
 }
 
 // waitMsg waits until a log entry with msg appears and returns it.

@@ -254,9 +254,13 @@ func (p *Proc) WaitForMsg(msg string, timeout time.Duration) map[string]any {
 
 // JSONLogLines returns the lines of the output so far that are JSON
 // objects, decoded, in order; other lines are skipped.
-func (p *Proc) JSONLogLines() []map[string]any {
+func (p *Proc) JSONLogLines() []map[string]any { return JSONLines(p.Logs()) }
+
+// JSONLines returns the lines of text that are JSON objects, decoded, in
+// order; other lines are skipped. It reads a zap JSON log.
+func JSONLines(text string) []map[string]any {
 	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(p.Logs()))
+	sc := bufio.NewScanner(strings.NewReader(text))
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	for sc.Scan() {
 		b := bytes.TrimSpace(sc.Bytes())
@@ -273,8 +277,13 @@ func (p *Proc) JSONLogLines() []map[string]any {
 
 // LogLinesWithMsg returns the JSON log lines whose "msg" is msg.
 func (p *Proc) LogLinesWithMsg(msg string) []map[string]any {
+	return WithMsg(p.JSONLogLines(), msg)
+}
+
+// WithMsg returns the lines whose "msg" is msg.
+func WithMsg(lines []map[string]any, msg string) []map[string]any {
 	var out []map[string]any
-	for _, l := range p.JSONLogLines() {
+	for _, l := range lines {
 		if l["msg"] == msg {
 			out = append(out, l)
 		}
