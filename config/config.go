@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -146,6 +147,10 @@ type HTTP struct {
 	// ShutdownTimeout bounds how long in-flight requests may finish once
 	// the web process stops listening.
 	ShutdownTimeout time.Duration
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For the web
+	// process believes when it names a client (rate limits, logs); empty:
+	// the client is the connection's peer.
+	TrustedProxies []netip.Prefix
 }
 
 // RateLimit is a rate limit of Rate requests per Period, with bursts of up

@@ -3,6 +3,7 @@ package config_test
 import (
 	"encoding/json"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/internal/redisurl"
@@ -88,7 +90,7 @@ func FuzzLoadEnv(f *testing.F) {
 			checkEnvRoundTrip(t, c)
 			return
 		}
-		if d := cmp.Diff(config.Config{}, c, cmp.AllowUnexported(config.Redis{})); d != "" {
+		if d := cmp.Diff(config.Config{}, c, cmp.AllowUnexported(config.Redis{}), cmpopts.EquateComparable(netip.Prefix{})); d != "" {
 			t.Errorf("Load returned an error and a non-zero Config (-zero +got):\n%s", d)
 		}
 		gotBad := make(map[string]bool)

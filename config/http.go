@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -61,6 +62,61 @@ func rateValue(field func(*Config) *RateLimit) func(*Config, any) error {
 		*field(c) = l
 		return nil
 	}
+}
+
+// prefixesValue applies a comma-separated list (or, in a config file, a
+// list) of IP addresses and CIDR prefixes; an address stands for itself
+// alone.
+func prefixesValue(field func(*Config) *[]netip.Prefix) func(*Config, any) error {
+	return func(c *Config, v any) error {
+		var items []string
+		if list, ok := v.([]any); ok {
+			for _, e := range list {
+				s, err := text(e)
+				if err != nil {
+					return err
+				}
+				items = append(items, s)
+			}
+		} else {
+			s, err := text(v)
+			if err != nil {
+				return err
+			}
+			items = strings.Split(s, ",")
+		}
+		var out []netip.Prefix
+		for _, item := range items {
+			item = strings.TrimSpace(item)
+			if item == "" {
+				continue
+			}
+			p, err := parsePrefix(item)
+			if err != nil {
+				return err
+			}
+			out = append(out, p)
+		}
+		*field(c) = out
+		return nil
+	}
+}
+
+// parsePrefix parses "10.0.0.0/8", "fd00::/8" or a bare address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR prefix such as 10.0.0.0/8", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or a CIDR prefix such as 10.0.0.0/8", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // rateUnits are the periods that may be written as a bare unit, as in

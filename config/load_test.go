@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,8 +46,9 @@ func writeFile(tb testing.TB, name, content string) string {
 	return path
 }
 
-// ignoreTLS skips the built *tls.Config, which cmp cannot compare.
-var ignoreTLS = cmpopts.IgnoreUnexported(config.Redis{})
+// ignoreTLS skips the built *tls.Config, which cmp cannot compare, and
+// compares netip.Prefix values with ==.
+var ignoreTLS = cmp.Options{cmpopts.IgnoreUnexported(config.Redis{}), cmpopts.EquateComparable(netip.Prefix{})}
 
 func defaults() config.Config {
 	return config.Config{
@@ -152,6 +154,7 @@ http:
   dashboard_prometheus_url: http://prometheus:9090
   task_retention: 2h
   shutdown_timeout: 1.5
+  trusted_proxies: [10.0.0.0/8, "::1"]
 log:
   level: DEBUG
   format: json
@@ -212,6 +215,7 @@ dashboard_read_only = true
 dashboard_prometheus_url = "http://prometheus:9090"
 task_retention = "2h"
 shutdown_timeout = 1.5
+trusted_proxies = "10.0.0.0/8, ::1"
 
 [log]
 level = "DEBUG"
@@ -257,6 +261,7 @@ func TestLoadFile(t *testing.T) {
 			DashboardPrometheusURL: "http://prometheus:9090",
 			TaskRetention:          2 * time.Hour,
 			ShutdownTimeout:        1500 * time.Millisecond,
+			TrustedProxies:         []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		},
 		Log: config.Log{Level: "debug", Format: "json"},
 	}
@@ -684,6 +689,18 @@ func TestLoadNormalises(t *testing.T) {
 			want:    func(c *config.Config) { c.HTTP.DashboardPrometheusURL = "https://prom.internal:9090/prometheus" },
 		},
 		{
+			name:    "trusted proxies",
+			giveEnv: map[string]string{"HTTP_TRUSTED_PROXIES": " 10.1.2.3/8 ,192.168.0.7,, fd00::/8,::ffff:172.16.0.1"},
+			want: func(c *config.Config) {
+				c.HTTP.TrustedProxies = []netip.Prefix{
+					netip.MustParsePrefix("10.0.0.0/8"), // masked
+					netip.MustParsePrefix("192.168.0.7/32"),
+					netip.MustParsePrefix("fd00::/8"),
+					netip.MustParsePrefix("172.16.0.1/32"), // unmapped
+				}
+			},
+		},
+		{
 			name:    "zero retries",
 			giveEnv: map[string]string{"WORKER_MAX_RETRY": "0", "WORKER_CONCURRENCY": "16"},
 			want:    func(c *config.Config) { c.Worker.MaxRetry, c.Worker.Concurrency = 0, 16 },
@@ -851,6 +868,16 @@ func TestLoadErrors(t *testing.T) {
 			name:    "username with a control character",
 			giveEnv: map[string]string{"HTTP_AUTH_USERNAME": "ad\nmin", "HTTP_AUTH_PASSWORD": "hunter2pw"},
 			wantErr: []string{`HTTP_AUTH_USERNAME: "ad\nmin" contains a control character`},
+		},
+		{
+			name:    "trusted proxy that is not an address",
+			giveEnv: map[string]string{"HTTP_TRUSTED_PROXIES": "10.0.0.1,proxy.internal"},
+			wantErr: []string{`HTTP_TRUSTED_PROXIES: "proxy.internal" is not an IP address or a CIDR prefix such as 10.0.0.0/8`},
+		},
+		{
+			name:     "trusted proxy prefix too long",
+			giveArgs: []string{"--http-trusted-proxies=10.0.0.0/33"},
+			wantErr:  []string{`--http-trusted-proxies: "10.0.0.0/33" is not a CIDR prefix such as 10.0.0.0/8`},
 		},
 		{
 			name:    "rate limit without a period",

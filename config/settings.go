@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -234,6 +235,12 @@ var specs = withFlags([]spec{
 			Help: "How long in-flight HTTP requests may finish at shutdown once the web process stops listening; at least 1ms"},
 		kind:  "duration",
 		apply: durationAtLeast(func(c *Config) *time.Duration { return &c.HTTP.ShutdownTimeout }, time.Millisecond),
+	},
+	{
+		Setting: Setting{Key: "http.trusted_proxies", Env: "HTTP_TRUSTED_PROXIES",
+			Help: "Reverse proxies (IP addresses or CIDR prefixes, comma-separated) whose X-Forwarded-For names the client for rate limits and logs; empty: the connection's peer is the client"},
+		kind:  "string",
+		apply: prefixesValue(func(c *Config) *[]netip.Prefix { return &c.HTTP.TrustedProxies }),
 	},
 	{
 		Setting: Setting{Key: "log.level", Env: "LOG_LEVEL", Default: "info",

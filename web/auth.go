@@ -116,7 +116,7 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 // reached, however many attempts run at once; a right password empties the
 // count again. Errors: errBadPassword, *throttledError, errAuthUnavailable.
 func (s *Server) checkPassword(ctx context.Context, r *http.Request, user, pass string) error {
-	key := authKeyPrefix + clientIP(r)
+	key := authKeyPrefix + s.clientIP(r)
 	res, err := s.m.Allow(ctx, key, s.o.LoginLimit)
 	if err != nil {
 		s.log.Warn("login limit check failed", zap.String("request_id", stateOf(r).id), zap.Error(err))
@@ -126,7 +126,7 @@ func (s *Server) checkPassword(ctx context.Context, r *http.Request, user, pass 
 		return &throttledError{retryAfter: res.RetryAfter}
 	}
 	if !s.auth.match(user, pass) {
-		s.log.Info("login failed", zap.String("request_id", stateOf(r).id), zap.String("remote_ip", clientIP(r)))
+		s.log.Info("login failed", zap.String("request_id", stateOf(r).id), zap.String("remote_ip", s.clientIP(r)))
 		return errBadPassword
 	}
 	// A lone success costs one attempt, refilled soon; more in a row

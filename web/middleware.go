@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -122,7 +123,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 				zap.Int("status", status),
 				zap.Int64("bytes", rec.bytes),
 				zap.Duration("took", time.Since(start)),
-				zap.String("remote_ip", clientIP(r)),
+				zap.String("remote_ip", s.clientIP(r)),
 			}
 			if st.user != "" {
 				fields = append(fields, zap.String("user", st.user))
@@ -247,12 +248,51 @@ func (s *Server) crossOrigin(next http.Handler) http.Handler {
 	})
 }
 
-// clientIP returns the address of the peer: the remote IP, without port.
-// Behind a reverse proxy, that is the proxy's.
-func clientIP(r *http.Request) string {
+// clientIP returns the address of the client: the connection's peer,
+// without port; or, when the peer is one of Options.TrustedProxies, the
+// rightmost address of X-Forwarded-For that is not a trusted proxy (each
+// proxy appends the address it got the request from, so addresses left of
+// the first untrusted one are whatever the client chose to send). When
+// X-Forwarded-For is absent, holds only trusted proxies or has an entry
+// that is not an address where the walk reaches it, the client is the
+// last trusted address seen.
+func (s *Server) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	if len(s.o.TrustedProxies) == 0 {
+		return host
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil || !s.trusted(peer) {
+		return host
+	}
+	client := peer
+	hops := r.Header.Values("X-Forwarded-For")
+	for i := len(hops) - 1; i >= 0; i-- {
+		parts := strings.Split(hops[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			if err != nil {
+				return client.String()
+			}
+			client = a.Unmap()
+			if !s.trusted(client) {
+				return client.String()
+			}
+		}
+	}
+	return client.String()
+}
+
+// trusted reports whether a is one of Options.TrustedProxies.
+func (s *Server) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.o.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,14 +1,19 @@
 package web_test
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/internal/metrics"
 	"github.com/forgeq/forgeq/tasks"
 	"github.com/forgeq/forgeq/web"
@@ -227,5 +232,89 @@ func TestWithInternalMetrics(t *testing.T) {
 		if !strings.Contains(string(resp.Body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+func TestClientIPBehindTrustedProxies(t *testing.T) {
+	t.Parallel()
+	// httptest's client connects from 127.0.0.1: the proxy, when trusted.
+	local := netip.MustParsePrefix("127.0.0.0/8")
+	inner := netip.MustParsePrefix("10.0.0.0/8")
+	tests := []struct {
+		name    string
+		trusted []netip.Prefix
+		xff     []string // X-Forwarded-For header lines
+		want    string
+	}{
+		{name: "no trusted proxies: the header is ignored", xff: []string{"203.0.113.9"}, want: "127.0.0.1"},
+		{name: "peer not trusted", trusted: []netip.Prefix{inner}, xff: []string{"203.0.113.9"}, want: "127.0.0.1"},
+		{name: "one proxy", trusted: []netip.Prefix{local}, xff: []string{"203.0.113.9"}, want: "203.0.113.9"},
+		{name: "spoofed entries left of the client are ignored", trusted: []netip.Prefix{local, inner},
+			xff: []string{"198.51.100.1, 203.0.113.9, 10.0.0.2"}, want: "203.0.113.9"},
+		{name: "several header lines", trusted: []netip.Prefix{local, inner},
+			xff: []string{"198.51.100.1", "203.0.113.9, 10.0.0.2"}, want: "203.0.113.9"},
+		{name: "garbage stops the walk at the last trusted hop", trusted: []netip.Prefix{local, inner},
+			xff: []string{"not-an-ip, 10.0.0.2"}, want: "10.0.0.2"},
+		{name: "only trusted hops", trusted: []netip.Prefix{local, inner}, xff: []string{"10.0.0.3, 10.0.0.2"}, want: "10.0.0.3"},
+		{name: "no header", trusted: []netip.Prefix{local}, want: "127.0.0.1"},
+		{name: "IPv4-mapped IPv6", trusted: []netip.Prefix{local}, xff: []string{"::ffff:203.0.113.9"}, want: "203.0.113.9"},
+		{name: "IPv6 client", trusted: []netip.Prefix{local}, xff: []string{"2001:db8::7"}, want: "2001:db8::7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, func(o *web.Options) { o.TrustedProxies = tt.trusted })
+			r, err := http.NewRequest(http.MethodGet, b.ts.URL+"/health/live", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range tt.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if resp := do(t, r); resp.Status != http.StatusOK {
+				t.Fatalf("status %d", resp.Status)
+			}
+			logged := b.logs.FilterMessage("http request").All()
+			if len(logged) != 1 {
+				t.Fatalf("%d access log lines, want 1", len(logged))
+			}
+			if got := logged[0].ContextMap()["remote_ip"]; got != tt.want {
+				t.Errorf("remote_ip = %v, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// Behind a trusted proxy, each client has its own rate limit bucket.
+func TestRateLimitPerClientBehindProxy(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(o *web.Options) {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		o.RateLimit = cachemgr.Limit{Rate: 1, Period: time.Minute, Burst: 1}
+	})
+	get := func(client string) int {
+		return b.send(t, req{Path: "/api/task-types", Header: map[string]string{"X-Forwarded-For": client}}).Status
+	}
+	if got := get("203.0.113.1"); got != http.StatusOK {
+		t.Fatalf("first client's first request: %d", got)
+	}
+	if got := get("203.0.113.2"); got != http.StatusOK {
+		t.Errorf("second client's first request: %d, want 200 (its own bucket)", got)
+	}
+	if got := get("203.0.113.1"); got != http.StatusTooManyRequests {
+		t.Errorf("first client's second request: %d, want 429", got)
+	}
+}
+
+func TestTrustedProxiesInvalid(t *testing.T) {
+	t.Parallel()
+	m, err := cachemgr.NewFromClient(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), cachemgr.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	_, err = web.New(web.Options{Manager: m, TrustedProxies: []netip.Prefix{{}}})
+	if !errors.Is(err, web.ErrInvalidOptions) || !strings.Contains(err.Error(), "TrustedProxies[0]") {
+		t.Errorf("New with a zero prefix: %v, want ErrInvalidOptions naming TrustedProxies[0]", err)
 	}
 }

@@ -124,6 +124,11 @@ type Options struct {
 	// ShutdownTimeout bounds how long Run waits for in-flight requests
 	// after the listener closes. Default 5s.
 	ShutdownTimeout time.Duration
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client of a request they pass on (rate limits, failed-login
+	// limits, the access log). Empty: the client is the connection's peer
+	// and X-Forwarded-For is ignored, as anyone can send it.
+	TrustedProxies []netip.Prefix
 }
 
 // init fills in defaults and validates o. Errors wrap ErrInvalidOptions or
@@ -134,6 +139,11 @@ func (o *Options) init() error {
 	}
 	if o.Addr == "" {
 		o.Addr = DefaultAddr
+	}
+	for i, p := range o.TrustedProxies {
+		if !p.IsValid() {
+			return fmt.Errorf("%w: TrustedProxies[%d] is not a valid prefix", ErrInvalidOptions, i)
+		}
 	}
 	loopback, err := isLoopback(o.Addr)
 	if err != nil {

@@ -28,7 +28,7 @@ func (s *Server) rateLimit(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := rateKeyIP + clientIP(r)
+		key := rateKeyIP + s.clientIP(r)
 		if user, err := s.identify(r); err == nil && user != "" {
 			key = rateKeyUser + user
 		}

@@ -24,6 +24,7 @@ func webOptions(c config.HTTP) web.Options {
 		DashboardPrometheusURL: c.DashboardPrometheusURL,
 		TaskRetention:          c.TaskRetention,
 		ShutdownTimeout:        c.ShutdownTimeout,
+		TrustedProxies:         c.TrustedProxies,
 	}
 }
 
