@@ -226,9 +226,8 @@ type setReq struct {
 
 func (r *setReq) queue(m *Manager, p redis.Pipeliner) bool {
 	if err := m.unsent(r.ctx, OpSet, "set", r.key, r.start); err != nil {
-		m.log.Warn("async cache write failed", zap.String("cache_key", r.key), zap.Error(err))
 		m.settle()
-		r.resolve(struct{}{}, err)
+		r.done(m, err)
 		return false
 	}
 	r.cmd = p.Set(r.ctx, r.full, r.val, r.exp)
@@ -239,6 +238,11 @@ func (r *setReq) finish(m *Manager) {
 	err := m.wrap("set", r.key, r.cmd.Err())
 	m.stats.record(OpSet, err)
 	m.stats.took(OpSet, r.start)
+	r.done(m, err)
+}
+
+// done resolves the call, logging a failure: nobody may wait for it.
+func (r *setReq) done(m *Manager, err error) {
 	if err != nil {
 		m.log.Warn("async cache write failed", zap.String("cache_key", r.key), zap.Error(err))
 	}
@@ -279,10 +283,9 @@ type delReq struct {
 }
 
 func (r *delReq) queue(m *Manager, p redis.Pipeliner) bool {
-	if err := m.unsent(r.ctx, OpDelete, "delete", r.keys[0][len(m.prefix):], r.start); err != nil {
-		m.log.Warn("async cache delete failed", zap.String("cache_key", r.keys[0][len(m.prefix):]), zap.Int("keys", len(r.keys)), zap.Error(err))
+	if err := m.unsent(r.ctx, OpDelete, "delete", r.first(m), r.start); err != nil {
 		m.settle()
-		r.resolve(0, err)
+		r.done(m, 0, err)
 		return false
 	}
 	if !r.perKey {
@@ -307,11 +310,19 @@ func (r *delReq) finish(m *Manager) {
 			err = c.Err()
 		}
 	}
-	err = m.wrap("delete", r.keys[0][len(m.prefix):], err)
+	err = m.wrap("delete", r.first(m), err)
 	m.stats.record(OpDelete, err)
 	m.stats.took(OpDelete, r.start)
+	r.done(m, n, err)
+}
+
+// first is the first key as the caller gave it, for errors and logs.
+func (r *delReq) first(m *Manager) string { return r.keys[0][len(m.prefix):] }
+
+// done resolves the call, logging a failure: nobody may wait for it.
+func (r *delReq) done(m *Manager, n int64, err error) {
 	if err != nil {
-		m.log.Warn("async cache delete failed", zap.String("cache_key", r.keys[0][len(m.prefix):]), zap.Int("keys", len(r.keys)), zap.Error(err))
+		m.log.Warn("async cache delete failed", zap.String("cache_key", r.first(m)), zap.Int("keys", len(r.keys)), zap.Error(err))
 	}
 	r.resolve(n, err)
 }

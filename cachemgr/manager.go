@@ -40,8 +40,9 @@ type Manager struct {
 	flushers sync.WaitGroup
 
 	limiter *redis_rate.Limiter
-	// opTimeout bounds one async pipeline and a queued read's wait for
-	// one: the client's socket timeout (0: unbounded, when it has none).
+	// opTimeout bounds each sync round trip (through deadlines), each
+	// async pipeline and each queued async call's wait for one: the
+	// client's socket timeout (0: unbounded, when it has none).
 	opTimeout time.Duration
 	deadlines deadlines // of sync round trips, opTimeout away
 	flights   singleflight.Group

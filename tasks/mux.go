@@ -29,6 +29,38 @@ func NewMux(r *Registry, deps Deps) *asynq.ServeMux {
 	return mux
 }
 
+// Outcomes of a handler call, as NewMux's log lines and the task metrics
+// name them.
+const (
+	OutcomeDone      = "done"       // the task completed
+	OutcomeRetry     = "retry"      // failed; asynq will retry it
+	OutcomeArchived  = "archived"   // failed with no retry left; asynq archives it
+	OutcomeSkipRetry = "skip_retry" // failed for good (asynq.SkipRetry); archived
+	OutcomeCanceled  = "canceled"   // interrupted by shutdown or a lost lease; requeued
+)
+
+// Outcome classifies how asynq ends a handler call under ctx that returned
+// err. asynq gives up on a call at its timeout or at shutdown without
+// waiting for it, so a call that returns nil after ctx ended did not
+// complete the task: it is classified by ctx's error.
+func Outcome(ctx context.Context, err error) string {
+	if err == nil {
+		if err = ctx.Err(); err == nil {
+			return OutcomeDone
+		}
+	}
+	switch {
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		return OutcomeCanceled
+	case errors.Is(err, asynq.SkipRetry):
+		return OutcomeSkipRetry
+	case LastAttempt(ctx):
+		return OutcomeArchived
+	default:
+		return OutcomeRetry
+	}
+}
+
 // LastAttempt reports whether the task being processed under ctx has no
 // retry left, so that asynq archives it if this attempt fails. It is false
 // outside an asynq server.
@@ -57,27 +89,23 @@ func logTasks(log *zap.Logger) asynq.MiddlewareFunc {
 					zap.String("queue", queue), zap.Int("retry", retry),
 					zap.Duration("took", time.Since(start)),
 				}
-				// asynq gives up on a call at its timeout or at shutdown
-				// without waiting for it; a call that returns nil after
-				// that did not complete the task, so it is not logged as
-				// done. The error returned to asynq stays as it is.
+				// A nil returned after ctx ended is logged as the failure
+				// it is (see Outcome); the error returned to asynq stays.
+				outcome := Outcome(ctx, err)
 				logged := err
 				if logged == nil && ctx.Err() != nil {
 					logged = fmt.Errorf("%s: handler returned after its context ended: %w", t.Type(), ctx.Err())
 				}
-				switch {
-				case logged == nil:
-					log.Info("task done", append(fields, zap.String("outcome", "done"))...)
-				case ctx.Err() != nil && errors.Is(logged, context.Canceled):
-					// Shutdown or a lost lease: asynq puts the task back
-					// on its queue without counting a retry.
-					log.Warn("task interrupted", append(fields, zap.String("outcome", "canceled"), zap.Error(logged))...)
-				case errors.Is(logged, asynq.SkipRetry):
-					log.Error("task failed", append(fields, zap.String("outcome", "skip_retry"), zap.Error(logged))...)
-				case LastAttempt(ctx):
-					log.Error("task failed", append(fields, zap.String("outcome", "archived"), zap.Error(logged))...)
+				fields = append(fields, zap.String("outcome", outcome))
+				switch outcome {
+				case OutcomeDone:
+					log.Info("task done", fields...)
+				case OutcomeCanceled:
+					log.Warn("task interrupted", append(fields, zap.Error(logged))...)
+				case OutcomeSkipRetry, OutcomeArchived:
+					log.Error("task failed", append(fields, zap.Error(logged))...)
 				default:
-					log.Warn("task failed", append(fields, zap.String("outcome", "retry"), zap.Error(logged))...)
+					log.Warn("task failed", append(fields, zap.Error(logged))...)
 				}
 			}()
 			return next.ProcessTask(ctx, t)

@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,15 +11,9 @@ import (
 	"github.com/forgeq/forgeq/tasks"
 )
 
-// Task outcomes in forgeq_tasks_failed_total, as in tasks.NewMux's log
-// lines, plus "panic".
-const (
-	outcomeRetry     = "retry"
-	outcomeArchived  = "archived"
-	outcomeCanceled  = "canceled"
-	outcomeSkipRetry = "skip_retry"
-	outcomePanic     = "panic"
-)
+// outcomePanic is the outcome in forgeq_tasks_failed_total of a handler
+// that panicked; the others are tasks.Outcome's.
+const outcomePanic = "panic"
 
 // unknownQueue labels tasks whose ctx carries no queue name (a handler
 // called directly, outside an asynq server).
@@ -85,9 +78,10 @@ func (m *taskMetrics) Collect(ch chan<- prometheus.Metric) {
 // "canceled" when the call was interrupted by shutdown or a lost lease
 // (asynq requeues the task), "skip_retry" when the error wraps
 // asynq.SkipRetry, "archived" when the task had no retry left
-// (tasks.LastAttempt) and "retry" otherwise, as in tasks.NewMux's log
-// lines. A call that returns nil after its context ended (its timeout, or
-// shutdown) is a failure too: asynq has given up on it.
+// (tasks.LastAttempt) and "retry" otherwise: tasks.Outcome, as in
+// tasks.NewMux's log lines. A call that returns nil after its context
+// ended (its timeout, or shutdown) is a failure too: asynq has given up on
+// it.
 // Like tasks.NewMux's logging middleware, it turns a panic into the task's
 // error ("<type>: handler panic: <value>"), which asynq retries. Add it
 // with mux.Use after tasks.NewMux, so that it runs inside the logging
@@ -116,27 +110,12 @@ func (x *Metrics) TaskMiddleware() asynq.MiddlewareFunc {
 				running.Dec()
 				m.duration.WithLabelValues(typ, queue).Observe(time.Since(start).Seconds())
 				m.processed.WithLabelValues(typ, queue).Inc()
-				// asynq gives up on a call at its timeout or at shutdown;
-				// one that returns nil after that did not complete the task.
-				failure := err
-				if failure == nil && ctx.Err() != nil {
-					failure = ctx.Err()
+				if outcome == "" {
+					outcome = tasks.Outcome(ctx, err)
 				}
-				if failure == nil {
-					return
+				if outcome != tasks.OutcomeDone {
+					m.failed.WithLabelValues(typ, queue, outcome).Inc()
 				}
-				switch {
-				case outcome != "":
-				case ctx.Err() != nil && errors.Is(failure, context.Canceled):
-					outcome = outcomeCanceled // shutdown or a lost lease: requeued
-				case errors.Is(failure, asynq.SkipRetry):
-					outcome = outcomeSkipRetry
-				case tasks.LastAttempt(ctx):
-					outcome = outcomeArchived
-				default:
-					outcome = outcomeRetry
-				}
-				m.failed.WithLabelValues(typ, queue, outcome).Inc()
 			}()
 			return next.ProcessTask(ctx, t)
 		})
