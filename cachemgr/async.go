@@ -331,7 +331,7 @@ func (r *delReq) done(m *Manager, n int64, err error) {
 // like SetAsync.
 func (m *Manager) DeletePatternAsync(ctx context.Context, pattern string) *Future[int64] {
 	return goAsync(m, ctx, context.WithoutCancel(ctx), func(ctx context.Context) (int64, error) {
-		n, err := m.DeletePattern(ctx, pattern)
+		n, err := m.runDeletePattern(ctx, pattern)
 		if err != nil {
 			m.log.Warn("async cache pattern delete failed", zap.String("pattern", pattern), zap.Error(err))
 		}
@@ -342,12 +342,13 @@ func (m *Manager) DeletePatternAsync(ctx context.Context, pattern string) *Futur
 // PingAsync is Ping on its own goroutine.
 func (m *Manager) PingAsync(ctx context.Context) *Future[struct{}] {
 	return goAsync(m, ctx, ctx, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, m.Ping(ctx)
+		return struct{}{}, m.runPing(ctx)
 	})
 }
 
 // goAsync runs fn(runCtx) on a goroutine under an in-flight token taken
-// with acceptCtx.
+// with acceptCtx. fn must not refuse to run after Close: once accepted, a
+// call runs to its end, and Close waits for it.
 func goAsync[T any](m *Manager, acceptCtx, runCtx context.Context, fn func(context.Context) (T, error)) *Future[T] {
 	if err := m.accept(acceptCtx); err != nil {
 		return failedFuture[T](err)

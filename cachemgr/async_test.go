@@ -233,3 +233,55 @@ func TestAsyncUnreachableFailsFast(t *testing.T) {
 		t.Errorf("took %v", time.Since(start))
 	}
 }
+
+// Every async call that was accepted runs to its end, whatever it is, even
+// when Close begins before its goroutine does: the closed check belongs to
+// accepting a call, not to running it.
+func TestCloseRunsAcceptedGoroutineCalls(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	m, err := cachemgr.New(cachemgr.Options{URL: "redis://" + mr.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const n = 100
+	var (
+		wipes    []*cachemgr.Future[int64]
+		computes []*cachemgr.Future[cachemgr.Computed]
+		pings    []*cachemgr.Future[struct{}]
+	)
+	for i := range n {
+		mr.Set(fmt.Sprintf("cache:old:%d", i), "x")
+	}
+	for i := range n {
+		wipes = append(wipes, m.DeletePatternAsync(ctx, fmt.Sprintf("old:%d", i)))
+		computes = append(computes, m.GetOrComputeAsync(ctx, fmt.Sprintf("new:%d", i), 0,
+			func(context.Context) (string, error) { return "v", nil }))
+		pings = append(pings, m.PingAsync(ctx))
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if got, err := wipes[i].Wait(); got != 1 || err != nil {
+			t.Errorf("DeletePatternAsync %d = %d, %v; want 1, nil", i, got, err)
+		}
+		if c, err := computes[i].Wait(); c.Value != "v" || err != nil {
+			t.Errorf("GetOrComputeAsync %d = %+v, %v", i, c, err)
+		}
+		if _, err := pings[i].Wait(); err != nil {
+			t.Errorf("PingAsync %d = %v", i, err)
+		}
+	}
+	if keys := mr.Keys(); len(keys) != n {
+		t.Errorf("%d keys after Close, want the %d computed values: %v", len(keys), n, keys)
+	}
+	if t.Failed() {
+		return
+	}
+	// After Close nothing is accepted.
+	if _, err := m.DeletePatternAsync(ctx, "*").Wait(); !errors.Is(err, cachemgr.ErrClosed) {
+		t.Errorf("DeletePatternAsync after Close = %v, want ErrClosed", err)
+	}
+}

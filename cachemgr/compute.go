@@ -53,6 +53,16 @@ type Computed struct {
 // stored. Other errors: ErrClosed, ErrInvalidArgument, Redis errors.
 func (m *Manager) GetOrCompute(ctx context.Context, key string, ttl time.Duration,
 	compute func(context.Context) (string, error)) (value string, hit bool, err error) {
+	if err := m.closedErr(); err != nil {
+		m.stats.record(OpGetOrCompute, err)
+		return "", false, err
+	}
+	return m.runGetOrCompute(ctx, key, ttl, compute)
+}
+
+// runGetOrCompute is GetOrCompute for a call already accepted.
+func (m *Manager) runGetOrCompute(ctx context.Context, key string, ttl time.Duration,
+	compute func(context.Context) (string, error)) (string, bool, error) {
 	defer m.stats.took(OpGetOrCompute, time.Now())
 	v, hit, err := m.getOrCompute(ctx, key, ttl, compute)
 	switch {
@@ -71,14 +81,14 @@ func (m *Manager) GetOrCompute(ctx context.Context, key string, ttl time.Duratio
 func (m *Manager) GetOrComputeAsync(ctx context.Context, key string, ttl time.Duration,
 	compute func(context.Context) (string, error)) *Future[Computed] {
 	return goAsync(m, ctx, ctx, func(ctx context.Context) (Computed, error) {
-		v, hit, err := m.GetOrCompute(ctx, key, ttl, compute)
+		v, hit, err := m.runGetOrCompute(ctx, key, ttl, compute)
 		return Computed{Value: v, Hit: hit}, err
 	})
 }
 
 func (m *Manager) getOrCompute(ctx context.Context, key string, ttl time.Duration,
 	compute func(context.Context) (string, error)) (string, bool, error) {
-	if err := m.check(key); err != nil {
+	if err := validKey(key); err != nil {
 		return "", false, err
 	}
 	if compute == nil {

@@ -212,19 +212,26 @@ func (m *Manager) delete(ctx context.Context, keys []string) (int64, error) {
 // Ping checks that Redis answers (on a cluster: every shard). It is the
 // seed's test_connection.
 func (m *Manager) Ping(ctx context.Context) error {
-	defer m.stats.took(OpPing, time.Now())
-	err := m.closedErr()
-	if err == nil {
-		ctx := m.roundTrip(ctx)
-		if m.cluster != nil {
-			err = m.cluster.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
-				return c.Ping(ctx).Err()
-			})
-		} else {
-			err = m.rdb.Ping(ctx).Err()
-		}
-		err = m.wrap("ping", "", err)
+	if err := m.closedErr(); err != nil {
+		m.stats.record(OpPing, err)
+		return err
 	}
+	return m.runPing(ctx)
+}
+
+// runPing is Ping for a call already accepted.
+func (m *Manager) runPing(ctx context.Context) error {
+	defer m.stats.took(OpPing, time.Now())
+	ctx = m.roundTrip(ctx)
+	var err error
+	if m.cluster != nil {
+		err = m.cluster.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.Ping(ctx).Err()
+		})
+	} else {
+		err = m.rdb.Ping(ctx).Err()
+	}
+	err = m.wrap("ping", "", err)
 	m.stats.record(OpPing, err)
 	return err
 }
@@ -264,6 +271,10 @@ func (m *Manager) check(key string) error {
 	if m.closed.Load() {
 		return ErrClosed
 	}
+	return validKey(key)
+}
+
+func validKey(key string) error {
 	if key == "" {
 		return fmt.Errorf("%w: empty key", ErrInvalidArgument)
 	}

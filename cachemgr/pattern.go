@@ -24,6 +24,15 @@ const scanCount = 500
 // Keys written while the scan runs may or may not be deleted, as SCAN
 // guarantees only keys present for the whole walk.
 func (m *Manager) DeletePattern(ctx context.Context, pattern string) (int64, error) {
+	if err := m.closedErr(); err != nil {
+		m.stats.record(OpDeletePattern, err)
+		return 0, err
+	}
+	return m.runDeletePattern(ctx, pattern)
+}
+
+// runDeletePattern is DeletePattern for a call already accepted.
+func (m *Manager) runDeletePattern(ctx context.Context, pattern string) (int64, error) {
 	defer m.stats.took(OpDeletePattern, time.Now())
 	n, err := m.deletePattern(ctx, pattern)
 	m.stats.record(OpDeletePattern, err)
@@ -31,9 +40,6 @@ func (m *Manager) DeletePattern(ctx context.Context, pattern string) (int64, err
 }
 
 func (m *Manager) deletePattern(ctx context.Context, pattern string) (int64, error) {
-	if err := m.closedErr(); err != nil {
-		return 0, err
-	}
 	if pattern == "" {
 		return 0, fmt.Errorf("%w: empty pattern", ErrInvalidArgument)
 	}
