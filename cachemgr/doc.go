@@ -21,8 +21,8 @@
 // (default "cache:"): Set("user:1") writes "cache:user:1". DeletePattern
 // only scans inside the prefix, so DeletePattern("*") empties the cache and
 // leaves asynq's queues ("asynq:...") alone. Keys beginning "__lock__:" are
-// reserved for GetOrCompute's locks. [Manager.Client] gives raw access
-// without the prefix.
+// GetOrCompute's locks: the manager refuses them as keys and pattern deletes
+// skip them. [Manager.Client] gives raw access without the prefix.
 //
 // # Compute once
 //

@@ -13,9 +13,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -198,6 +200,70 @@ func TestRealGetOrComputeOnceAcrossProcesses(t *testing.T) {
 	}
 	if hits == 0 {
 		t.Error("no caller was served the other process's value")
+	}
+}
+
+// A cache wipe while another process computes a key leaves that process's
+// lock in place: a second process waits for the value instead of computing
+// it again.
+func TestRealWipeKeepsLiveLocks(t *testing.T) {
+	t.Parallel()
+	url := redistest.URL(t, dbCache)
+	o := cachemgr.Options{KeyPrefix: redistest.Prefix(t)}
+	wipeKeepsLiveLocks(t, newReal(t, url, o), newReal(t, url, o))
+}
+
+func TestWipeKeepsLiveLocksMiniredis(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	a, b := twoProcesses(t, mr.Addr(), cachemgr.Options{})
+	wipeKeepsLiveLocks(t, a, b)
+}
+
+func wipeKeepsLiveLocks(t *testing.T, a, b *cachemgr.Manager) {
+	ctx := context.Background()
+	var computed atomic.Int64
+	release := make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	defer releaseOnce() // a failed check must not leave the computation, and Close, hanging
+	first := a.GetOrComputeAsync(ctx, "slow", time.Minute, func(context.Context) (string, error) {
+		computed.Add(1)
+		<-release
+		return "by a", nil
+	})
+	lock := a.Key("__lock__:slow")
+	for a.Client().Exists(ctx, lock).Val() == 0 {
+		select {
+		case <-first.Done():
+			t.Fatal(first.Wait())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if err := a.Set(ctx, "other", "x", 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.DeletePattern(ctx, "*"); err != nil || n != 1 {
+		t.Fatalf("DeletePattern = %d, %v; want 1 (the cached value, not the lock)", n, err)
+	}
+	if a.Client().Exists(ctx, lock).Val() != 1 {
+		t.Fatal("the wipe deleted a live lock")
+	}
+	second := b.GetOrComputeAsync(ctx, "slow", time.Minute, func(context.Context) (string, error) {
+		computed.Add(1)
+		return "by b", nil
+	})
+	select {
+	case <-second.Done():
+		c, err := second.Wait()
+		t.Fatalf("the second process did not wait for the first: %+v, %v", c, err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	releaseOnce()
+	if c, err := second.Wait(); err != nil || c.Value != "by a" || !c.Hit {
+		t.Errorf("second process = %+v, %v; want a's value as a hit", c, err)
+	}
+	if n := computed.Load(); n != 1 {
+		t.Errorf("computations = %d, want 1", n)
 	}
 }
 

@@ -274,9 +274,13 @@ func (m *Manager) check(key string) error {
 	return validKey(key)
 }
 
+// validKey refuses the empty key and the keys of GetOrCompute's locks.
 func validKey(key string) error {
-	if key == "" {
+	switch {
+	case key == "":
 		return fmt.Errorf("%w: empty key", ErrInvalidArgument)
+	case strings.HasPrefix(key, lockSegment):
+		return fmt.Errorf("%w: key %q: keys beginning %q are reserved for GetOrCompute's locks", ErrInvalidArgument, key, lockSegment)
 	}
 	return nil
 }

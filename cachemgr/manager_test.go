@@ -164,22 +164,36 @@ func TestSetValueTypes(t *testing.T) {
 	}
 }
 
-func TestEmptyKeyRejected(t *testing.T) {
+// The empty key and the keys of GetOrCompute's locks are refused, so that
+// no caller can overwrite or delete a lock another process holds.
+func TestEmptyAndReservedKeysRejected(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t, cachemgr.Options{})
-	checks := map[string]error{
-		"Get":      func() error { _, err := b.m.Get(ctx, ""); return err }(),
-		"Set":      b.m.Set(ctx, "", "v", 0),
-		"Delete":   func() error { _, err := b.m.Delete(ctx, "a", ""); return err }(),
-		"GetAsync": func() error { _, err := b.m.GetAsync(ctx, "").Wait(); return err }(),
-		"SetAsync": func() error { _, err := b.m.SetAsync(ctx, "", "v", 0).Wait(); return err }(),
-	}
-	for name, err := range checks {
-		if !errors.Is(err, cachemgr.ErrInvalidArgument) {
-			t.Errorf("%s with empty key: %v, want ErrInvalidArgument", name, err)
+	b.mr.Set("cache:__lock__:k", "holder")
+	for _, key := range []string{"", "__lock__:k"} {
+		checks := map[string]error{
+			"Get":          func() error { _, err := b.m.Get(ctx, key); return err }(),
+			"Set":          b.m.Set(ctx, key, "v", 0),
+			"Delete":       func() error { _, err := b.m.Delete(ctx, "a", key); return err }(),
+			"GetAsync":     func() error { _, err := b.m.GetAsync(ctx, key).Wait(); return err }(),
+			"SetAsync":     func() error { _, err := b.m.SetAsync(ctx, key, "v", 0).Wait(); return err }(),
+			"DeleteAsync":  func() error { _, err := b.m.DeleteAsync(ctx, key).Wait(); return err }(),
+			"GetOrCompute": func() error { _, _, err := b.m.GetOrCompute(ctx, key, 0, constant("v")); return err }(),
+		}
+		for name, err := range checks {
+			if !errors.Is(err, cachemgr.ErrInvalidArgument) {
+				t.Errorf("%s(%q): %v, want ErrInvalidArgument", name, key, err)
+			}
 		}
 	}
+	if v, _ := b.mr.Get("cache:__lock__:k"); v != "holder" {
+		t.Errorf("lock = %q after the refused calls", v)
+	}
+}
+
+func constant(v string) func(context.Context) (string, error) {
+	return func(context.Context) (string, error) { return v, nil }
 }
 
 func TestDelete(t *testing.T) {

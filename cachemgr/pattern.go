@@ -3,6 +3,7 @@ package cachemgr
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -19,7 +20,8 @@ const scanCount = 500
 // keyspace with SCAN and deletes each batch with UNLINK (never KEYS), on
 // every master of a cluster. Because the prefix is matched literally, the
 // pattern "*" deletes every cache key and nothing else: asynq's keys are
-// never touched. An empty pattern wraps ErrInvalidArgument.
+// never touched, nor are GetOrCompute's locks (they expire on their own).
+// An empty pattern wraps ErrInvalidArgument.
 //
 // Keys written while the scan runs may or may not be deleted, as SCAN
 // guarantees only keys present for the whole walk.
@@ -72,6 +74,7 @@ func (m *Manager) scanUnlink(ctx context.Context, c redis.Cmdable, match string,
 		if err != nil {
 			return total, err
 		}
+		keys = m.withoutLocks(keys)
 		if len(keys) > 0 {
 			rctx := m.roundTrip(ctx)
 			n, err := unlink(rctx, c, keys, perKey)
@@ -85,6 +88,14 @@ func (m *Manager) scanUnlink(ctx context.Context, c redis.Cmdable, match string,
 		}
 		cursor = next
 	}
+}
+
+// withoutLocks drops GetOrCompute's locks from keys, in place: a pattern
+// delete during a computation must not let another process start the same
+// computation. Locks expire on their own within Options.LockTTL.
+func (m *Manager) withoutLocks(keys []string) []string {
+	locks := m.prefix + lockSegment
+	return slices.DeleteFunc(keys, func(k string) bool { return strings.HasPrefix(k, locks) })
 }
 
 func unlink(ctx context.Context, c redis.Cmdable, keys []string, perKey bool) (int64, error) {
