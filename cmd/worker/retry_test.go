@@ -120,6 +120,9 @@ func TestRunRetriesAfterConfiguredDelay(t *testing.T) {
 		}
 	})
 	log.waitMsg(t, "worker started", 10*time.Second)
+	if e := log.withMsg("worker starting"); len(e) != 1 || e[0]["retry_delay_min"] != 2.0 || e[0]["retry_delay_max"] != 60.0 {
+		t.Errorf("worker starting = %v, want retry_delay_min 2 and retry_delay_max 60 (seconds)", e)
+	}
 
 	task, err := tasks.NewProcessDataTask(tasks.ProcessData{Key: key, Work: 1000}, asynq.Retention(time.Hour))
 	if err != nil {
