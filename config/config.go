@@ -105,10 +105,18 @@ type Worker struct {
 	// ShutdownTimeout is how long running tasks may finish after SIGTERM
 	// before they are put back on their queue.
 	ShutdownTimeout time.Duration
-	// MaxRetry is the default number of retries of a failing task, for
-	// tasks whose type sets none. asynq stores the number in each task when
-	// it is enqueued, so it applies to the tasks this process enqueues.
+	// MaxRetry is the number of retries of a failing scheduled task whose
+	// type sets none. asynq stores the number in each task when it is
+	// enqueued, so it applies only to the tasks the worker's scheduler
+	// enqueues; a type's own default and an enqueue's option win.
 	MaxRetry int
+	// RetryDelayMin is the delay before a failed task's first retry; each
+	// further retry waits twice as long as the one before, plus jitter, up
+	// to RetryDelayMax. [Load] keeps it at least a second and at most
+	// RetryDelayMax.
+	RetryDelayMin time.Duration
+	// RetryDelayMax is the longest delay before a retry.
+	RetryDelayMax time.Duration
 	// TaskCheckInterval is how long the worker waits before looking at its
 	// queues again when they were all empty: the worst-case pickup latency
 	// of an idle worker, traded against polling Redis when idle.

@@ -79,6 +79,7 @@ func Load(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 		}
 	}
 	errs = append(errs, checkTLS(&c.Redis, where, failed)...)
+	errs = append(errs, checkRetryDelay(c.Worker, where, failed)...)
 	errs = append(errs, checkAuth(c.HTTP, where, failed)...)
 	for i := range c.Worker.Schedule {
 		e := &c.Worker.Schedule[i]

@@ -64,6 +64,8 @@ func defaults() config.Config {
 			Queues:            map[string]int{"critical": 6, "default": 3, "low": 1},
 			ShutdownTimeout:   8 * time.Second,
 			MaxRetry:          25,
+			RetryDelayMin:     10 * time.Second,
+			RetryDelayMax:     time.Hour,
 			TaskCheckInterval: 10 * time.Millisecond,
 		},
 		HTTP: config.HTTP{
@@ -133,6 +135,8 @@ worker:
   strict_priority: yes
   shutdown_timeout: 20s
   max_retry: 3
+  retry_delay_min: 2
+  retry_delay_max: 5m
   task_check_interval: 50ms
   schedule:
     - name: purge-tmp
@@ -182,6 +186,8 @@ concurrency = 4
 strict_priority = true
 shutdown_timeout = "20s"
 max_retry = 3
+retry_delay_min = 2
+retry_delay_max = "5m"
 task_check_interval = "50ms"
 
 [worker.queues]
@@ -243,6 +249,8 @@ func TestLoadFile(t *testing.T) {
 			StrictPriority:    true,
 			ShutdownTimeout:   20 * time.Second,
 			MaxRetry:          3,
+			RetryDelayMin:     2 * time.Second,
+			RetryDelayMax:     5 * time.Minute,
 			TaskCheckInterval: 50 * time.Millisecond,
 			Schedule: []config.ScheduleEntry{
 				{Name: "purge-tmp", Spec: "@every 30s", Type: "cache:invalidate", Queue: "low",
@@ -705,6 +713,19 @@ func TestLoadNormalises(t *testing.T) {
 			giveEnv: map[string]string{"WORKER_MAX_RETRY": "0", "WORKER_CONCURRENCY": "16"},
 			want:    func(c *config.Config) { c.Worker.MaxRetry, c.Worker.Concurrency = 0, 16 },
 		},
+		{
+			name:     "retry delays as seconds and a Go duration",
+			giveEnv:  map[string]string{"WORKER_RETRY_DELAY_MIN": "1.5"},
+			giveArgs: []string{"--worker-retry-delay-max", "2m30s"},
+			want: func(c *config.Config) {
+				c.Worker.RetryDelayMin, c.Worker.RetryDelayMax = 1500*time.Millisecond, 150*time.Second
+			},
+		},
+		{
+			name:    "equal retry delays",
+			giveEnv: map[string]string{"WORKER_RETRY_DELAY_MIN": "1s", "WORKER_RETRY_DELAY_MAX": "1"},
+			want:    func(c *config.Config) { c.Worker.RetryDelayMin, c.Worker.RetryDelayMax = time.Second, time.Second },
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1000,6 +1021,37 @@ func TestLoadErrors(t *testing.T) {
 			name:    "negative max retry",
 			giveEnv: map[string]string{"WORKER_MAX_RETRY": "-1"},
 			wantErr: []string{`WORKER_MAX_RETRY: "-1" is too small`},
+		},
+		{
+			name:    "negative retry delay",
+			giveEnv: map[string]string{"WORKER_RETRY_DELAY_MIN": "-1s"},
+			wantErr: []string{`WORKER_RETRY_DELAY_MIN: "-1s" is not positive`},
+		},
+		{
+			name:     "retry delay not a duration",
+			giveArgs: []string{"--worker-retry-delay-max=later"},
+			wantErr:  []string{`--worker-retry-delay-max: "later" is not a duration; want a duration ("10s", "1m30s") or seconds ("10", "0.5")`},
+		},
+		{
+			name:    "retry delay under asynq's resolution",
+			giveEnv: map[string]string{"WORKER_RETRY_DELAY_MIN": "500ms"},
+			wantErr: []string{`WORKER_RETRY_DELAY_MIN: "500ms" is below the minimum of 1s`},
+		},
+		{
+			name:    "retry delay min above max",
+			giveEnv: map[string]string{"WORKER_RETRY_DELAY_MIN": "2m", "WORKER_RETRY_DELAY_MAX": "60"},
+			wantErr: []string{`WORKER_RETRY_DELAY_MIN: "2m0s" is above "1m0s", the longest retry delay (from WORKER_RETRY_DELAY_MAX); want at most that`},
+		},
+		{
+			name:     "retry delay min above the default max",
+			giveArgs: []string{"--worker-retry-delay-min", "2h"},
+			wantErr:  []string{`--worker-retry-delay-min: "2h0m0s" is above "1h0m0s", the longest retry delay (from default of worker.retry_delay_max)`},
+		},
+		{
+			name:       "bad retry delay max: no comparison",
+			giveEnv:    map[string]string{"WORKER_RETRY_DELAY_MIN": "2m", "WORKER_RETRY_DELAY_MAX": "0"},
+			wantErr:    []string{`WORKER_RETRY_DELAY_MAX: "0" is not positive`},
+			wantNotErr: []string{"is above"},
 		},
 		{
 			name:    "TLS CA missing",

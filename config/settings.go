@@ -160,9 +160,21 @@ var specs = withFlags([]spec{
 	},
 	{
 		Setting: Setting{Key: "worker.max_retry", Env: "WORKER_MAX_RETRY", Default: "25",
-			Help: "Default number of retries of a failing task whose type sets none; stored in each task when it is enqueued"},
+			Help: "Retries of a failing scheduled task (WORKER_SCHEDULE) whose type sets none; a type's own default and an enqueue's max retry win"},
 		kind:  "int",
 		apply: intValue(func(c *Config) *int { return &c.Worker.MaxRetry }, 0, "want 0 or more"),
+	},
+	{
+		Setting: Setting{Key: keyRetryDelayMin, Env: "WORKER_RETRY_DELAY_MIN", Default: "10s",
+			Help: "Delay before a failed task's first retry, doubling for each further retry, plus up to 50% random jitter; at least 1s (asynq's resolution)"},
+		kind:  "duration",
+		apply: durationAtLeast(func(c *Config) *time.Duration { return &c.Worker.RetryDelayMin }, time.Second),
+	},
+	{
+		Setting: Setting{Key: keyRetryDelayMax, Env: "WORKER_RETRY_DELAY_MAX", Default: "1h",
+			Help: "Longest delay before a retry, jitter included; at least WORKER_RETRY_DELAY_MIN"},
+		kind:  "duration",
+		apply: durationAtLeast(func(c *Config) *time.Duration { return &c.Worker.RetryDelayMax }, time.Second),
 	},
 	{
 		Setting: Setting{Key: "worker.task_check_interval", Env: "WORKER_TASK_CHECK_INTERVAL", Default: "10ms",

@@ -47,10 +47,15 @@ func testRegistry(tb testing.TB) *tasks.Registry {
 	return reg
 }
 
+// testMaxRetry stands for WORKER_MAX_RETRY in mustPeriodics; it differs
+// from asynq's own default of 25, so a task that carries it got it from the
+// scheduler.
+const testMaxRetry = 7
+
 // mustPeriodics builds periodics or fails the test.
 func mustPeriodics(tb testing.TB, reg *tasks.Registry, entries ...config.ScheduleEntry) []*periodic {
 	tb.Helper()
-	ps, err := newPeriodics(entries, reg, 25, time.Now())
+	ps, err := newPeriodics(entries, reg, testMaxRetry, time.Now())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -148,8 +153,8 @@ func TestNewPeriodicsTasks(t *testing.T) {
 		got = append(got, stored{Queue: info.Queue, Payload: string(info.Payload), MaxRetry: info.MaxRetry, Retention: info.Retention, WantQueue: p.queue})
 	}
 	want := []stored{
-		// No MaxRetry of its own: WORKER_MAX_RETRY's 25.
-		{Queue: "default", Payload: `{"n":1}`, MaxRetry: 25, Retention: scheduleRetention, WantQueue: "default"},
+		// No MaxRetry of its own: WORKER_MAX_RETRY's.
+		{Queue: "default", Payload: `{"n":1}`, MaxRetry: testMaxRetry, Retention: scheduleRetention, WantQueue: "default"},
 		// Its own MaxRetry and a retention longer than the scheduler's.
 		{Queue: "low", Payload: `{"n":2}`, MaxRetry: 2, Retention: time.Hour, WantQueue: "low"},
 		// The entry's queue wins over the type's.

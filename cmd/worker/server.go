@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"maps"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,19 +21,24 @@ import (
 // metrics middleware counts failures by type, queue and outcome.
 func serverConfig(cfg config.Config, log *zap.Logger) asynq.Config {
 	alog := log.Named("asynq")
-	return asynq.Config{
+	c := asynq.Config{
 		Concurrency:       cfg.Worker.Concurrency, // 0: one per CPU, as asynq does
 		Queues:            maps.Clone(cfg.Worker.Queues),
 		StrictPriority:    cfg.Worker.StrictPriority,
 		ShutdownTimeout:   cfg.Worker.ShutdownTimeout,
 		TaskCheckInterval: cfg.Worker.TaskCheckInterval,
 		// Retries: each task carries its own MaxRetry (the type's default,
-		// else WORKER_MAX_RETRY where this process enqueues it); the delay
-		// is asynq's exponential backoff.
-		Logger:          asynqLogger{alog.Sugar()},
-		LogLevel:        asynqLevel(cfg.Log.Level),
-		HealthCheckFunc: healthCheck(alog),
+		// else WORKER_MAX_RETRY where the scheduler enqueues it); the delay
+		// is WORKER_RETRY_DELAY_MIN doubling up to WORKER_RETRY_DELAY_MAX.
+		DelayedTaskCheckInterval: delayedTaskCheckInterval,
+		Logger:                   asynqLogger{alog.Sugar()},
+		LogLevel:                 asynqLevel(cfg.Log.Level),
+		HealthCheckFunc:          healthCheck(alog),
 	}
+	if w := cfg.Worker; w.RetryDelayMin > 0 { // zero: asynq's default
+		c.RetryDelayFunc = retryDelay(w.RetryDelayMin, max(w.RetryDelayMin, w.RetryDelayMax), rand.Int64N)
+	}
+	return c
 }
 
 // asynqLogger passes asynq's own logs to zap. Fatal is logged as an error:

@@ -43,6 +43,37 @@ func TestServerConfig(t *testing.T) {
 	if _, ok := cfg.Worker.Queues["c"]; ok {
 		t.Error("Queues shares the config's map")
 	}
+	if got.RetryDelayFunc != nil {
+		t.Error("RetryDelayFunc set with no retry delay configured; want asynq's default")
+	}
+	if got.DelayedTaskCheckInterval != time.Second {
+		t.Errorf("DelayedTaskCheckInterval = %v, want 1s", got.DelayedTaskCheckInterval)
+	}
+}
+
+func TestServerConfigRetryDelay(t *testing.T) {
+	t.Parallel()
+
+	var cfg config.Config
+	cfg.Worker.RetryDelayMin, cfg.Worker.RetryDelayMax = 2*time.Second, 5*time.Second
+	f := serverConfig(cfg, zap.NewNop()).RetryDelayFunc
+	if f == nil {
+		t.Fatal("no RetryDelayFunc")
+	}
+	for _, tt := range []struct {
+		giveRetried    int
+		wantLo, wantHi time.Duration
+	}{
+		{0, 2 * time.Second, 3 * time.Second},
+		{1, 4 * time.Second, 5 * time.Second},
+		{2, 5 * time.Second, 5 * time.Second},
+	} {
+		for range 100 {
+			if d := f(tt.giveRetried, errors.New("fail"), asynq.NewTask("t", nil)); d < tt.wantLo || d > tt.wantHi {
+				t.Fatalf("retry after %d: delay %v outside [%v, %v]", tt.giveRetried, d, tt.wantLo, tt.wantHi)
+			}
+		}
+	}
 }
 
 func TestAsynqLevel(t *testing.T) {
