@@ -232,7 +232,7 @@ var specs = withFlags([]spec{
 	},
 	{
 		Setting: Setting{Key: "http.dashboard_prometheus_url", Env: "HTTP_DASHBOARD_PROMETHEUS_URL",
-			Help: "Base URL of a Prometheus server that scrapes the worker's /metrics, for the dashboard's charts (browsers fetch it); empty: no charts"},
+			Help: "Base URL of a Prometheus server that scrapes the worker's /metrics, for the dashboard's charts (the worker queries it; the page shows it to browsers); empty: no charts"},
 		kind:  "string",
 		apply: stringValue(func(c *Config) *string { return &c.HTTP.DashboardPrometheusURL }, checkPrometheusURL),
 	},

@@ -27,6 +27,12 @@ func (c sharedRedis) MakeRedisClient() any { return c.rdb }
 // auth is redirected to the login page (HTML) or refused with 401 (its
 // API, and any method but GET and HEAD); with Options.ReadOnlyDashboard,
 // its API refuses every method but GET and HEAD with 405.
+//
+// With Options.DashboardPrometheusURL set, the charts' data comes from
+// asynqmon's GET /monitoring/api/metrics, which queries that Prometheus
+// from this process (query_range, through http.DefaultClient) and passes
+// the answers on; the page also hands the address to the browser, which
+// only uses it to show the charts.
 func (s *Server) dashboard() http.Handler {
 	h := asynqmon.New(asynqmon.Options{
 		RootPath:          dashboardRoot,

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -239,6 +240,45 @@ func (w *webWorker) do(tb testing.TB, method, path, body string, prepare func(*h
 	return response{status: res.StatusCode, header: res.Header, body: b}
 }
 
+// scrapeResult is one GET /metrics: each sample line's series
+// (`name{labels}`, labels as Prometheus prints them) and value.
+type scrapeResult map[string]float64
+
+// scrape reads /metrics.
+func (w *webWorker) scrape(tb testing.TB) scrapeResult {
+	tb.Helper()
+	res := w.do(tb, http.MethodGet, "/metrics", "", nil)
+	if res.status != http.StatusOK {
+		tb.Fatalf("GET /metrics: %d %s", res.status, res.body)
+	}
+	out := scrapeResult{}
+	for _, line := range strings.Split(string(res.body), "\n") {
+		i := strings.LastIndexByte(line, ' ')
+		if line == "" || line[0] == '#' || i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			tb.Fatalf("/metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// value returns series's value, failing the test when it is missing.
+func (s scrapeResult) value(tb testing.TB, series string) float64 {
+	tb.Helper()
+	v, ok := s[series]
+	if !ok {
+		tb.Errorf("/metrics has no %s", series)
+	}
+	return v
+}
+
+// get returns series's value, 0 when it is missing.
+func (s scrapeResult) get(series string) float64 { return s[series] }
+
 // enqueued is the 202 body of POST /api/tasks/{type}.
 type enqueued struct {
 	ID        string `json:"id"`
@@ -340,6 +380,90 @@ func TestRunWeb(t *testing.T) {
 		if regexp.MustCompile(`(?m)^forgeq_tasks_failed_total\{`).Match(res.body) {
 			t.Error("/metrics counts a failed task")
 		}
+	})
+
+	t.Run("metrics move with traffic", func(t *testing.T) {
+		before := w.scrape(t)
+		// The cache-aside route: a miss that computes, then a hit.
+		for _, wantSource := range []string{"computed", "cache"} {
+			res := w.do(t, http.MethodGet, "/api/cache/web:graph?work=10", "", nil)
+			if res.status != http.StatusOK || !strings.Contains(string(res.body), `"source":"`+wantSource+`"`) {
+				t.Fatalf("GET /api/cache/web:graph: %d %s, want source %s", res.status, res.body, wantSource)
+			}
+		}
+		// A key that holds a list: Redis answers GET with WRONGTYPE.
+		rdb := redisClient(t, url)
+		if err := rdb.RPush(t.Context(), cachemgr.DefaultKeyPrefix+"web:broken", "x").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if res := w.do(t, http.MethodGet, "/api/cache/web:broken", "", nil); res.status != http.StatusServiceUnavailable {
+			t.Errorf("GET /api/cache/web:broken (a list in Redis): %d %s, want 503", res.status, res.body)
+		}
+		// A task waits on a paused queue.
+		if res := w.do(t, http.MethodPost, "/monitoring/api/queues/low:pause", "", nil); res.status != http.StatusNoContent {
+			t.Fatalf("pause low: %d %s", res.status, res.body)
+		}
+		enqueueStart := time.Now()
+		res := w.do(t, http.MethodPost, "/api/tasks/"+tasks.TypeProcessData, `{"payload": {"key": "web:wait", "work": 10}, "queue": "low"}`, nil)
+		enqueueEnd := time.Now()
+		if res.status != http.StatusAccepted {
+			t.Fatalf("POST on queue low: %d %s", res.status, res.body)
+		}
+		var waiting enqueued
+		res.decode(t, &waiting)
+
+		scrapeStart := time.Now()
+		after := w.scrape(t)
+		scrapeEnd := time.Now()
+
+		for _, tt := range []struct {
+			series string
+			want   float64 // at least this much more than before
+		}{
+			{`forgeq_cache_misses_total{op="get"}`, 1},
+			{`forgeq_cache_hits_total{op="get"}`, 1},
+			{`forgeq_cache_errors_total{op="get"}`, 1},
+			{`forgeq_cache_misses_total{op="get_or_compute"}`, 1},
+			{`forgeq_cache_operation_duration_seconds_count{op="get"}`, 3},
+			{`forgeq_cache_operation_duration_seconds_count{op="get_or_compute"}`, 1},
+			{`forgeq_http_request_duration_seconds_count{method="GET",route="GET /api/cache/{key...}"}`, 3},
+			{`forgeq_http_requests_total{code="5xx",method="GET",route="GET /api/cache/{key...}"}`, 1},
+		} {
+			if d := after.value(t, tt.series) - before.get(tt.series); d < tt.want {
+				t.Errorf("%s rose by %v, want at least %v", tt.series, d, tt.want)
+			}
+		}
+		if d := after.value(t, `forgeq_cache_operation_duration_seconds_sum{op="get"}`) - before.get(`forgeq_cache_operation_duration_seconds_sum{op="get"}`); d <= 0 {
+			t.Errorf("cache get latency sum rose by %v, want > 0", d)
+		}
+		// Every accepted async call has finished.
+		if v := after.value(t, "forgeq_cache_async_in_flight"); v != 0 {
+			t.Errorf("forgeq_cache_async_in_flight = %v after the requests returned, want 0", v)
+		}
+		// The waiting task's queue: its size, pause and latency, under our
+		// names and under asynq's (for the dashboard's charts).
+		lo, hi := scrapeStart.Sub(enqueueEnd).Seconds(), scrapeEnd.Sub(enqueueStart).Seconds()
+		for _, series := range []string{`forgeq_queue_latency_seconds{queue="low"}`, `asynq_queue_latency_seconds{queue="low"}`} {
+			if v := after.value(t, series); v <= 0 || v < lo || v > hi {
+				t.Errorf("%s = %v, want the waiting task's age, > 0 and in [%v, %v]", series, v, lo, hi)
+			}
+		}
+		for series, want := range map[string]float64{
+			`forgeq_queue_tasks{queue="low",state="pending"}`:         1,
+			`forgeq_queue_paused{queue="low"}`:                        1,
+			`asynq_tasks_enqueued_total{queue="low",state="pending"}`: 1,
+			`asynq_queue_size{queue="low"}`:                           1,
+			`asynq_queue_latency_seconds{queue="default"}`:            0,
+		} {
+			if v := after.value(t, series); v != want {
+				t.Errorf("%s = %v, want %v", series, v, want)
+			}
+		}
+
+		if res := w.do(t, http.MethodPost, "/monitoring/api/queues/low:resume", "", nil); res.status != http.StatusNoContent {
+			t.Fatalf("resume low: %d %s", res.status, res.body)
+		}
+		w.waitCompleted(t, waiting.StatusURL, nil)
 	})
 
 	t.Run("dashboard", func(t *testing.T) {

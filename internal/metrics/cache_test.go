@@ -3,10 +3,14 @@ package metrics_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/internal/metrics"
@@ -76,6 +80,88 @@ func TestCacheCounters(t *testing.T) {
 		"forgeq_cache_pipelined_calls_total": 1,
 	}, got); diff != "" {
 		t.Errorf("cache gauges and totals (-want +got):\n%s", diff)
+	}
+}
+
+// holdPipelines is a go-redis hook that keeps every pipeline from reaching
+// Redis until release is closed; entered is closed when the first one
+// arrives.
+type holdPipelines struct {
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (h *holdPipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *holdPipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *holdPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.once.Do(func() { close(h.entered) })
+		<-h.release
+		return next(ctx, cmds)
+	}
+}
+
+// TestCacheAsyncInFlight holds the manager's async calls on their way to
+// Redis and checks that the gauge reports them, then that it drops to 0
+// once they finish.
+func TestCacheAsyncInFlight(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	hold := &holdPipelines{entered: make(chan struct{}), release: make(chan struct{})}
+	rdb.AddHook(hold)
+	t.Cleanup(func() { rdb.Close() })
+	// One pipeline at a time, so the read leaves after the writes.
+	m, err := cachemgr.NewFromClient(rdb, cachemgr.Options{AsyncPipelines: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	x, err := metrics.New(metrics.Options{Manager: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(hold.release)
+		}
+	})
+
+	ctx := t.Context()
+	const n = 7
+	sets := make([]*cachemgr.Future[struct{}], 0, n-2)
+	for i := range n - 2 {
+		sets = append(sets, m.SetAsync(ctx, fmt.Sprint("k", i), "v", 0))
+	}
+	<-hold.entered // the first pipeline is held; the other calls queue behind it
+	get := m.GetAsync(ctx, "k0")
+	del := m.DeleteAsync(ctx, "k1")
+
+	want := map[string]float64{"forgeq_cache_async_in_flight": n}
+	if diff := cmp.Diff(want, samples(t, x.Registry(), "forgeq_cache_async_in_flight")); diff != "" {
+		t.Errorf("while %d calls are held (-want +got):\n%s", n, diff)
+	}
+	if got := m.Stats().AsyncInFlight; got != n {
+		t.Errorf("Stats().AsyncInFlight = %d, want %d", got, n)
+	}
+
+	close(hold.release)
+	released = true
+	for _, f := range sets {
+		if _, err := f.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, err := get.Wait(); err != nil || v != "v" {
+		t.Errorf("GetAsync(k0) = %q, %v", v, err)
+	}
+	if _, err := del.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	want["forgeq_cache_async_in_flight"] = 0
+	if diff := cmp.Diff(want, samples(t, x.Registry(), "forgeq_cache_async_in_flight")); diff != "" {
+		t.Errorf("after every call finished (-want +got):\n%s", diff)
 	}
 }
 

@@ -52,6 +52,19 @@
 //	forgeq_http_requests_total{route,method,code}        counter
 //	forgeq_http_request_duration_seconds{route,method}   histogram
 //
+// the same queue reads under the names of asynq's own exporter
+// (github.com/hibiken/asynq/x/metrics), which the asynqmon dashboard's
+// charts query from Prometheus; they take no namespace:
+//
+//	asynq_tasks_enqueued_total{queue,state}              gauge (states active,
+//	                                                     pending, scheduled, retry,
+//	                                                     archived, completed)
+//	asynq_queue_size{queue}                              gauge
+//	asynq_queue_latency_seconds{queue}                   gauge
+//	asynq_queue_memory_usage_approx_bytes{queue}         gauge
+//	asynq_tasks_processed_total{queue}                   counter
+//	asynq_tasks_failed_total{queue}                      counter
+//
 // plus the standard go_* and process_* metrics, which keep their usual
 // names so that existing dashboards work, and
 // promhttp_metric_handler_errors_total from [Metrics.Handler].

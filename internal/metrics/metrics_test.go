@@ -182,9 +182,13 @@ func TestLint(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range problems {
+		// asynqmon queries asynq's exporter's names; that one is a gauge.
+		if p.Metric == "asynq_tasks_enqueued_total" && strings.Contains(p.Text, `"_total" suffix`) {
+			continue
+		}
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
-	// Every forgeq metric has a sample.
+	// Every metric has a sample.
 	_, body := scrape(t, b.x.Handler())
 	for _, name := range []string{
 		"forgeq_cache_calls_total", "forgeq_cache_hits_total", "forgeq_cache_misses_total",
@@ -196,6 +200,8 @@ func TestLint(t *testing.T) {
 		"forgeq_queue_tasks", "forgeq_queue_latency_seconds", "forgeq_queue_paused",
 		"forgeq_queue_processed_total", "forgeq_queue_failed_total", "forgeq_queue_scrape_errors_total",
 		"forgeq_http_requests_total", "forgeq_http_request_duration_seconds_bucket",
+		"asynq_tasks_enqueued_total", "asynq_queue_size", "asynq_queue_latency_seconds",
+		"asynq_queue_memory_usage_approx_bytes", "asynq_tasks_processed_total", "asynq_tasks_failed_total",
 		"go_goroutines", "process_start_time_seconds",
 	} {
 		if !strings.Contains(body, "\n"+name+"{") && !strings.Contains(body, "\n"+name+" ") {

@@ -15,6 +15,10 @@ import (
 // scrape time. At most one read runs at a time, and a scrape waits for it
 // at most timeout; what is slower or fails is counted in scrapeErrors and
 // left out of that scrape.
+//
+// Each read is exported twice: as forgeq_queue_* (under the namespace) and
+// as the asynq_* families of asynq's own exporter (github.com/hibiken/asynq/x
+// metrics), whose names and labels the asynqmon dashboard's charts query.
 type queueCollector struct {
 	insp    *asynq.Inspector
 	timeout time.Duration
@@ -24,7 +28,55 @@ type queueCollector struct {
 	processed, failed      *prometheus.Desc
 	scrapeErrors           prometheus.Counter
 
+	asynq asynqDescs
+
 	reading atomic.Bool // a read is running (possibly abandoned by a timed-out scrape)
+}
+
+// asynqDescs are the asynq_* families that asynqmon's charts query. Their
+// names are fixed by asynqmon and take no namespace.
+type asynqDescs struct {
+	enqueued, size, latency, memory *prometheus.Desc
+	processed, failed               *prometheus.Desc
+}
+
+// asynqStates are the states of asynq_tasks_enqueued_total, as asynq's
+// exporter reports them.
+var asynqStates = []string{"active", "pending", "scheduled", "retry", "archived", "completed"}
+
+func newAsynqDescs() asynqDescs {
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("asynq_"+name, help, labels, nil)
+	}
+	return asynqDescs{
+		// A gauge despite its _total suffix, as in asynq's exporter.
+		enqueued:  desc("tasks_enqueued_total", "Tasks in an asynq queue, by state (asynq exporter name, for the asynqmon dashboard).", "queue", "state"),
+		size:      desc("queue_size", "Tasks in an asynq queue in any state but completed (asynq exporter name).", "queue"),
+		latency:   desc("queue_latency_seconds", "Age of the oldest pending task of an asynq queue (asynq exporter name).", "queue"),
+		memory:    desc("queue_memory_usage_approx_bytes", "Redis memory used by an asynq queue, estimated by sampling (asynq exporter name).", "queue"),
+		processed: desc("tasks_processed_total", "Tasks processed from an asynq queue by all workers, succeeded or failed (asynq exporter name).", "queue"),
+		failed:    desc("tasks_failed_total", "Tasks of an asynq queue that failed in any worker (asynq exporter name).", "queue"),
+	}
+}
+
+func (d asynqDescs) all() []*prometheus.Desc {
+	return []*prometheus.Desc{d.enqueued, d.size, d.latency, d.memory, d.processed, d.failed}
+}
+
+// collect sends q's asynq_* metrics to ch.
+func (d asynqDescs) collect(ch chan<- prometheus.Metric, q *asynq.QueueInfo) {
+	byState := map[string]int{
+		"active": q.Active, "pending": q.Pending, "scheduled": q.Scheduled,
+		"retry": q.Retry, "archived": q.Archived, "completed": q.Completed,
+	}
+	for _, s := range asynqStates {
+		ch <- prometheus.MustNewConstMetric(d.enqueued, prometheus.GaugeValue, float64(byState[s]), q.Queue, s)
+	}
+	ch <- prometheus.MustNewConstMetric(d.size, prometheus.GaugeValue, float64(q.Size), q.Queue)
+	ch <- prometheus.MustNewConstMetric(d.latency, prometheus.GaugeValue, q.Latency.Seconds(), q.Queue)
+	ch <- prometheus.MustNewConstMetric(d.memory, prometheus.GaugeValue, float64(q.MemoryUsage), q.Queue)
+	ch <- prometheus.MustNewConstMetric(d.processed, prometheus.CounterValue, float64(q.ProcessedTotal), q.Queue)
+	ch <- prometheus.MustNewConstMetric(d.failed, prometheus.CounterValue, float64(q.FailedTotal), q.Queue)
 }
 
 func newQueueCollector(ns string, insp *asynq.Inspector, timeout time.Duration, log *zap.Logger) *queueCollector {
@@ -44,12 +96,13 @@ func newQueueCollector(ns string, insp *asynq.Inspector, timeout time.Duration, 
 			Namespace: ns, Subsystem: "queue", Name: "scrape_errors_total",
 			Help: "Reads of asynq queue statistics that failed or took too long, leaving queues out of a scrape.",
 		}),
+		asynq: newAsynqDescs(),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.tasks, c.latency, c.paused, c.processed, c.failed} {
+	for _, d := range append([]*prometheus.Desc{c.tasks, c.latency, c.paused, c.processed, c.failed}, c.asynq.all()...) {
 		ch <- d
 	}
 	c.scrapeErrors.Describe(ch)
@@ -82,6 +135,7 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, q.Queue)
 		ch <- prometheus.MustNewConstMetric(c.processed, prometheus.CounterValue, float64(q.ProcessedTotal), q.Queue)
 		ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(q.FailedTotal), q.Queue)
+		c.asynq.collect(ch, q)
 	}
 	c.scrapeErrors.Collect(ch)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -42,6 +43,26 @@ func queueStates(queue string, counts map[string]float64) map[string]float64 {
 	return out
 }
 
+// asynqStates returns the expected samples of queue's asynq_* families
+// that asynqmon charts, except latency and memory: asynq_tasks_enqueued_total
+// for each state asynq's exporter reports (the given counts, 0 for the
+// others), asynq_queue_size (every state but completed), and the processed
+// and failed totals.
+func asynqStates(queue string, counts map[string]float64, processed, failed float64) map[string]float64 {
+	out := make(map[string]float64)
+	size := 0.0
+	for _, s := range []string{"active", "pending", "scheduled", "retry", "archived", "completed"} {
+		out[fmt.Sprintf("asynq_tasks_enqueued_total{queue=%q,state=%q}", queue, s)] = counts[s]
+		if s != "completed" {
+			size += counts[s]
+		}
+	}
+	out[fmt.Sprintf("asynq_queue_size{queue=%q}", queue)] = size
+	out[fmt.Sprintf("asynq_tasks_processed_total{queue=%q}", queue)] = processed
+	out[fmt.Sprintf("asynq_tasks_failed_total{queue=%q}", queue)] = failed
+	return out
+}
+
 func TestQueueMetrics(t *testing.T) {
 	t.Parallel()
 	b := setup(t, metrics.Options{})
@@ -59,6 +80,16 @@ func TestQueueMetrics(t *testing.T) {
 	got := samples(t, b.x.Registry(), "forgeq_queue_tasks")
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("queue tasks (-want +got):\n%s", diff)
+	}
+
+	want = asynqStates("default", map[string]float64{"pending": 2}, 0, 0)
+	for k, v := range asynqStates("critical", map[string]float64{"pending": 1, "scheduled": 1}, 0, 0) {
+		want[k] = v
+	}
+	got = samples(t, b.x.Registry(), "asynq_tasks_enqueued_total", "asynq_queue_size",
+		"asynq_tasks_processed_total", "asynq_tasks_failed_total")
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("asynq_* queue metrics (-want +got):\n%s", diff)
 	}
 
 	err := testutil.GatherAndCompare(b.x.Registry(), strings.NewReader(`
@@ -82,9 +113,11 @@ forgeq_queue_scrape_errors_total 0
 		t.Error(err)
 	}
 
-	lat := samples(t, b.x.Registry(), "forgeq_queue_latency_seconds")
-	if len(lat) != 2 || lat[`forgeq_queue_latency_seconds{queue="default"}`] < 0 {
-		t.Errorf("latency samples = %v, want one per queue, not negative", lat)
+	// How long the oldest pending task has waited is checked on real Redis
+	// (TestQueueMetricsRedis); here only that each queue has one sample.
+	lat := samples(t, b.x.Registry(), "forgeq_queue_latency_seconds", "asynq_queue_latency_seconds")
+	if len(lat) != 4 {
+		t.Errorf("latency samples = %v, want one per queue and family", lat)
 	}
 }
 
@@ -226,6 +259,18 @@ func TestQueueMetricsRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	enqueue(t, rdb, "critical", 1, asynq.ProcessIn(time.Hour))
+	// A task on a queue no server takes, whose wait is backdated by 90s:
+	// asynq measures a queue's latency from the pending_since field of its
+	// oldest pending task's hash.
+	waiting, err := c.EnqueueContext(ctx, asynq.NewTask("q:ok", nil), asynq.Queue("waiting"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const waited = 90 * time.Second
+	backdated := time.Now()
+	if n, err := rdb.HSet(ctx, "asynq:{waiting}:t:"+waiting.ID, "pending_since", backdated.Add(-waited).UnixNano()).Result(); err != nil || n != 0 {
+		t.Fatalf("backdate pending_since: %d new fields, %v; want 0 (the field exists), nil", n, err)
+	}
 
 	mux := asynq.NewServeMux()
 	mux.Use(x.TaskMiddleware())
@@ -257,8 +302,43 @@ func TestQueueMetricsRedis(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	scrapeStart := time.Now()
 	got := samples(t, x.Registry(), "forgeq_tasks_processed_total", "forgeq_tasks_failed_total",
-		"forgeq_queue_processed_total", "forgeq_queue_failed_total", "forgeq_queue_tasks", "forgeq_queue_scrape_errors_total")
+		"forgeq_queue_processed_total", "forgeq_queue_failed_total", "forgeq_queue_tasks", "forgeq_queue_scrape_errors_total",
+		"forgeq_queue_latency_seconds",
+		"asynq_tasks_enqueued_total", "asynq_queue_size", "asynq_queue_latency_seconds",
+		"asynq_queue_memory_usage_approx_bytes", "asynq_tasks_processed_total", "asynq_tasks_failed_total")
+	scrapeEnd := time.Now()
+
+	// The waiting queue's latency is how long its task has waited, in
+	// seconds: between the backdated wait at the start and the end of the
+	// scrape.
+	lo, hi := (waited + scrapeStart.Sub(backdated)).Seconds(), (waited + scrapeEnd.Sub(backdated)).Seconds()
+	for _, name := range []string{"forgeq_queue_latency_seconds", "asynq_queue_latency_seconds"} {
+		for _, q := range []string{"default", "critical", "waiting"} {
+			k := fmt.Sprintf("%s{queue=%q}", name, q)
+			v, ok := got[k]
+			switch {
+			case !ok:
+				t.Errorf("no %s sample", k)
+			case q == "waiting" && (v < lo || v > hi):
+				t.Errorf("%s = %v, want the oldest pending task's wait, in [%v, %v]", k, v, lo, hi)
+			case q != "waiting" && v != 0:
+				t.Errorf("%s = %v, want 0 for a queue with no pending task", k, v)
+			}
+			delete(got, k)
+		}
+	}
+	// Memory use is an estimate by sampling: only check that each queue
+	// that holds tasks reports some.
+	for _, q := range []string{"default", "critical", "waiting"} {
+		k := fmt.Sprintf("asynq_queue_memory_usage_approx_bytes{queue=%q}", q)
+		if v := got[k]; v <= 0 {
+			t.Errorf("%s = %v, want > 0 for a queue holding tasks", k, v)
+		}
+		delete(got, k)
+	}
+
 	want := map[string]float64{
 		`forgeq_tasks_processed_total{queue="default",task_type="q:ok"}`:                     1,
 		`forgeq_tasks_processed_total{queue="critical",task_type="q:ok"}`:                    1,
@@ -270,15 +350,41 @@ func TestQueueMetricsRedis(t *testing.T) {
 		`forgeq_queue_processed_total{queue="critical"}`:                                     2,
 		`forgeq_queue_failed_total{queue="default"}`:                                         1,
 		`forgeq_queue_failed_total{queue="critical"}`:                                        1,
+		`forgeq_queue_processed_total{queue="waiting"}`:                                      0,
+		`forgeq_queue_failed_total{queue="waiting"}`:                                         0,
 		`forgeq_queue_scrape_errors_total`:                                                   0,
 	}
-	for k, v := range queueStates("default", map[string]float64{"archived": 1}) {
-		want[k] = v
-	}
-	for k, v := range queueStates("critical", map[string]float64{"scheduled": 1, "archived": 1}) {
-		want[k] = v
+	for _, m := range []map[string]float64{
+		queueStates("default", map[string]float64{"archived": 1}),
+		queueStates("critical", map[string]float64{"scheduled": 1, "archived": 1}),
+		queueStates("waiting", map[string]float64{"pending": 1}),
+		asynqStates("default", map[string]float64{"archived": 1}, 2, 1),
+		asynqStates("critical", map[string]float64{"scheduled": 1, "archived": 1}, 2, 1),
+		asynqStates("waiting", map[string]float64{"pending": 1}, 0, 0),
+	} {
+		for k, v := range m {
+			want[k] = v
+		}
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("metrics after processing (-want +got):\n%s", diff)
 	}
+
+	// /metrics serves every family that the asynqmon dashboard's charts
+	// query (asynqmon v0.7 metrics_handler.go), for each of our queues.
+	_, body := scrape(t, x.Handler())
+	for _, name := range asynqmonQueries {
+		for _, q := range []string{"default", "critical", "waiting"} {
+			if !regexp.MustCompile(`(?m)^` + name + `\{(.*,)?queue="` + q + `"[,}]`).MatchString(body) {
+				t.Errorf("/metrics has no %s sample for queue %s", name, q)
+			}
+		}
+	}
+}
+
+// asynqmonQueries are the metric families that asynqmon's charts query from
+// Prometheus.
+var asynqmonQueries = []string{
+	"asynq_queue_size", "asynq_queue_latency_seconds", "asynq_queue_memory_usage_approx_bytes",
+	"asynq_tasks_processed_total", "asynq_tasks_failed_total", "asynq_tasks_enqueued_total",
 }
