@@ -100,3 +100,41 @@ func wantHeader(tb testing.TB, resp response, name, want string) {
 		tb.Errorf("%s = %q, want %q", name, got, want)
 	}
 }
+
+// TestRateLimitFailsOpen checks what the API rate limiter does when Redis
+// cannot be asked: it lets the request through, logged, so that routes
+// that do not need Redis (the task types) still answer; authentication,
+// which needs Redis, still refuses (503) when credentials are configured.
+func TestRateLimitFailsOpen(t *testing.T) {
+	t.Parallel()
+	limit := func(o *web.Options) { o.RateLimit = cachemgr.PerMinute(3) }
+
+	t.Run("no credentials configured", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, limit)
+		b.mr.Close()
+		for i := range 4 { // over the limit, were it counted
+			resp := b.send(t, req{Path: "/api/task-types"})
+			if resp.Status != http.StatusOK || resp.Header.Get("X-RateLimit-Limit") != "" {
+				t.Fatalf("request %d with Redis down: status %d, X-RateLimit-Limit %q; want 200 without limit headers: %s",
+					i+1, resp.Status, resp.Header.Get("X-RateLimit-Limit"), resp.Body)
+			}
+		}
+		if n := b.logs.FilterMessage("rate limit check failed").Len(); n != 4 {
+			t.Errorf("%d log entries %q, want one a request", n, "rate limit check failed")
+		}
+	})
+
+	t.Run("credentials configured", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, withAuth, limit)
+		cookie := b.login(t)
+		b.mr.Close()
+		for _, q := range []req{
+			{Path: "/api/task-types", Cookie: cookie},
+			{Path: "/api/task-types", User: testUser, Pass: testPass},
+		} {
+			wantError(t, b.send(t, q), http.StatusServiceUnavailable, "unavailable")
+		}
+	})
+}
