@@ -138,6 +138,9 @@ type HTTP struct {
 	// RateLimit limits the API requests of each client; its zero value
 	// means no limit.
 	RateLimit RateLimit
+	// LoginRateLimit limits the password attempts (login and basic auth) of
+	// each client IP address; it is never the zero RateLimit.
+	LoginRateLimit RateLimit
 	// SessionTTL is how long a login session lives after its last use.
 	SessionTTL time.Duration
 	// CookieSecure sets the Secure flag on the session cookie, so browsers

@@ -64,6 +64,25 @@ func rateValue(field func(*Config) *RateLimit) func(*Config, any) error {
 	}
 }
 
+// loginRateValue applies a limit of password attempts given as
+// "requests/period". Unlike rateValue it refuses "off" and "0": without a
+// limit, anyone who reaches the web process could guess passwords as fast
+// as it answers.
+func loginRateValue(field func(*Config) *RateLimit) func(*Config, any) error {
+	return func(c *Config, v any) error {
+		s, err := text(v)
+		if err != nil {
+			return err
+		}
+		l, err := parseLimit(s, false)
+		if err != nil {
+			return err
+		}
+		*field(c) = l
+		return nil
+	}
+}
+
 // prefixesValue applies a comma-separated list (or, in a config file, a
 // list) of IP addresses and CIDR prefixes; an address stands for itself
 // alone.
@@ -126,12 +145,22 @@ var rateUnits = map[string]time.Duration{"s": time.Second, "m": time.Minute, "h"
 // parseRate parses "requests/period": requests a whole number of at least
 // 1, period a duration ("1s", "1m", "60") or a bare unit ("s", "m", "h").
 // "off" and "0" (in any case, around spaces) are the zero RateLimit.
-func parseRate(s string) (RateLimit, error) {
+func parseRate(s string) (RateLimit, error) { return parseLimit(s, true) }
+
+// parseLimit is parseRate; with allowOff false, "off" and "0" are errors
+// and no message offers them.
+func parseLimit(s string, allowOff bool) (RateLimit, error) {
 	t := strings.TrimSpace(s)
 	if strings.EqualFold(t, "off") || t == "0" {
+		if !allowOff {
+			return RateLimit{}, fmt.Errorf(`%q: this limit cannot be off; want requests/period ("5/1m", "20/1h")`, s)
+		}
 		return RateLimit{}, nil
 	}
-	const want = `want requests/period ("100/1s", "600/1m") or off`
+	want, orOff := `want requests/period ("100/1s", "600/1m") or off`, ", or off for no limit"
+	if !allowOff {
+		want, orOff = `want requests/period ("5/1m", "20/1h")`, ""
+	}
 	n, p, ok := strings.Cut(t, "/")
 	if !ok {
 		return RateLimit{}, fmt.Errorf("%q is not a rate limit; %s", s, want)
@@ -141,7 +170,7 @@ func parseRate(s string) (RateLimit, error) {
 		return RateLimit{}, fmt.Errorf("%q: requests %q is not a whole number; %s", s, strings.TrimSpace(n), want)
 	}
 	if rate < 1 {
-		return RateLimit{}, fmt.Errorf("%q: requests %d is too small; want 1 or more, or off for no limit", s, rate)
+		return RateLimit{}, fmt.Errorf("%q: requests %d is too small; want 1 or more%s", s, rate, orOff)
 	}
 	p = strings.TrimSpace(p)
 	period, ok := rateUnits[strings.ToLower(p)]

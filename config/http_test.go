@@ -57,6 +57,43 @@ func TestParseRate(t *testing.T) {
 	}
 }
 
+func TestParseLimitWithoutOff(t *testing.T) {
+	t.Parallel()
+
+	tests := []struct {
+		give    string
+		want    RateLimit
+		wantErr string // the whole message
+	}{
+		{give: "5/1m", want: RateLimit{Rate: 5, Period: time.Minute}},
+		{give: " 20 / h ", want: RateLimit{Rate: 20, Period: time.Hour}},
+		{give: "off", wantErr: `"off": this limit cannot be off; want requests/period ("5/1m", "20/1h")`},
+		{give: " 0 ", wantErr: `" 0 ": this limit cannot be off; want requests/period ("5/1m", "20/1h")`},
+		{give: "0/1m", wantErr: `"0/1m": requests 0 is too small; want 1 or more`},
+		{give: "5", wantErr: `"5" is not a rate limit; want requests/period ("5/1m", "20/1h")`},
+		{give: "x/1m", wantErr: `"x/1m": requests "x" is not a whole number; want requests/period ("5/1m", "20/1h")`},
+		{give: "5/0s", wantErr: `"5/0s": period "0s" is not positive`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseLimit(tt.give, false)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("error = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestRateLimitString(t *testing.T) {
 	t.Parallel()
 

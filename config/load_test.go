@@ -71,6 +71,7 @@ func defaults() config.Config {
 		HTTP: config.HTTP{
 			Addr:            "127.0.0.1:8080",
 			RateLimit:       config.RateLimit{Rate: 100, Period: time.Second},
+			LoginRateLimit:  config.RateLimit{Rate: 5, Period: time.Minute},
 			SessionTTL:      12 * time.Hour,
 			CookieSecure:    true,
 			TaskRetention:   24 * time.Hour,
@@ -152,6 +153,7 @@ http:
   auth_username: admin
   auth_password: "s3cret: pw"
   rate_limit: 600/1m
+  login_rate_limit: 20/1h
   session_ttl: 3600
   cookie_secure: no
   dashboard_read_only: true
@@ -215,6 +217,7 @@ addr = "off"
 auth_username = "admin"
 auth_password = "s3cret: pw"
 rate_limit = "600/1m"
+login_rate_limit = "20/1h"
 session_ttl = 3600
 cookie_secure = false
 dashboard_read_only = true
@@ -263,6 +266,7 @@ func TestLoadFile(t *testing.T) {
 			AuthUsername:           "admin",
 			AuthPassword:           "s3cret: pw",
 			RateLimit:              config.RateLimit{Rate: 600, Period: time.Minute},
+			LoginRateLimit:         config.RateLimit{Rate: 20, Period: time.Hour},
 			SessionTTL:             time.Hour,
 			CookieSecure:           false,
 			DashboardReadOnly:      true,
@@ -681,6 +685,17 @@ func TestLoadNormalises(t *testing.T) {
 			want:     func(c *config.Config) { c.HTTP.RateLimit = config.RateLimit{} },
 		},
 		{
+			name:    "login rate limit",
+			giveEnv: map[string]string{"HTTP_LOGIN_RATE_LIMIT": "10/1h"},
+			want:    func(c *config.Config) { c.HTTP.LoginRateLimit = config.RateLimit{Rate: 10, Period: time.Hour} },
+		},
+		{
+			name:     "login rate limit flag over env",
+			giveEnv:  map[string]string{"HTTP_LOGIN_RATE_LIMIT": "10/1h"},
+			giveArgs: []string{"--http-login-rate-limit", "3/m"},
+			want:     func(c *config.Config) { c.HTTP.LoginRateLimit = config.RateLimit{Rate: 3, Period: time.Minute} },
+		},
+		{
 			name:    "credentials",
 			giveEnv: map[string]string{"HTTP_AUTH_USERNAME": "admin", "HTTP_AUTH_PASSWORD": " pass word "},
 			want:    func(c *config.Config) { c.HTTP.AuthUsername, c.HTTP.AuthPassword = "admin", " pass word " },
@@ -914,6 +929,26 @@ func TestLoadErrors(t *testing.T) {
 			name:    "rate limit of zero requests",
 			giveEnv: map[string]string{"HTTP_RATE_LIMIT": "0/1m"},
 			wantErr: []string{`HTTP_RATE_LIMIT: "0/1m": requests 0 is too small; want 1 or more, or off for no limit`},
+		},
+		{
+			name:    "login rate limit off",
+			giveEnv: map[string]string{"HTTP_LOGIN_RATE_LIMIT": "off"},
+			wantErr: []string{`HTTP_LOGIN_RATE_LIMIT: "off": this limit cannot be off; want requests/period ("5/1m", "20/1h")`},
+		},
+		{
+			name:     "login rate limit 0",
+			giveArgs: []string{"--http-login-rate-limit=0"},
+			wantErr:  []string{`--http-login-rate-limit: "0": this limit cannot be off`},
+		},
+		{
+			name:    "login rate limit of zero requests",
+			giveEnv: map[string]string{"HTTP_LOGIN_RATE_LIMIT": "0/1m"},
+			wantErr: []string{`HTTP_LOGIN_RATE_LIMIT: "0/1m": requests 0 is too small; want 1 or more`},
+		},
+		{
+			name:    "login rate limit without a period",
+			giveEnv: map[string]string{"HTTP_LOGIN_RATE_LIMIT": "5"},
+			wantErr: []string{`HTTP_LOGIN_RATE_LIMIT: "5" is not a rate limit; want requests/period ("5/1m", "20/1h")`},
 		},
 		{
 			name:    "rate limit with a bad period",

@@ -213,6 +213,12 @@ var specs = withFlags([]spec{
 		apply: rateValue(func(c *Config) *RateLimit { return &c.HTTP.RateLimit }),
 	},
 	{
+		Setting: Setting{Key: "http.login_rate_limit", Env: "HTTP_LOGIN_RATE_LIMIT", Default: "5/1m",
+			Help: `Password attempts (login and basic auth) allowed per client IP address as requests/period ("5/1m", "20/1h", bursts up to requests); cannot be off`},
+		kind:  "rate",
+		apply: loginRateValue(func(c *Config) *RateLimit { return &c.HTTP.LoginRateLimit }),
+	},
+	{
 		Setting: Setting{Key: "http.session_ttl", Env: "HTTP_SESSION_TTL", Default: "12h",
 			Help: "How long a login session lives after its last use, as a duration or seconds; at least 1s"},
 		kind:  "duration",

@@ -140,7 +140,7 @@ func (s *Server) checkPassword(ctx context.Context, r *http.Request, user, pass 
 }
 
 // requireAuth lets through only authenticated requests, when credentials
-// are configured: the API's state-changing routes.
+// are configured: every /api/ route (see api).
 func (s *Server) requireAuth(next http.Handler) http.Handler {
 	if s.auth == nil {
 		return next

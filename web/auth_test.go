@@ -2,11 +2,17 @@ package web_test
 
 import (
 	"context"
+	"errors"
+	"maps"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/tasks"
@@ -60,26 +66,42 @@ func TestLoginSetsSessionCookie(t *testing.T) {
 	}
 }
 
+// TestSessionAuthorizesAndSlides runs on miniredis and on the real Redis
+// (see onEachRedis); it is not parallel for that reason.
 func TestSessionAuthorizesAndSlides(t *testing.T) {
-	t.Parallel()
-	b := setup(t, withAuth, func(o *web.Options) { o.SessionTTL = time.Hour })
-	cookie := b.login(t)
-	body := `{"payload":{"key":"k","work":1}}`
+	onEachRedis(t, tasksDB, testSessionAuthorizesAndSlides)
+}
 
-	// 50 minutes idle, then a request: the session lives another hour.
-	b.mr.FastForward(50 * time.Minute)
-	resp := b.send(t, req{Method: http.MethodPost, Path: "/api/tasks/" + tasks.TypeProcessData, Header: jsonHeader, Body: body, Cookie: cookie})
+func testSessionAuthorizesAndSlides(t *testing.T, setup setupFunc) {
+	const ttl = 2 * time.Second
+	b := setup(t, withAuth, func(o *web.Options) { o.SessionTTL = ttl })
+	cookie := b.login(t)
+
+	resp := b.send(t, req{Method: http.MethodPost, Path: "/api/tasks/" + tasks.TypeProcessData, Header: jsonHeader,
+		Body: `{"payload":{"key":"k","work":1}}`, Cookie: cookie})
 	if resp.Status != http.StatusAccepted {
 		t.Fatalf("enqueue with the session: status %d: %s", resp.Status, resp.Body)
 	}
-	b.mr.FastForward(50 * time.Minute)
-	resp = b.send(t, req{Method: http.MethodPost, Path: "/api/tasks/" + tasks.TypeProcessData, Header: jsonHeader, Body: body, Cookie: cookie})
-	if resp.Status != http.StatusAccepted {
-		t.Fatalf("enqueue 100 minutes after login: status %d, want 202 (sliding expiry): %s", resp.Status, resp.Body)
+	// Idle for half the TTL, three times over: each use gives the session
+	// another TTL, so it outlives the TTL it was created with.
+	for i := range 3 {
+		b.elapse(ttl / 2)
+		resp := b.send(t, req{Path: "/api/task-types", Cookie: cookie})
+		if resp.Status != http.StatusOK {
+			t.Fatalf("request %d, %v after login: status %d, want 200 (sliding expiry): %s",
+				i+1, time.Duration(i+1)*ttl/2, resp.Status, resp.Body)
+		}
 	}
-	b.mr.FastForward(61 * time.Minute)
-	resp = b.send(t, req{Method: http.MethodPost, Path: "/api/tasks/" + tasks.TypeProcessData, Header: jsonHeader, Body: body, Cookie: cookie})
-	wantError(t, resp, http.StatusUnauthorized, "unauthorized")
+	// Idle for longer than the TTL: the session is gone.
+	b.elapse(ttl + ttl/4)
+	resp = b.send(t, req{Path: "/api/task-types", Cookie: cookie})
+	if msg := wantError(t, resp, http.StatusUnauthorized, "unauthorized"); !strings.Contains(msg, "expired") {
+		t.Errorf("message %q does not say the session expired", msg)
+	}
+	var sess struct{ User string }
+	if err := b.m.GetSession(context.Background(), cookie, &sess); !errors.Is(err, cachemgr.ErrMiss) {
+		t.Errorf("GetSession after the TTL = %v, want ErrMiss", err)
+	}
 }
 
 func TestLogout(t *testing.T) {
@@ -196,12 +218,173 @@ func TestBasicAuth(t *testing.T) {
 	}
 }
 
-func TestReadsNeedNoCredentials(t *testing.T) {
+// TestWrongPasswordsAreThrottled runs on miniredis and on the real Redis
+// (see onEachRedis); it is not parallel for that reason.
+func TestWrongPasswordsAreThrottled(t *testing.T) {
+	onEachRedis(t, tasksDB, testWrongPasswordsAreThrottled)
+}
+
+func testWrongPasswordsAreThrottled(t *testing.T, setup setupFunc) {
+	const limit = 3 // a minute: one attempt back every 20s
+	enqueue := req{Method: http.MethodPost, Path: "/api/tasks/" + tasks.TypeProcessData, Header: jsonHeader,
+		Body: `{"payload":{"key":"k","work":1}}`}
+	loginAs := func(pass string) req {
+		return req{Method: http.MethodPost, Path: "/login", Header: jsonHeader,
+			Body: `{"username":"` + testUser + `","password":"` + pass + `"}`}
+	}
+	withBasic := func(q req, pass string) req {
+		q.User, q.Pass = testUser, pass
+		return q
+	}
+	tests := []struct {
+		name      string
+		giveWrong req // a wrong password, sent limit times
+		giveRight req // then the right one, refused
+	}{
+		{"login", loginAs("guess"), loginAs(testPass)},
+		{"basic auth", withBasic(enqueue, "guess"), withBasic(enqueue, testPass)},
+		{"basic auth, then login", withBasic(enqueue, "guess"), loginAs(testPass)},
+	}
+	// Not parallel: on the real Redis the bundles share asynq's keys, which
+	// the state comparison reads and the other client's enqueue changes.
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := setup(t, withAuth, func(o *web.Options) {
+				o.LoginLimit = cachemgr.PerMinute(limit)
+				o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+			})
+			from := func(q req, client string) req {
+				q.Header = maps.Clone(q.Header)
+				if q.Header == nil {
+					q.Header = map[string]string{}
+				}
+				q.Header["X-Forwarded-For"] = client
+				return q
+			}
+			const attacker, other = "192.0.2.7", "192.0.2.8"
+			for range limit {
+				wantError(t, b.send(t, from(tt.giveWrong, attacker)), http.StatusUnauthorized, "invalid_credentials")
+			}
+			before := b.state(t)
+			resp := b.send(t, from(tt.giveRight, attacker))
+			msg := wantError(t, resp, http.StatusTooManyRequests, "rate_limited")
+			if !strings.Contains(msg, "too many login attempts") {
+				t.Errorf("message %q does not say there were too many login attempts", msg)
+			}
+			if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 19 || ra > 20 {
+				t.Errorf("Retry-After = %q, want about 20 seconds", resp.Header.Get("Retry-After"))
+			}
+			if diff := cmp.Diff(before, b.state(t)); diff != "" {
+				t.Errorf("the throttled request changed Redis (-before +after):\n%s", diff)
+			}
+			// Another client is not throttled.
+			if resp := b.send(t, from(tt.giveRight, other)); resp.Status != http.StatusOK && resp.Status != http.StatusAccepted {
+				t.Errorf("the right password from another client: status %d, want 200 or 202: %s", resp.Status, resp.Body)
+			}
+		})
+	}
+}
+
+// TestAPINeedsCredentials checks which routes need credentials when they
+// are configured: every /api/ route (401 without, the route's answer with a
+// session or basic auth), and none of the health checks, /metrics and the
+// login routes.
+func TestAPINeedsCredentials(t *testing.T) {
 	t.Parallel()
-	b := setup(t, withAuth)
-	for _, path := range []string{"/health/live", "/health/redis", "/api/cache/report:1", "/api/task-types", "/login"} {
-		if resp := b.send(t, req{Path: path}); resp.Status != http.StatusOK {
-			t.Errorf("GET %s without credentials: status %d, want 200", path, resp.Status)
+	b := setup(t, withAuth, func(o *web.Options) {
+		o.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("# metrics\n")) })
+	})
+	resp := b.send(t, req{Method: http.MethodPost, Path: "/api/tasks/" + tasks.TypeProcessData, Header: jsonHeader,
+		Body: `{"payload":{"key":"k","work":1}}`, User: testUser, Pass: testPass})
+	if resp.Status != http.StatusAccepted {
+		t.Fatalf("enqueue with basic auth: status %d: %s", resp.Status, resp.Body)
+	}
+	statusURL := decode[struct {
+		StatusURL string `json:"status_url"`
+	}](t, resp).StatusURL
+	cookie := b.login(t)
+
+	apiRoutes := []struct {
+		name       string
+		give       req
+		wantStatus int
+	}{
+		{"cache-aside", req{Path: "/api/cache/report:1?work=1"}, http.StatusOK},
+		{"cache-aside HEAD", req{Method: http.MethodHead, Path: "/api/cache/report:2?work=1"}, http.StatusOK},
+		{"enqueue", req{Method: http.MethodPost, Path: "/api/tasks/" + tasks.TypeProcessData, Header: jsonHeader,
+			Body: `{"payload":{"key":"k","work":1}}`}, http.StatusAccepted},
+		{"task status", req{Path: statusURL}, http.StatusOK},
+		{"task types", req{Path: "/api/task-types"}, http.StatusOK},
+	}
+	for _, tt := range apiRoutes {
+		t.Run(tt.name, func(t *testing.T) {
+			before := b.state(t)
+			resp := b.send(t, tt.give)
+			if tt.give.Method == http.MethodHead {
+				if resp.Status != http.StatusUnauthorized {
+					t.Errorf("without credentials: status %d, want 401", resp.Status)
+				}
+			} else {
+				wantError(t, resp, http.StatusUnauthorized, "unauthorized")
+			}
+			if got := resp.Header.Get("WWW-Authenticate"); !strings.HasPrefix(got, "Basic ") {
+				t.Errorf("without credentials: WWW-Authenticate = %q, want a basic challenge", got)
+			}
+			if diff := cmp.Diff(before, b.state(t)); diff != "" {
+				t.Errorf("the refused request changed Redis (-before +after):\n%s", diff)
+			}
+
+			withSession := tt.give
+			withSession.Cookie = cookie
+			if resp := b.send(t, withSession); resp.Status != tt.wantStatus {
+				t.Errorf("with a session: status %d, want %d: %s", resp.Status, tt.wantStatus, resp.Body)
+			}
+			withBasic := tt.give
+			withBasic.User, withBasic.Pass = testUser, testPass
+			if resp := b.send(t, withBasic); resp.Status != tt.wantStatus {
+				t.Errorf("with basic auth: status %d, want %d: %s", resp.Status, tt.wantStatus, resp.Body)
+			}
+		})
+	}
+
+	openRoutes := []struct {
+		give       req
+		wantStatus int
+	}{
+		{req{Path: "/health/live"}, http.StatusOK},
+		{req{Path: "/health/ready"}, http.StatusOK},
+		{req{Path: "/health/redis"}, http.StatusOK},
+		{req{Path: "/metrics"}, http.StatusOK},
+		{req{Path: "/login"}, http.StatusOK},
+		{req{Method: http.MethodPost, Path: "/login", Header: jsonHeader,
+			Body: `{"username":"` + testUser + `","password":"` + testPass + `"}`}, http.StatusOK},
+		{req{Method: http.MethodPost, Path: "/logout"}, http.StatusOK},
+	}
+	for _, tt := range openRoutes {
+		if resp := b.send(t, tt.give); resp.Status != tt.wantStatus {
+			t.Errorf("%q %s without credentials: status %d, want %d: %s",
+				tt.give.Method, tt.give.Path, resp.Status, tt.wantStatus, resp.Body)
 		}
+	}
+}
+
+// TestAPIOpenWithoutConfiguredCredentials checks that with no credentials
+// configured (loopback only) the /api/ routes need none.
+func TestAPIOpenWithoutConfiguredCredentials(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, q := range []req{
+		{Path: "/api/cache/report:1?work=1"},
+		{Path: "/api/task-types"},
+		{Path: "/api/tasks/default/no-such-task"}, // 404: it got past authentication
+	} {
+		if resp := b.send(t, q); resp.Status == http.StatusUnauthorized {
+			t.Errorf("GET %s: status 401, want no authentication: %s", q.Path, resp.Body)
+		}
+	}
+	resp := b.send(t, req{Method: http.MethodPost, Path: "/api/tasks/" + tasks.TypeProcessData, Header: jsonHeader,
+		Body: `{"payload":{"key":"k","work":1}}`})
+	if resp.Status != http.StatusAccepted {
+		t.Errorf("enqueue: status %d, want 202: %s", resp.Status, resp.Body)
 	}
 }

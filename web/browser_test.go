@@ -52,9 +52,11 @@ var browserQueues = []struct {
 }
 
 // TestBrowserDashboard drives a real Chromium through the login flow to
-// the asynqmon dashboard and checks that it shows the queues the test
-// created, saving a screenshot as an artifact; then it checks that a wrong
-// password shows an error and sets no session cookie. It runs on the test
+// the asynqmon dashboard, over plain HTTP to 127.0.0.1 with the worker's
+// default Secure session cookie, which the browser must keep (Secure,
+// HttpOnly) and send back; it checks that the dashboard shows the queues
+// the test created, saving a screenshot as an artifact; then it checks
+// that a wrong password shows an error and sets no session cookie. It runs on the test
 // Redis, since the dashboard goes through asynq's own scripts.
 //
 //	REDIS_TEST_URL=redis://127.0.0.1:16379 FORGEQ_ARTIFACTS_DIR=/tmp/shots go test ./web -run BrowserDashboard -v
@@ -67,7 +69,14 @@ func TestBrowserDashboard(t *testing.T) {
 	enqueueBrowserTasks(t, rdb)
 	base := startServer(t, rdb, func(o *web.Options) {
 		o.AuthUsername, o.AuthPassword = testUser, testPass
+		// As the worker sets it by default (HTTP_COOKIE_SECURE=true):
+		// browsers keep a Secure cookie from http://127.0.0.1, which they
+		// treat as a secure context.
+		o.CookieSecure = true
 	})
+	if !strings.HasPrefix(base, "http://127.0.0.1:") {
+		t.Fatalf("base URL %s, want plain HTTP on 127.0.0.1", base)
+	}
 	tab := newBrowser(t, execPath)
 
 	loggedIn := t.Run("login", func(t *testing.T) {
@@ -89,8 +98,15 @@ func TestBrowserDashboard(t *testing.T) {
 		if c == nil {
 			t.Fatalf("no %s cookie after logging in", web.SessionCookie)
 		}
-		if !c.HTTPOnly {
-			t.Errorf("%s cookie is not HttpOnly", web.SessionCookie)
+		if !c.HTTPOnly || !c.Secure {
+			t.Errorf("%s cookie the browser keeps: HttpOnly %v, Secure %v; want both", web.SessionCookie, c.HTTPOnly, c.Secure)
+		}
+		// The browser sends it back over plain HTTP to 127.0.0.1: the
+		// dashboard's own API answers.
+		status := runStep(t, tab, chromedp.Evaluate[int](`fetch("/monitoring/api/queues").then((r) => r.status)`,
+			chromedp.EvalAwaitPromise))
+		if status != 200 {
+			t.Errorf("the dashboard's API from the logged-in page: status %d, want 200", status)
 		}
 	})
 	if !loggedIn {

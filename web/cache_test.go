@@ -89,8 +89,13 @@ func TestCacheAsideAnswersWhatIsCached(t *testing.T) {
 	}
 }
 
+// TestCacheAsideComputesOnce runs on miniredis and on the real Redis (see
+// onEachRedis); it is not parallel for that reason.
 func TestCacheAsideComputesOnce(t *testing.T) {
-	t.Parallel()
+	onEachRedis(t, tasksDB, testCacheAsideComputesOnce)
+}
+
+func testCacheAsideComputesOnce(t *testing.T, setup setupFunc) {
 	b := setup(t)
 	const (
 		callers = 20

@@ -47,13 +47,14 @@
 //
 // # Authentication
 //
-// With Options.AuthUsername and AuthPassword set, the dashboard and every
-// state-changing route (POST /api/tasks/{type}, the dashboard's API
-// writes) need a session cookie from POST /login or HTTP basic auth;
-// password attempts are limited per client address (Options.LoginLimit).
-// Without credentials nothing needs them, which [New] allows only on a
-// loopback address. Cross-origin browser requests that change state are
-// refused ([http.CrossOriginProtection]).
+// With Options.AuthUsername and AuthPassword set, every /api/ route and
+// the dashboard (its pages and its API) need a session cookie from POST
+// /login or HTTP basic auth; the health checks, /metrics, the login page,
+// POST /login and POST /logout stay open. Password attempts are limited
+// per client address (Options.LoginLimit). Without credentials nothing
+// needs them, which [New] allows only on a loopback address. Cross-origin
+// browser requests that change state are refused
+// ([http.CrossOriginProtection]).
 //
 // # Usage
 //

@@ -239,6 +239,18 @@ func TestBadInput(t *testing.T) {
 			wantStatus: http.StatusUnauthorized, wantCode: "unauthorized", wantInMsg: "authentication required",
 		},
 		{
+			name:       "cache-aside without credentials",
+			giveOpts:   withAuth,
+			give:       req{Path: "/api/cache/report:1?work=1"},
+			wantStatus: http.StatusUnauthorized, wantCode: "unauthorized", wantInMsg: "authentication required",
+		},
+		{
+			name:       "task status without credentials",
+			giveOpts:   withAuth,
+			give:       req{Path: "/api/tasks/default/some-task"},
+			wantStatus: http.StatusUnauthorized, wantCode: "unauthorized", wantInMsg: "authentication required",
+		},
+		{
 			name:       "malformed session cookie",
 			giveOpts:   withAuth,
 			give:       req{Method: http.MethodPost, Path: enqueuePath, Header: jsonHeader, Body: validTask, Cookie: "not-a-session"},
@@ -374,7 +386,7 @@ func TestBadInput(t *testing.T) {
 			if tt.prepare != nil {
 				tt.prepare(t, b, &q)
 			}
-			before := b.state()
+			before := b.state(t)
 
 			resp := b.send(t, q)
 			t.Logf("%d %s", resp.Status, resp.Body)
@@ -382,7 +394,7 @@ func TestBadInput(t *testing.T) {
 			if !strings.Contains(msg, tt.wantInMsg) {
 				t.Errorf("message %q does not contain %q", msg, tt.wantInMsg)
 			}
-			if diff := cmp.Diff(before, b.state()); diff != "" {
+			if diff := cmp.Diff(before, b.state(t)); diff != "" {
 				t.Errorf("the request changed Redis (-before +after):\n%s", diff)
 			}
 		})

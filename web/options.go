@@ -79,7 +79,7 @@ type Options struct {
 	// Zero: no limit.
 	RateLimit cachemgr.Limit
 	// LoginLimit limits password attempts (login and basic auth) per remote
-	// IP address. Default DefaultLoginLimit.
+	// IP address (HTTP_LOGIN_RATE_LIMIT). Default DefaultLoginLimit.
 	LoginLimit cachemgr.Limit
 
 	// AuthUsername and AuthPassword are the credentials of POST /login and

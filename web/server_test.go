@@ -3,11 +3,14 @@ package web_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +64,15 @@ func setup(tb testing.TB, mods ...func(*web.Options)) *testBundle {
 // setupOn is setup on a given client (mr may be nil).
 func setupOn(tb testing.TB, mr *miniredis.Miniredis, rdb redis.UniversalClient, mods ...func(*web.Options)) *testBundle {
 	tb.Helper()
-	m, err := cachemgr.NewFromClient(rdb, cachemgr.Options{})
+	return setupPrefixed(tb, mr, rdb, "", mods...)
+}
+
+// setupPrefixed is setupOn with a manager whose KeyPrefix is prefix (""
+// for the default), so that bundles sharing a database keep their cache
+// values, sessions and rate limits apart.
+func setupPrefixed(tb testing.TB, mr *miniredis.Miniredis, rdb redis.UniversalClient, prefix string, mods ...func(*web.Options)) *testBundle {
+	tb.Helper()
+	m, err := cachemgr.NewFromClient(rdb, cachemgr.Options{KeyPrefix: prefix})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -210,8 +221,13 @@ func decode[T any](tb testing.TB, resp response) T {
 }
 
 // state returns what Redis holds, except the rate limiters' state (which
-// every counted attempt changes): every key and its value.
-func (b *testBundle) state() string {
+// every counted attempt changes): every key and its value. On a real
+// Redis, only the keys of b's manager (its KeyPrefix) and asynq's count.
+func (b *testBundle) state(tb testing.TB) string {
+	tb.Helper()
+	if b.mr == nil {
+		return b.realState(tb)
+	}
 	var out strings.Builder
 	keep := false
 	for line := range strings.Lines(b.mr.Dump()) {
@@ -223,6 +239,54 @@ func (b *testBundle) state() string {
 		}
 	}
 	return out.String()
+}
+
+// realState is state on a real Redis: each key of b's manager and of
+// asynq, in order, with its type and its value (DUMP's serialization for
+// anything but a string).
+func (b *testBundle) realState(tb testing.TB) string {
+	tb.Helper()
+	ctx := context.Background()
+	var keys []string
+	for _, match := range []string{b.m.KeyPrefix() + "*", "asynq:*"} {
+		iter := b.rdb.Scan(ctx, 0, match, 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			tb.Fatalf("scan %s: %v", match, err)
+		}
+	}
+	slices.Sort(keys)
+	var out strings.Builder
+	for _, k := range keys {
+		typ, err := b.rdb.Type(ctx, k).Result()
+		if err != nil {
+			tb.Fatalf("type %s: %v", k, err)
+		}
+		var v string
+		if typ == "string" {
+			v, err = b.rdb.Get(ctx, k).Result()
+		} else {
+			v, err = b.rdb.Dump(ctx, k).Result()
+			v = hex.EncodeToString([]byte(v))
+		}
+		if err != nil && !errors.Is(err, redis.Nil) { // redis.Nil: it expired meanwhile
+			tb.Fatalf("read %s: %v", k, err)
+		}
+		fmt.Fprintf(&out, "%s %s %s\n", k, typ, v)
+	}
+	return out.String()
+}
+
+// elapse lets d pass for expiries in Redis: miniredis's clock moves on at
+// once, a real Redis needs real time.
+func (b *testBundle) elapse(d time.Duration) {
+	if b.mr != nil {
+		b.mr.FastForward(d)
+		return
+	}
+	time.Sleep(d)
 }
 
 // login logs in through POST /login and returns the session id.
@@ -325,7 +389,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if resp := send(t, base, req{Path: "/health/ready"}); resp.Status != http.StatusOK {
 		t.Fatalf("GET /health/ready: status %d: %s", resp.Status, resp.Body)
 	}
-	before := b.state()
+	before := b.state(t)
 
 	cancel()
 	// During the drain delay the listener is open: readiness fails, live
@@ -343,7 +407,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	resp := send(t, base, req{Method: http.MethodPost, Path: "/api/tasks/" + tasks.TypeProcessData,
 		Header: jsonHeader, Body: `{"payload":{"key":"k","work":1}}`})
 	wantError(t, resp, http.StatusServiceUnavailable, "shutting_down")
-	if diff := cmp.Diff(before, b.state()); diff != "" {
+	if diff := cmp.Diff(before, b.state(t)); diff != "" {
 		t.Errorf("Redis changed by a request refused while draining (-before +after):\n%s", diff)
 	}
 

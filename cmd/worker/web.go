@@ -16,6 +16,7 @@ func webOptions(c config.HTTP) web.Options {
 	return web.Options{
 		Addr:                   c.Addr,
 		RateLimit:              rateLimit(c.RateLimit),
+		LoginLimit:             rateLimit(c.LoginRateLimit),
 		AuthUsername:           c.AuthUsername,
 		AuthPassword:           c.AuthPassword,
 		SessionTTL:             c.SessionTTL,
@@ -30,7 +31,8 @@ func webOptions(c config.HTTP) web.Options {
 
 // rateLimit maps a configured rate limit onto the manager's, with bursts
 // of up to Rate requests (Burst 0). The zero RateLimit (off) maps to the
-// zero Limit, which the web process reads as no limit.
+// zero Limit, which the web process reads as no limit (RateLimit) or its
+// default (LoginLimit; config never gives a zero login limit).
 func rateLimit(l config.RateLimit) cachemgr.Limit {
 	return cachemgr.Limit{Rate: l.Rate, Period: l.Period}
 }

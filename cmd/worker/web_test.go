@@ -36,10 +36,12 @@ func TestWebOptions(t *testing.T) {
 			name: "defaults",
 			give: config.HTTP{
 				Addr: "127.0.0.1:8080", RateLimit: config.RateLimit{Rate: 100, Period: time.Second},
-				SessionTTL: 12 * time.Hour, CookieSecure: true, TaskRetention: 24 * time.Hour, ShutdownTimeout: 5 * time.Second,
+				LoginRateLimit: config.RateLimit{Rate: 5, Period: time.Minute},
+				SessionTTL:     12 * time.Hour, CookieSecure: true, TaskRetention: 24 * time.Hour, ShutdownTimeout: 5 * time.Second,
 			},
 			want: web.Options{
 				Addr: "127.0.0.1:8080", RateLimit: cachemgr.Limit{Rate: 100, Period: time.Second},
+				LoginLimit: cachemgr.Limit{Rate: 5, Period: time.Minute},
 				SessionTTL: 12 * time.Hour, CookieSecure: true, TaskRetention: 24 * time.Hour, ShutdownTimeout: 5 * time.Second,
 			},
 		},
@@ -47,11 +49,13 @@ func TestWebOptions(t *testing.T) {
 			name: "everything set, no rate limit",
 			give: config.HTTP{
 				Addr: "0.0.0.0:9000", AuthUsername: "admin", AuthPassword: "pw",
-				SessionTTL: time.Hour, DashboardReadOnly: true, DashboardPrometheusURL: "http://prometheus:9090",
+				LoginRateLimit: config.RateLimit{Rate: 20, Period: time.Hour},
+				SessionTTL:     time.Hour, DashboardReadOnly: true, DashboardPrometheusURL: "http://prometheus:9090",
 				TaskRetention: time.Minute, ShutdownTimeout: time.Second,
 			},
 			want: web.Options{
 				Addr: "0.0.0.0:9000", AuthUsername: "admin", AuthPassword: "pw",
+				LoginLimit: cachemgr.Limit{Rate: 20, Period: time.Hour},
 				SessionTTL: time.Hour, ReadOnlyDashboard: true, DashboardPrometheusURL: "http://prometheus:9090",
 				TaskRetention: time.Minute, ShutdownTimeout: time.Second,
 			},
@@ -68,7 +72,8 @@ func TestWebOptions(t *testing.T) {
 }
 
 // TestWebDefaults checks that the web process gets from the config's
-// defaults what it would choose itself, and the API rate limit.
+// defaults what it would choose itself (the login limit with its burst
+// left to the default of Rate), and the API rate limit.
 func TestWebDefaults(t *testing.T) {
 	t.Parallel()
 
@@ -77,11 +82,15 @@ func TestWebDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := webOptions(cfg.HTTP)
-	got := []any{o.Addr, o.SessionTTL, o.TaskRetention, o.ShutdownTimeout, o.RateLimit, o.CookieSecure}
+	got := []any{o.Addr, o.SessionTTL, o.TaskRetention, o.ShutdownTimeout, o.RateLimit, o.CookieSecure, o.LoginLimit}
+	login := web.DefaultLoginLimit
+	if login.Burst != login.Rate {
+		t.Fatalf("web.DefaultLoginLimit %+v has a burst other than its rate, which config cannot express", login)
+	}
 	want := []any{web.DefaultAddr, web.DefaultSessionTTL, web.DefaultTaskRetention, web.DefaultShutdownTimeout,
-		cachemgr.Limit{Rate: 100, Period: time.Second}, true}
+		cachemgr.Limit{Rate: 100, Period: time.Second}, true, cachemgr.Limit{Rate: login.Rate, Period: login.Period}}
 	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("addr, session TTL, retention, shutdown timeout, rate limit, secure cookie (-want +got)\n%s", d)
+		t.Errorf("addr, session TTL, retention, shutdown timeout, rate limit, secure cookie, login limit (-want +got)\n%s", d)
 	}
 }
 
@@ -498,9 +507,9 @@ func TestRunWeb(t *testing.T) {
 	}
 }
 
-// TestRunWebAuth runs the worker on every interface with credentials: the
-// API's state-changing routes and the dashboard want them, as basic auth
-// or a login session.
+// TestRunWebAuth runs the worker on every interface with credentials: every
+// /api/ route and the dashboard want them, as basic auth or a login
+// session.
 func TestRunWebAuth(t *testing.T) {
 	t.Parallel()
 
@@ -511,6 +520,9 @@ func TestRunWebAuth(t *testing.T) {
 		"HTTP_ADDR":            "0.0.0.0:0",
 		"HTTP_AUTH_USERNAME":   "admin",
 		"HTTP_AUTH_PASSWORD":   password,
+		// Two attempts a minute: a right password clears the count, so
+		// the test's own logins never hit it.
+		"HTTP_LOGIN_RATE_LIMIT": "2/1m",
 	})
 	if e := w.log.withMsg("worker starting"); len(e) != 1 || e[0]["http_auth"] != true {
 		t.Errorf("worker starting = %v, want http_auth true", e)
@@ -541,7 +553,21 @@ func TestRunWebAuth(t *testing.T) {
 	}
 	var task enqueued
 	res.decode(t, &task)
-	w.waitCompleted(t, task.StatusURL, nil) // reading a task needs no credentials
+	// Reading a task needs credentials too: it shows the payload and the
+	// result.
+	res = w.do(t, http.MethodGet, task.StatusURL, "", nil)
+	if res.status != http.StatusUnauthorized {
+		t.Errorf("GET %s without credentials: %d %s, want 401", task.StatusURL, res.status, res.body)
+	}
+	w.waitCompleted(t, task.StatusURL, basic("admin", password))
+	for _, path := range []string{"/api/cache/web:auth", "/api/task-types"} {
+		if res := w.do(t, http.MethodGet, path, "", nil); res.status != http.StatusUnauthorized {
+			t.Errorf("GET %s without credentials: %d %s, want 401", path, res.status, res.body)
+		}
+		if res := w.do(t, http.MethodGet, path, "", basic("admin", password)); res.status != http.StatusOK {
+			t.Errorf("GET %s with basic auth: %d %s, want 200", path, res.status, res.body)
+		}
+	}
 
 	// The dashboard sends a browser without a session to the login page.
 	res = w.do(t, http.MethodGet, "/monitoring/", "", nil)
@@ -563,6 +589,18 @@ func TestRunWebAuth(t *testing.T) {
 	res = w.do(t, http.MethodGet, "/monitoring/", "", func(r *http.Request) { r.AddCookie(session) })
 	if res.status != http.StatusOK {
 		t.Errorf("GET /monitoring/ with a session: %d", res.status)
+	}
+
+	// HTTP_LOGIN_RATE_LIMIT: of three wrong passwords in a row at most two
+	// are checked; then even the right one waits.
+	for range 3 {
+		res = w.do(t, http.MethodGet, "/api/task-types", "", basic("admin", "wrong"))
+	}
+	if res.status != http.StatusTooManyRequests || res.header.Get("Retry-After") == "" {
+		t.Errorf("third wrong password a minute with HTTP_LOGIN_RATE_LIMIT=2/1m: %d %s, want 429 with Retry-After", res.status, res.body)
+	}
+	if res = w.do(t, http.MethodGet, "/api/task-types", "", basic("admin", password)); res.status != http.StatusTooManyRequests {
+		t.Errorf("the right password after that: %d %s, want 429", res.status, res.body)
 	}
 
 	if err := w.stop(t); err != nil {
