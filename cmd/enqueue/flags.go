@@ -38,6 +38,7 @@ const (
 var configFlagsShown = map[string]bool{
 	"config":                         true,
 	"redis-url":                      true,
+	"redis-embedded-addr":            true,
 	"redis-socket-timeout":           true,
 	"redis-pool-size":                true,
 	"redis-key-prefix":               true,
@@ -252,8 +253,10 @@ Flags:
 %s
 Connection (flag, or environment variable as in the worker):
 %s
-With no Redis URL configured, enqueue connects to redis://127.0.0.1:6379,
-where ` + "`go run ./cmd/worker`" + ` serves its embedded Redis.
+With no Redis URL configured, enqueue connects to the Redis at
+REDIS_EMBEDDED_ADDR (default 127.0.0.1:6379), the address where
+` + "`go run ./cmd/worker`" + ` with the same settings uses a Redis or serves its
+embedded one.
 
 Exit codes: 0 success; 2 bad usage or input, nothing enqueued; 1 runtime
 failure (Redis unreachable; under --wait, the task failed or was archived;
