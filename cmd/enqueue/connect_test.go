@@ -136,6 +136,14 @@ func TestEmbeddedAddr(t *testing.T) {
 		}
 	})
 
+	t.Run("not an address", func(t *testing.T) {
+		t.Parallel()
+		r := runCmd(t, map[string]string{"REDIS_EMBEDDED_ADDR": "localhost"}, "", "data:process", `{"key": "k", "work": 1}`)
+		if r.code != exitUsage || !strings.Contains(r.stderr, `REDIS_EMBEDDED_ADDR: "localhost" is not host:port`) {
+			t.Errorf("exit %d, stderr %q; want 2, naming the variable and the value", r.code, r.stderr)
+		}
+	})
+
 	t.Run("a URL wins", func(t *testing.T) {
 		t.Parallel()
 		mr := miniredis.RunT(t)
