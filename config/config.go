@@ -27,8 +27,8 @@ type Config struct {
 // cache manager and asynq.
 type Redis struct {
 	// URL is the connection URL, in any form redisurl accepts. Empty means
-	// the worker uses localhost:6379 when a Redis answers there, and starts
-	// an embedded one otherwise.
+	// the Redis at EmbeddedAddr ([Redis.LocalURL]): the worker uses the one
+	// answering there, or starts an embedded one there.
 	URL string
 	// PoolSize is the connection pool size; 0 keeps go-redis's default of
 	// 10 per CPU.
@@ -45,12 +45,21 @@ type Redis struct {
 	// or must start, an embedded in-memory Redis.
 	Embedded string
 	// EmbeddedAddr is the host:port where the worker, when URL is empty,
-	// looks for a local Redis and otherwise starts the embedded one.
+	// looks for a local Redis and otherwise starts the embedded one, and
+	// where the enqueue CLI then connects.
 	EmbeddedAddr string
 	// TLS holds the certificate files for a rediss:// URL.
 	TLS TLS
 
 	tlsConfig *tls.Config
+}
+
+// LocalURL returns the URL of the Redis at EmbeddedAddr
+// ("redis://127.0.0.1:6379" by default): the Redis a process uses when URL
+// is empty. The worker uses the Redis answering there or starts its
+// embedded one there; the enqueue CLI connects there.
+func (r Redis) LocalURL() string {
+	return "redis://" + r.EmbeddedAddr
 }
 
 // Redacted returns URL with every password replaced by "xxxxx", for logs.

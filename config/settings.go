@@ -51,7 +51,7 @@ type spec struct {
 var specs = withFlags([]spec{
 	{
 		Setting: Setting{Key: "redis.url", Env: "REDIS_CONNECTION_URL",
-			Help: "Redis URL (redis://, rediss://, unix://, redis+sentinel://, redis+cluster://); empty: localhost:6379 if it answers, else an embedded Redis"},
+			Help: "Redis URL (redis://, rediss://, unix://, redis+sentinel://, redis+cluster://); empty: the Redis at REDIS_EMBEDDED_ADDR if one answers, else an embedded one there (the worker)"},
 		kind:  "string",
 		apply: stringValue(func(c *Config) *string { return &c.Redis.URL }, checkURL),
 	},
@@ -88,7 +88,7 @@ var specs = withFlags([]spec{
 	},
 	{
 		Setting: Setting{Key: "redis.embedded_addr", Env: "REDIS_EMBEDDED_ADDR", Default: "127.0.0.1:6379",
-			Help: "host:port where the worker, with no Redis URL set, looks for a local Redis and otherwise starts the embedded one"},
+			Help: "host:port where the worker, with no Redis URL set, looks for a local Redis and otherwise starts the embedded one; enqueue connects there too"},
 		kind:  "string",
 		apply: stringValue(func(c *Config) *string { return &c.Redis.EmbeddedAddr }, checkHostPort),
 	},

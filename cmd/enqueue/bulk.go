@@ -394,8 +394,9 @@ type bulkResult struct {
 
 // enqueueAll enqueues list with c.f.concurrency goroutines (asynq has no
 // batch API) on client, which should be autopipelined so that their
-// commands share round trips. A conflict (task id, unique lock) fails one task; any other
-// error stops the rest, since it means Redis is in trouble.
+// commands share round trips. A conflict that the checks before could not
+// see (a uniqueness lock in Redis, an id taken since) fails one task; any
+// other error stops the rest, since it means Redis is in trouble.
 //
 // A pipeline that fails on a network error is sent again, so a task may
 // reach Redis twice; the second attempt then conflicts with the first. For
@@ -423,8 +424,15 @@ func (c *cli) enqueueAll(ctx context.Context, client *asynq.Client, list []bulkT
 					res.states[i] = info.State.String()
 				case errors.Is(err, asynq.ErrTaskIDConflict) && list[i].ownID:
 					res.states[i] = "enqueued"
-				case errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask):
-					res.errs[i] = err
+				case errors.Is(err, asynq.ErrTaskIDConflict):
+					// takenIDs found the id free: another producer took it since.
+					res.errs[i] = fmt.Errorf("%w: queue %q got a task with id %q after the check, from another producer", err, list[i].queue, list[i].id)
+					failed.Add(1)
+					continue
+				case errors.Is(err, asynq.ErrDuplicateTask):
+					// asynq offers no public way to look for a uniqueness
+					// lock, so only the enqueue finds one.
+					res.errs[i] = fmt.Errorf("%w: an earlier %s task with the same payload holds its uniqueness lock on queue %q", err, list[i].typ, list[i].queue)
 					failed.Add(1)
 					continue
 				default:

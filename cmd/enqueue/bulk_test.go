@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -134,7 +135,7 @@ func TestBulkRuntimeFailure(t *testing.T) {
 	if !strings.Contains(r.stdout, "enqueued 2 of 3 tasks") || !strings.Contains(r.stdout, "1 failed") {
 		t.Errorf("stdout = %q", r.stdout)
 	}
-	if !strings.Contains(r.stderr, "line 2: task already exists") {
+	if !strings.Contains(r.stderr, `line 2: task already exists: an earlier data:process task with the same payload holds its uniqueness lock on queue "default"`) {
 		t.Errorf("stderr = %q", r.stderr)
 	}
 	if n := tb.queued(t); n != 3 {
@@ -182,5 +183,8 @@ func TestBulkOwnRetry(t *testing.T) {
 	res := c.enqueueAll(context.Background(), client, list) // as if each were sent again
 	if res.enqueued != 1 || res.failed != 1 || res.states[0] != "enqueued" || res.errs[1] == nil || res.stopped != nil {
 		t.Errorf("again: enqueued %d, failed %d, states %q, errs %v, stopped %v", res.enqueued, res.failed, res.states, res.errs, res.stopped)
+	}
+	if err := res.errs[1]; !errors.Is(err, asynq.ErrTaskIDConflict) || !strings.Contains(fmt.Sprint(err), `queue "default" got a task with id "given" after the check, from another producer`) {
+		t.Errorf("again: the given id's error is %v, want asynq.ErrTaskIDConflict saying what happened", err)
 	}
 }

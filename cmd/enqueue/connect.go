@@ -15,10 +15,6 @@ import (
 	"github.com/forgeq/forgeq/internal/bootstrap"
 )
 
-// defaultURL is where enqueue looks for Redis when none is configured: the
-// worker uses a Redis there, or serves its embedded one there.
-const defaultURL = "redis://127.0.0.1:6379"
-
 // fallbackPingTimeout bounds the first ping when no socket timeout is set.
 const fallbackPingTimeout = 5 * time.Second
 
@@ -42,12 +38,19 @@ func (c *cli) loadConfig(fs *pflag.FlagSet) (config.Config, error) {
 }
 
 // connect builds the manager on cfg and pings Redis, giving up after the
-// socket timeout. The caller closes the conn.
+// socket timeout. With no Redis URL configured it connects where the worker
+// then is: to the Redis at REDIS_EMBEDDED_ADDR, which the worker uses or
+// serves embedded. The caller closes the conn.
 func (c *cli) connect(ctx context.Context, cfg config.Config) (*conn, error) {
-	url, where := cfg.Redis.URL, "REDIS_CONNECTION_URL or --redis-url"
-	shown := cfg.Redis.Redacted()
+	url, shown := cfg.Redis.URL, cfg.Redis.Redacted()
+	where := "REDIS_CONNECTION_URL or --redis-url"
+	hint := "  Is Redis running there, and is the URL right?"
 	if url == "" {
-		url, shown, where = defaultURL, defaultURL, "the default, as no REDIS_CONNECTION_URL or --redis-url is set"
+		url = cfg.Redis.LocalURL()
+		shown = url
+		where = "REDIS_EMBEDDED_ADDR, as no REDIS_CONNECTION_URL or --redis-url is set"
+		hint = fmt.Sprintf("  Is the worker running? With no Redis URL set, `go run ./cmd/worker` uses or embeds a Redis at %s "+
+			"(REDIS_EMBEDDED_ADDR): give both the same REDIS_EMBEDDED_ADDR, or set REDIS_CONNECTION_URL", cfg.Redis.EmbeddedAddr)
 	}
 	log, err := bootstrap.NewLogger(cfg.Log, c.stderr)
 	if err != nil {
@@ -68,9 +71,8 @@ func (c *cli) connect(ctx context.Context, cfg config.Config) (*conn, error) {
 	if err := m.Ping(pctx); err != nil {
 		_ = m.Close()
 		_ = log.Sync()
-		return nil, fmt.Errorf("cannot reach Redis at %s (%s) after %v: %w\n"+
-			"  Is the worker running? `go run ./cmd/worker` serves Redis on 127.0.0.1:6379; "+
-			"otherwise set REDIS_CONNECTION_URL", shown, where, time.Since(start).Round(time.Millisecond), err)
+		return nil, fmt.Errorf("cannot reach Redis at %s (%s) after %v: %w\n%s",
+			shown, where, time.Since(start).Round(time.Millisecond), err, hint)
 	}
 	return &conn{
 		m:      m,

@@ -6,6 +6,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestRedisUnreachable: nothing listens at the URL. The command says so
@@ -65,7 +69,7 @@ func TestRedisSilent(t *testing.T) {
 }
 
 // TestDefaultURL: with no URL configured the command goes to
-// 127.0.0.1:6379 and says that this is the default.
+// 127.0.0.1:6379 and says where that address comes from.
 func TestDefaultURL(t *testing.T) {
 	t.Parallel()
 	c := &cli{stderr: io.Discard, getenv: func(k string) string {
@@ -80,7 +84,76 @@ func TestDefaultURL(t *testing.T) {
 		k.close()
 		t.Skip("a Redis answers on 127.0.0.1:6379")
 	}
-	if !strings.Contains(err.Error(), "redis://127.0.0.1:6379 (the default") {
+	if !strings.Contains(err.Error(), "redis://127.0.0.1:6379 (REDIS_EMBEDDED_ADDR, as no REDIS_CONNECTION_URL") {
 		t.Errorf("error = %q", err)
 	}
+}
+
+// TestEmbeddedAddr: with no URL configured the command connects where the
+// worker uses or embeds its Redis, REDIS_EMBEDDED_ADDR (or the flag
+// --redis-embedded-addr), and when nothing answers there it names that
+// address and asks whether the worker runs.
+func TestEmbeddedAddr(t *testing.T) {
+	t.Parallel()
+
+	t.Run("reaches the Redis there", func(t *testing.T) {
+		t.Parallel()
+		for _, viaFlag := range []bool{false, true} {
+			mr := miniredis.RunT(t)
+			env := map[string]string{"REDIS_EMBEDDED_ADDR": mr.Addr()}
+			args := []string{"data:process", `{"key": "k", "work": 1}`, "--id", "embedded-1"}
+			if viaFlag {
+				env = nil
+				args = append(args, "--redis-embedded-addr", mr.Addr())
+			}
+			r := runCmd(t, env, "", args...)
+			if r.code != exitOK {
+				t.Fatalf("flag %v: exit %d, stderr %q", viaFlag, r.code, r.stderr)
+			}
+			rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+			t.Cleanup(func() { rdb.Close() })
+			if _, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo("default", "embedded-1"); err != nil {
+				t.Errorf("flag %v: the task is not in the Redis at %s: %v", viaFlag, mr.Addr(), err)
+			}
+		}
+	})
+
+	t.Run("nothing there", func(t *testing.T) {
+		t.Parallel()
+		addr := strings.TrimSuffix(strings.TrimPrefix(closedURL(t), "redis://"), "/0")
+		r := runCmd(t, map[string]string{"REDIS_EMBEDDED_ADDR": addr, "REDIS_SOCKET_TIMEOUT": "1s"}, "", "data:process", `{"key": "k", "work": 1}`)
+		if r.code != exitFailure {
+			t.Fatalf("exit %d, want 1; stderr %q", r.code, r.stderr)
+		}
+		for _, want := range []string{
+			"cannot reach Redis at redis://" + addr + " (REDIS_EMBEDDED_ADDR, as no REDIS_CONNECTION_URL or --redis-url is set)",
+			"Is the worker running?",
+			"uses or embeds a Redis at " + addr,
+		} {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+			}
+		}
+	})
+
+	t.Run("not an address", func(t *testing.T) {
+		t.Parallel()
+		r := runCmd(t, map[string]string{"REDIS_EMBEDDED_ADDR": "localhost"}, "", "data:process", `{"key": "k", "work": 1}`)
+		if r.code != exitUsage || !strings.Contains(r.stderr, `REDIS_EMBEDDED_ADDR: "localhost" is not host:port`) {
+			t.Errorf("exit %d, stderr %q; want 2, naming the variable and the value", r.code, r.stderr)
+		}
+	})
+
+	t.Run("a URL wins", func(t *testing.T) {
+		t.Parallel()
+		mr := miniredis.RunT(t)
+		url := closedURL(t)
+		r := runCmd(t, map[string]string{"REDIS_CONNECTION_URL": url, "REDIS_EMBEDDED_ADDR": mr.Addr()}, "", "data:process", `{"key": "k", "work": 1}`)
+		if r.code != exitFailure || !strings.Contains(r.stderr, "cannot reach Redis at "+url+" (REDIS_CONNECTION_URL or --redis-url)") {
+			t.Errorf("exit %d, stderr %q; want 1, naming the URL", r.code, r.stderr)
+		}
+		if strings.Contains(r.stderr, "Is the worker running?") {
+			t.Errorf("stderr %q blames the worker for a URL set by hand", r.stderr)
+		}
+	})
 }

@@ -38,6 +38,7 @@ const (
 var configFlagsShown = map[string]bool{
 	"config":                         true,
 	"redis-url":                      true,
+	"redis-embedded-addr":            true,
 	"redis-socket-timeout":           true,
 	"redis-pool-size":                true,
 	"redis-key-prefix":               true,
@@ -71,7 +72,7 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 	fs.StringVar(&group, "group", "", "add the task to aggregation group `NAME`")
 	fs.BoolVar(&f.wait, "wait", false, "wait for the task to finish and print its result; exit 1 if it fails")
 	fs.StringVar(&f.waitTimeout, "wait-timeout", "", "give up waiting after `DURATION` (default: no limit)")
-	fs.StringVar(&f.file, "file", "", "enqueue every task of the JSON Lines `FILE` (- for stdin), all or nothing")
+	fs.StringVar(&f.file, "file", "", "enqueue every task of the JSON Lines `FILE` (- for stdin), each line checked before any is enqueued")
 	fs.IntVar(&f.concurrency, "concurrency", defaultConcurrency, "enqueue up to `N` tasks of a --file at once")
 	fs.BoolVar(&f.json, "json", false, "print JSON instead of text")
 	fs.BoolVar(&f.list, "list", false, "list the task types with their payload fields")
@@ -223,7 +224,7 @@ const usageText = `enqueue puts forgeq tasks on their queues.
 
 Usage:
   enqueue [flags] TYPE [PAYLOAD]     one task; PAYLOAD is JSON (- reads stdin)
-  enqueue [flags] --file FILE        every task of a JSON Lines file, all or nothing
+  enqueue [flags] --file FILE        every task of a JSON Lines file, checked first
   enqueue --list [--json]            the task types and their payload fields
 
 The payload comes from the PAYLOAD argument, --payload-file, or stdin when it
@@ -245,19 +246,26 @@ A --file line is one JSON object:
 with the optional fields queue, delay, at, max_retry, timeout, deadline,
 unique, id, retention and group, named and parsed like the flags; a duration
 is a string ("90s") or a number of seconds. Task flags given with --file are
-defaults for every line. Every line is checked first: one bad line, or a task
-id used twice or already in Redis, and nothing is enqueued.
+defaults for every line. Every line is checked first: one bad line, a task id
+used twice, the same unique task twice, or a task id its queue already has in
+Redis, and nothing is enqueued (exit 2). The check cannot see uniqueness locks
+in Redis, nor an id another producer takes meanwhile: such a task fails when it
+is enqueued, alone, the other tasks are enqueued, and the exit code is 1. A
+Redis failure part-way stops the run; the tasks enqueued before it stay.
 
 Flags:
 %s
 Connection (flag, or environment variable as in the worker):
 %s
-With no Redis URL configured, enqueue connects to redis://127.0.0.1:6379,
-where ` + "`go run ./cmd/worker`" + ` serves its embedded Redis.
+With no Redis URL configured, enqueue connects to the Redis at
+REDIS_EMBEDDED_ADDR (default 127.0.0.1:6379), the address where
+` + "`go run ./cmd/worker`" + ` with the same settings uses a Redis or serves its
+embedded one.
 
 Exit codes: 0 success; 2 bad usage or input, nothing enqueued; 1 runtime
-failure (Redis unreachable; under --wait, the task failed or was archived;
-with --file, some tasks could not be enqueued).
+failure (Redis unreachable; under --wait, the task was archived or the wait
+ended first; with --file, some tasks could not be enqueued while the others
+were).
 `
 
 // usage writes --help to w.

@@ -25,7 +25,7 @@ func TestHelp(t *testing.T) {
 		if r.code != exitOK {
 			t.Fatalf("%s: exit %d, stderr %q", give, r.code, r.stderr)
 		}
-		for _, want := range []string{"Usage:", "Examples:", "enqueue --file tasks.jsonl", "--wait", "--redis-url", "Exit codes:"} {
+		for _, want := range []string{"Usage:", "Examples:", "enqueue --file tasks.jsonl", "--wait", "--redis-url", "--redis-embedded-addr", "REDIS_EMBEDDED_ADDR (default 127.0.0.1:6379)", "Exit codes:"} {
 			if !strings.Contains(r.stdout, want) {
 				t.Errorf("%s: help lacks %q", give, want)
 			}

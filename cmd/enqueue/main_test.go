@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,10 +38,35 @@ type result struct {
 // stdin as its input.
 func runCmd(tb testing.TB, env map[string]string, stdin string, args ...string) result {
 	tb.Helper()
-	var out, errOut bytes.Buffer
+	var out, errOut syncBuffer
+	return runCmdTo(tb, &out, &errOut, env, stdin, args...)
+}
+
+// runCmdTo is runCmd writing to stdout and stderr as it runs, so that a
+// test may watch them from another goroutine.
+func runCmdTo(tb testing.TB, stdout, stderr *syncBuffer, env map[string]string, stdin string, args ...string) result {
+	tb.Helper()
 	start := time.Now()
-	code := run(context.Background(), args, func(k string) string { return env[k] }, strings.NewReader(stdin), &out, &errOut)
-	return result{code: code, stdout: out.String(), stderr: errOut.String(), took: time.Since(start)}
+	code := run(context.Background(), args, func(k string) string { return env[k] }, strings.NewReader(stdin), stdout, stderr)
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
+}
+
+// syncBuffer is a bytes.Buffer that is safe for concurrent use.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // testBundle is a real Redis database, flushed, with the environment that

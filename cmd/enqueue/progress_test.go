@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/creack/pty"
 )
 
 func TestPercentBar(t *testing.T) {
@@ -42,5 +45,58 @@ func TestPercentBarOff(t *testing.T) {
 	bar.finish(true, "done")
 	if got := buf.String(); got != "a retry note\n" {
 		t.Errorf("output = %q, want only the note", got)
+	}
+}
+
+// TestPercentBarAutoOnTerminal: under the default --progress auto, a
+// terminal on stderr gets the bar, unless --json asks for output for
+// programs.
+func TestPercentBarAutoOnTerminal(t *testing.T) {
+	t.Parallel()
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatalf("open a pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() {
+		tty.Close()
+		ptmx.Close()
+	})
+	read := make(chan string, 1)
+	go func() {
+		var buf bytes.Buffer
+		b := make([]byte, 4096)
+		for !strings.Contains(buf.String(), "\n") {
+			n, err := ptmx.Read(b)
+			buf.Write(b[:n])
+			if err != nil {
+				break
+			}
+		}
+		read <- buf.String()
+	}()
+
+	c := &cli{stderr: tty}
+	c.f.progress = "auto"
+	c.f.json = true
+	if c.showProgress() {
+		t.Error("a bar under --json")
+	}
+	c.f.json = false
+	if !c.showProgress() {
+		t.Fatal("no bar on a terminal under --progress auto")
+	}
+	bar := c.newPercentBar("data:process active")
+	bar.set(37, "computing: 37 of 100 rounds")
+	bar.finish(true, "done")
+
+	select {
+	case out := <-read:
+		for _, want := range []string{"37% |", "computing: 37 of 100 rounds", "100% |" + strings.Repeat("█", 30) + "|"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("terminal output lacks %q: %q", want, out)
+			}
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the bar wrote no line to the terminal within 5s")
 	}
 }

@@ -42,7 +42,7 @@ type redisTarget struct {
 // lost on exit. The caller closes it.
 func selectRedis(ctx context.Context, r config.Redis, log *zap.Logger) (redisTarget, error) {
 	addr := r.EmbeddedAddr
-	local := "redis://" + addr
+	local := r.LocalURL()
 	if r.URL != "" {
 		if r.Embedded == "true" {
 			return redisTarget{}, usageError{errors.New("REDIS_EMBEDDED (redis.embedded) is true but REDIS_CONNECTION_URL (redis.url) is set: the worker never embeds a Redis when a URL is given; unset one of them")}

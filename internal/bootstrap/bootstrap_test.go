@@ -1,11 +1,18 @@
 package bootstrap
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
+	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
@@ -41,5 +48,68 @@ func TestNewLoggerJSONWhenNotATerminal(t *testing.T) {
 	}
 	if _, err := NewLogger(config.Log{Level: "loud"}, &buf); err == nil || !strings.Contains(err.Error(), "loud") {
 		t.Errorf("bad level: %v", err)
+	}
+}
+
+// openTerminal returns the two sides of a new pseudo-terminal: what a
+// process writes to tty can be read from ptmx.
+func openTerminal(tb testing.TB) (ptmx, tty *os.File) {
+	tb.Helper()
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		tb.Fatalf("open a pseudo-terminal: %v", err)
+	}
+	tb.Cleanup(func() {
+		tty.Close()
+		ptmx.Close()
+	})
+	return ptmx, tty
+}
+
+// readLine reads from r until a line end, or fails after timeout.
+func readLine(tb testing.TB, r io.Reader, timeout time.Duration) string {
+	tb.Helper()
+	got := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(r).ReadString('\n')
+		got <- line
+	}()
+	select {
+	case line := <-got:
+		return line
+	case <-time.After(timeout):
+		tb.Fatalf("nothing read within %v", timeout)
+		return ""
+	}
+}
+
+// TestNewLoggerConsoleOnATerminal: under "auto" a logger writing to a
+// terminal uses zap's console format with coloured levels; "json" forces
+// JSON there too.
+func TestNewLoggerConsoleOnATerminal(t *testing.T) {
+	ptmx, tty := openTerminal(t)
+	if !IsTerminal(tty) {
+		t.Fatal("IsTerminal is false for a pseudo-terminal")
+	}
+
+	log, err := NewLogger(config.Log{Level: "info", Format: "auto"}, tty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("worker started", zap.String("queue", "default"))
+	line := readLine(t, ptmx, 5*time.Second)
+	console := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3}\t\x1b\[34mINFO\x1b\[0m\tworker started\t\{"queue": "default"\}\r?\n$`)
+	if !console.MatchString(line) {
+		t.Errorf("line = %q, want the console format with a blue INFO", line)
+	}
+
+	log, err = NewLogger(config.Log{Level: "info", Format: "json"}, tty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("shown")
+	var m map[string]any
+	if line := readLine(t, ptmx, 5*time.Second); json.Unmarshal([]byte(line), &m) != nil || m["msg"] != "shown" {
+		t.Errorf("LOG_FORMAT=json on a terminal: line = %q, want JSON", line)
 	}
 }

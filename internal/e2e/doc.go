@@ -2,7 +2,11 @@
 // separate processes against real Redis deployments: several workers on one
 // Redis, on a Redis Cluster and on Sentinel with a failover in the middle of
 // a run, and the whole stack (worker, web process, dashboard, enqueue CLI)
-// over TLS and as a restricted ACL user.
+// over TLS and as a restricted ACL user. The newcomer tests run the README's
+// quick start: a worker with nothing configured (so it embeds a Redis) and
+// the enqueue CLI finding it with no Redis setting, once with pipes and once
+// on pseudo-terminals, where the worker logs in console format and the CLI
+// draws its progress bar.
 //
 // It has no code besides its tests. The processes and private Redis servers
 // come from internal/proctest; the shared Cluster, TLS and ACL servers from

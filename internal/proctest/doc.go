@@ -19,7 +19,9 @@
 // the test, then the given variables) and captures its stdout and stderr:
 // [Proc.Logs], [Proc.WaitForLog], [Proc.JSONLogLines] (the worker logs JSON
 // when its stderr is not a terminal), [Proc.Signal], [Proc.Kill],
-// [Proc.Wait]. The output also goes to a file in the test's temp dir, and is
+// [Proc.Wait]. [StartTerminal] runs it on a pseudo-terminal instead, for
+// what a program does differently on a terminal (colours, progress bars,
+// console logs). The output also goes to a file in the test's temp dir, and is
 // printed (its tail) when the test fails; with FORGEQ_ARTIFACTS_DIR set, a
 // failed test's process logs are copied there.
 //

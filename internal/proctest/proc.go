@@ -45,12 +45,13 @@ type Proc struct {
 // binary that reported a data race fails the test.
 func Start(tb testing.TB, path string, env []string, args ...string) *Proc {
 	tb.Helper()
-	return start(tb, failTail, path, env, args...)
+	return start(tb, failTail, false, path, env, args...)
 }
 
 // start is Start, printing at most tail bytes of the output when the test
-// fails.
-func start(tb testing.TB, tail int, path string, env []string, args ...string) *Proc {
+// fails, with the process on a pseudo-terminal when terminal is true (see
+// StartTerminal).
+func start(tb testing.TB, tail int, terminal bool, path string, env []string, args ...string) *Proc {
 	tb.Helper()
 
 	dir := tb.TempDir()
@@ -64,14 +65,23 @@ func start(tb testing.TB, tail int, path string, env []string, args ...string) *
 	cmd.Env = baseEnv()
 	cmd.Env = append(cmd.Env, env...)
 	out := &output{file: f}
-	cmd.Stdout = out.stream(&out.stdout)
-	cmd.Stderr = out.stream(&out.stderr)
-	// A grandchild holding the output pipes open must not keep Wait
-	// from returning once the process itself has exited.
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		tb.Fatalf("proctest: start %s: %v", path, err)
+	var term *terminalOutput
+	if terminal {
+		var err error
+		if term, err = startOnTerminal(cmd, out.stream(&out.stderr)); err != nil {
+			f.Close()
+			tb.Fatalf("proctest: start %s on a terminal: %v", path, err)
+		}
+	} else {
+		cmd.Stdout = out.stream(&out.stdout)
+		cmd.Stderr = out.stream(&out.stderr)
+		// A grandchild holding the output pipes open must not keep Wait
+		// from returning once the process itself has exited.
+		cmd.WaitDelay = 5 * time.Second
+		if err := cmd.Start(); err != nil {
+			f.Close()
+			tb.Fatalf("proctest: start %s: %v", path, err)
+		}
 	}
 	p := &Proc{
 		name:    fmt.Sprintf("%s[%d]", filepath.Base(path), cmd.Process.Pid),
@@ -81,7 +91,10 @@ func start(tb testing.TB, tail int, path string, env []string, args ...string) *
 		done:    make(chan struct{}),
 	}
 	go func() {
-		p.waitErr = cmd.Wait() // returns after stdout and stderr are copied
+		p.waitErr = cmd.Wait() // with pipes, returns after stdout and stderr are copied
+		if term != nil {
+			term.drain()
+		}
 		out.flush()
 		close(p.done)
 	}()

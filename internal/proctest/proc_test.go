@@ -118,3 +118,29 @@ func TestProcTimeoutAndKill(t *testing.T) {
 		t.Error("Signal after exit: no error")
 	}
 }
+
+// TestStartTerminal: the process finds a terminal on stdin, stdout and
+// stderr, of the promised size, and what it writes to either arrives
+// through Stderr and Logs, up to its last byte.
+func TestStartTerminal(t *testing.T) {
+	t.Parallel()
+
+	p := proctest.StartTerminal(t, "/bin/sh", nil, "-c",
+		`for fd in 0 1 2; do [ -t $fd ] && echo "fd $fd is a terminal"; done; stty size; echo to-stderr >&2; printf 'no newline'`)
+	code, err := p.Wait(10 * time.Second)
+	if err != nil || code != 0 {
+		t.Fatalf("Wait: %d, %v; output %q", code, err, p.Stderr())
+	}
+	out := strings.ReplaceAll(p.Stderr(), "\r\n", "\n")
+	for _, want := range []string{"fd 0 is a terminal\n", "fd 1 is a terminal\n", "fd 2 is a terminal\n", "40 120\n", "to-stderr\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q: %q", want, out)
+		}
+	}
+	if !strings.HasSuffix(out, "no newline") {
+		t.Errorf("output %q lacks its last bytes %q", out, "no newline")
+	}
+	if !strings.Contains(p.Logs(), "to-stderr") || p.Stdout() != "" {
+		t.Errorf("Logs() = %q, Stdout() = %q; want the lines in Logs and nothing in Stdout", p.Logs(), p.Stdout())
+	}
+}

@@ -128,7 +128,7 @@ func (r *Redis) start() error {
 	port := r.port
 	r.mu.Unlock()
 
-	p := start(r.tb, redisLogTail, r.bin, nil, r.argv(port)...)
+	p := start(r.tb, redisLogTail, false, r.bin, nil, r.argv(port)...)
 	p.name = fmt.Sprintf("redis-server[%d]:%d", p.Pid(), port)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	deadline := time.Now().Add(redisStartTimeout)
