@@ -155,8 +155,11 @@ func (c *queueCollector) read() ([]*asynq.QueueInfo, []error) {
 	}
 	done := make(chan queueRead, 1) // never blocks the reader
 	go func() {
-		defer c.reading.Store(false)
-		done <- c.readAll()
+		r := c.readAll()
+		// Done before the result is handed over, so that a scrape right
+		// after this one does not find the read still running.
+		c.reading.Store(false)
+		done <- r
 	}()
 	timer := time.NewTimer(c.timeout)
 	defer timer.Stop()

@@ -388,3 +388,17 @@ var asynqmonQueries = []string{
 	"asynq_queue_size", "asynq_queue_latency_seconds", "asynq_queue_memory_usage_approx_bytes",
 	"asynq_tasks_processed_total", "asynq_tasks_failed_total", "asynq_tasks_enqueued_total",
 }
+
+// Scrapes that follow each other at once all read the queues: a read that
+// has returned its result is not "still running".
+func TestQueueScrapesBackToBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t, metrics.Options{})
+	enqueue(t, b.rdb, "default", 1)
+	for i := range 300 {
+		got := samples(t, b.x.Registry(), "forgeq_queue_scrape_errors_total")
+		if n := got["forgeq_queue_scrape_errors_total"]; n != 0 {
+			t.Fatalf("scrape %d: %v scrape errors", i, n)
+		}
+	}
+}
