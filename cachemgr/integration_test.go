@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/internal/proctest"
 	"github.com/forgeq/forgeq/internal/redistest"
 )
 
@@ -402,6 +404,31 @@ func TestRealTLS(t *testing.T) {
 	// And a TLS config on a plain URL is refused.
 	if _, err := cachemgr.New(cachemgr.Options{URL: "redis://127.0.0.1:1", TLSConfig: &tls.Config{}}); !errors.Is(err, cachemgr.ErrInvalidArgument) {
 		t.Errorf("TLS config on redis:// = %v", err)
+	}
+}
+
+// A unix:// URL reaches a real redis-server on its socket, with the
+// database it names.
+func TestRealUnixSocket(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(t.TempDir(), "redis.sock")
+	r := proctest.RedisServer(t, "--unixsocket", sock, "--unixsocketperm", "700")
+	ctx := context.Background()
+	m := newReal(t, "unix://"+sock+"?db=2", cachemgr.Options{})
+	if err := m.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.SetAsync(ctx, "k", "over a socket", 0).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := m.Get(ctx, "k"); err != nil || v != "over a socket" {
+		t.Errorf("Get = %q, %v", v, err)
+	}
+	// The value is in database 2 of that server, seen over TCP.
+	tcp := redis.NewClient(&redis.Options{Addr: r.Addr(), DB: 2})
+	defer tcp.Close()
+	if v, err := tcp.Get(ctx, m.Key("k")).Result(); err != nil || v != "over a socket" {
+		t.Errorf("over TCP, db 2: %q, %v", v, err)
 	}
 }
 
