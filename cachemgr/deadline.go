@@ -76,14 +76,22 @@ func (ds *deadlines) at(now time.Time) context.Context {
 // for a pooled connection and between retries), and the round trip ends
 // within the deadline anyway.
 func (m *Manager) roundTrip(ctx context.Context) context.Context {
+	return m.roundTripAt(ctx, time.Now())
+}
+
+// roundTripAt is roundTrip for a call that has read the clock already.
+func (m *Manager) roundTripAt(ctx context.Context, now time.Time) context.Context {
 	if m.opTimeout <= 0 || ctx.Err() != nil {
 		return ctx
 	}
-	now := time.Now()
 	if d, ok := ctx.Deadline(); ok && d.Sub(now) <= m.opTimeout {
 		return ctx
 	}
-	return &boundCtx{Context: m.deadlines.at(now), values: ctx}
+	shared := m.deadlines.at(now)
+	if ctx == context.Background() {
+		return shared // no values to carry
+	}
+	return &boundCtx{Context: shared, values: ctx}
 }
 
 // boundCtx is a shared deadline context carrying a caller's values

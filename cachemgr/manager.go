@@ -145,12 +145,13 @@ func (m *Manager) DefaultTTL() time.Duration { return m.opts.DefaultTTL }
 // Get returns the value stored under key. It returns ErrMiss when the key
 // does not exist and ErrClosed after Close.
 func (m *Manager) Get(ctx context.Context, key string) (string, error) {
-	defer m.stats.took(OpGet, time.Now())
+	start := time.Now()
+	defer m.stats.took(OpGet, start)
 	if err := m.check(key); err != nil {
 		m.stats.read(OpGet, err)
 		return "", err
 	}
-	ctx = m.roundTrip(ctx)
+	ctx = m.roundTripAt(ctx, start)
 	v, err := m.rdb.Get(ctx, m.prefix+key).Result()
 	err = m.wrap("get", key, err)
 	m.stats.read(OpGet, err)
@@ -162,10 +163,11 @@ func (m *Manager) Get(ctx context.Context, key string) (string, error) {
 // time.Time or encoding.BinaryMarshaler; use SetJSON for other types.
 // Errors wrap ErrInvalidArgument for a bad key, TTL or value.
 func (m *Manager) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
-	defer m.stats.took(OpSet, time.Now())
+	start := time.Now()
+	defer m.stats.took(OpSet, start)
 	v, exp, err := m.setArgs(key, value, ttl)
 	if err == nil {
-		ctx := m.roundTrip(ctx)
+		ctx := m.roundTripAt(ctx, start)
 		err = m.wrap("set", key, m.rdb.Set(ctx, m.prefix+key, v, exp).Err())
 	}
 	m.stats.record(OpSet, err)
