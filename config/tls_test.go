@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,19 +10,26 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
+	"maps"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
+	"github.com/forgeq/forgeq/internal/proctest"
 )
 
 // pki is a CA and the certificates it signed, as PEM files.
 type pki struct {
 	caCert, caKey         string // files
 	clientCert, clientKey string // files
+	serverCert, serverKey string // files
 	ca                    *x509.Certificate
 	caPriv                *ecdsa.PrivateKey
 	clientDER, serverDER  []byte // certificates, to check against
@@ -65,11 +73,14 @@ func newPKI(tb testing.TB) *pki {
 	p.clientCert = writePEM(tb, dir, "client.pem", "CERTIFICATE", p.clientDER)
 	p.clientKey = writePEM(tb, dir, "client-key.pem", "PRIVATE KEY", marshalKey(tb, clientPriv))
 
+	serverPriv := newKey(tb)
 	p.serverDER = p.sign(tb, 3, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: p.serverName},
 		DNSNames:    []string{p.serverName},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, newKey(tb))
+	}, serverPriv)
+	p.serverCert = writePEM(tb, dir, "server.pem", "CERTIFICATE", p.serverDER)
+	p.serverKey = writePEM(tb, dir, "server-key.pem", "PRIVATE KEY", marshalKey(tb, serverPriv))
 	return p
 }
 
@@ -288,4 +299,58 @@ func TestLoadTLS(t *testing.T) {
 			t.Error("TLSConfig() is not nil; want the URL's own TLS defaults")
 		}
 	})
+}
+
+// Mutual TLS against a real redis-server that requires client
+// certificates, with every file made here: the settings a user gives
+// (REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE,
+// REDIS_TLS_SERVER_NAME) connect; without the client certificate, or with
+// another CA, the server or the client refuses.
+func TestLoadTLSRealServer(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	tlsPort := proctest.FreePort(t)
+	proctest.RedisServer(t,
+		"--tls-port", strconv.Itoa(tlsPort),
+		"--tls-cert-file", p.serverCert,
+		"--tls-key-file", p.serverKey,
+		"--tls-ca-cert-file", p.caCert,
+		"--tls-auth-clients", "yes")
+	url := fmt.Sprintf("rediss://127.0.0.1:%d", tlsPort)
+	mutual := map[string]string{
+		"REDIS_CONNECTION_URL":  url,
+		"REDIS_TLS_CA_FILE":     p.caCert,
+		"REDIS_TLS_CERT_FILE":   p.clientCert,
+		"REDIS_TLS_KEY_FILE":    p.clientKey,
+		"REDIS_TLS_SERVER_NAME": p.serverName,
+	}
+	ping := func(t *testing.T, e map[string]string) error {
+		t.Helper()
+		cfg, err := config.Load(nil, env(e))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := cachemgr.New(cachemgr.Options{URL: cfg.Redis.URL, TLSConfig: cfg.Redis.TLSConfig(), SocketTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		return m.Ping(context.Background())
+	}
+	if err := ping(t, mutual); err != nil {
+		t.Fatalf("Ping with the client certificate: %v", err)
+	}
+
+	noClient := maps.Clone(mutual)
+	delete(noClient, "REDIS_TLS_CERT_FILE")
+	delete(noClient, "REDIS_TLS_KEY_FILE")
+	if err := ping(t, noClient); err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Errorf("Ping without a client certificate = %v, want the server's \"certificate required\"", err)
+	}
+
+	otherCA := maps.Clone(mutual)
+	otherCA["REDIS_TLS_CA_FILE"] = newPKI(t).caCert
+	if err := ping(t, otherCA); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("Ping trusting another CA = %v, want a certificate error", err)
+	}
 }
