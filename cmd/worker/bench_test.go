@@ -11,6 +11,8 @@ import (
 	"io"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -226,10 +228,11 @@ func benchmarkPickup(b *testing.B, impl string, env map[string]string, rawCfg as
 	lat := newLatencies(pickupRate * int(pickupFor/time.Second))
 	onTask := func(p pickupPayload) { lat.add(time.Duration(time.Now().UnixNano() - p.EnqueuedNS)) }
 	var (
-		all     []time.Duration
-		idleCPU time.Duration
-		sent    int
-		sentFor time.Duration
+		all          []time.Duration
+		idleCPU      time.Duration
+		idleRedisCPU time.Duration
+		sent         int
+		sentFor      time.Duration
 	)
 	for range b.N {
 		b.StopTimer()
@@ -244,9 +247,10 @@ func benchmarkPickup(b *testing.B, impl string, env map[string]string, rawCfg as
 		// second.
 		time.Sleep(200 * time.Millisecond)
 		runtime.GC()
-		before := processCPU(b)
+		before, redisBefore := processCPU(b), redisCPU(b, rdb)
 		time.Sleep(idleFor)
 		idleCPU += processCPU(b) - before
+		idleRedisCPU += redisCPU(b, rdb) - redisBefore
 
 		b.StartTimer()
 		n, took := enqueueSteady(b, rdb, pickupRate, pickupFor)
@@ -266,6 +270,7 @@ func benchmarkPickup(b *testing.B, impl string, env map[string]string, rawCfg as
 		b.ReportMetric(ms(quantile(all, p.q)), p.unit)
 	}
 	b.ReportMetric(100*idleCPU.Seconds()/(float64(b.N)*idleFor.Seconds()), "idle-cpu-%")
+	b.ReportMetric(100*idleRedisCPU.Seconds()/(float64(b.N)*idleFor.Seconds()), "idle-redis-cpu-%")
 	b.ReportMetric(float64(sent)/sentFor.Seconds(), "sent-tasks/s")
 }
 
@@ -376,6 +381,31 @@ func processCPU(tb testing.TB) time.Duration {
 		tb.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// redisCPU returns the CPU time (user + system) the Redis server behind rdb
+// has used since it started, from INFO cpu: what an idle worker's polling
+// costs on the server's side. The benchmark's Redis serves nothing else
+// while it runs.
+func redisCPU(tb testing.TB, rdb *redis.Client) time.Duration {
+	tb.Helper()
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		name, v, ok := strings.Cut(line, ":")
+		if !ok || (name != "used_cpu_sys" && name != "used_cpu_user") {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			tb.Fatalf("INFO cpu %s: %v", name, err)
+		}
+		total += f
+	}
+	return time.Duration(total * float64(time.Second))
 }
 
 // benchServer is an asynq server and its handler, ready to start.
