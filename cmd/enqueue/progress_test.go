@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
+	"github.com/forgeq/forgeq/internal/proctest"
 )
 
 func TestPercentBar(t *testing.T) {
@@ -53,14 +53,7 @@ func TestPercentBarOff(t *testing.T) {
 // programs.
 func TestPercentBarAutoOnTerminal(t *testing.T) {
 	t.Parallel()
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		t.Fatalf("open a pseudo-terminal: %v", err)
-	}
-	t.Cleanup(func() {
-		tty.Close()
-		ptmx.Close()
-	})
+	ptmx, tty := proctest.Terminal(t)
 	read := make(chan string, 1)
 	go func() {
 		var buf bytes.Buffer

@@ -5,17 +5,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
+	"github.com/forgeq/forgeq/internal/proctest"
 )
 
 func TestManagerOptions(t *testing.T) {
@@ -51,21 +50,6 @@ func TestNewLoggerJSONWhenNotATerminal(t *testing.T) {
 	}
 }
 
-// openTerminal returns the two sides of a new pseudo-terminal: what a
-// process writes to tty can be read from ptmx.
-func openTerminal(tb testing.TB) (ptmx, tty *os.File) {
-	tb.Helper()
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		tb.Fatalf("open a pseudo-terminal: %v", err)
-	}
-	tb.Cleanup(func() {
-		tty.Close()
-		ptmx.Close()
-	})
-	return ptmx, tty
-}
-
 // readLine reads from r until a line end, or fails after timeout.
 func readLine(tb testing.TB, r io.Reader, timeout time.Duration) string {
 	tb.Helper()
@@ -87,7 +71,7 @@ func readLine(tb testing.TB, r io.Reader, timeout time.Duration) string {
 // terminal uses zap's console format with coloured levels; "json" forces
 // JSON there too.
 func TestNewLoggerConsoleOnATerminal(t *testing.T) {
-	ptmx, tty := openTerminal(t)
+	ptmx, tty := proctest.Terminal(t)
 	if !IsTerminal(tty) {
 		t.Fatal("IsTerminal is false for a pseudo-terminal")
 	}

@@ -35,6 +35,22 @@ func StartTerminal(tb testing.TB, path string, env []string, args ...string) *Pr
 	return start(tb, failTail, true, path, env, args...)
 }
 
+// Terminal opens a new pseudo-terminal for a test that hands tty to code
+// of its own (as a logger's or a progress bar's output) and reads what it
+// draws from ptmx. Cleanup closes both.
+func Terminal(tb testing.TB) (ptmx, tty *os.File) {
+	tb.Helper()
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		tb.Fatalf("proctest: open a pseudo-terminal: %v", err)
+	}
+	tb.Cleanup(func() {
+		tty.Close()
+		ptmx.Close()
+	})
+	return ptmx, tty
+}
+
 // terminalOutput copies what a process writes to its terminal.
 type terminalOutput struct {
 	ptmx   *os.File      // the terminal's master side
