@@ -47,34 +47,17 @@ func checkAuth(h HTTP, where map[string]string, failed map[string]bool) []error 
 	return nil
 }
 
-// rateValue applies a rate limit given as "requests/period", or "off" or
-// "0" for none.
-func rateValue(field func(*Config) *RateLimit) func(*Config, any) error {
+// rateValue applies a rate limit given as "requests/period"; with
+// allowOff, "off" and "0" mean none. The limit of password attempts does
+// not allow off: without it, anyone who reaches the web process could
+// guess passwords as fast as it answers.
+func rateValue(field func(*Config) *RateLimit, allowOff bool) func(*Config, any) error {
 	return func(c *Config, v any) error {
 		s, err := text(v)
 		if err != nil {
 			return err
 		}
-		l, err := parseRate(s)
-		if err != nil {
-			return err
-		}
-		*field(c) = l
-		return nil
-	}
-}
-
-// loginRateValue applies a limit of password attempts given as
-// "requests/period". Unlike rateValue it refuses "off" and "0": without a
-// limit, anyone who reaches the web process could guess passwords as fast
-// as it answers.
-func loginRateValue(field func(*Config) *RateLimit) func(*Config, any) error {
-	return func(c *Config, v any) error {
-		s, err := text(v)
-		if err != nil {
-			return err
-		}
-		l, err := parseLimit(s, false)
+		l, err := parseLimit(s, allowOff)
 		if err != nil {
 			return err
 		}

@@ -210,13 +210,13 @@ var specs = withFlags([]spec{
 		Setting: Setting{Key: "http.rate_limit", Env: "HTTP_RATE_LIMIT", Default: "100/1s",
 			Help: `API requests allowed per client (user, else IP address) as requests/period ("100/1s", "600/1m", bursts up to requests); off or 0: no limit`},
 		kind:  "rate",
-		apply: rateValue(func(c *Config) *RateLimit { return &c.HTTP.RateLimit }),
+		apply: rateValue(func(c *Config) *RateLimit { return &c.HTTP.RateLimit }, true),
 	},
 	{
 		Setting: Setting{Key: "http.login_rate_limit", Env: "HTTP_LOGIN_RATE_LIMIT", Default: "5/1m",
 			Help: `Password attempts (login and basic auth) allowed per client IP address as requests/period ("5/1m", "20/1h", bursts up to requests); cannot be off`},
 		kind:  "rate",
-		apply: loginRateValue(func(c *Config) *RateLimit { return &c.HTTP.LoginRateLimit }),
+		apply: rateValue(func(c *Config) *RateLimit { return &c.HTTP.LoginRateLimit }, false),
 	},
 	{
 		Setting: Setting{Key: "http.session_ttl", Env: "HTTP_SESSION_TTL", Default: "12h",
