@@ -158,6 +158,9 @@ type HTTP struct {
 	CookieSecure bool
 	// DashboardReadOnly makes the dashboard view-only.
 	DashboardReadOnly bool
+	// MetricsAuth makes /metrics need the credentials too; [Load] allows
+	// it only with AuthUsername and AuthPassword.
+	MetricsAuth bool
 	// DashboardPrometheusURL is the base URL of a Prometheus server that
 	// scrapes the worker, for the dashboard's charts; empty: no charts.
 	DashboardPrometheusURL string

@@ -12,10 +12,12 @@ import (
 	"github.com/forgeq/forgeq/internal/redisurl"
 )
 
-// Keys of the web process's credentials.
+// Keys of the web process's credentials, and of the setting that needs
+// them.
 const (
 	keyAuthUsername = "http.auth_username"
 	keyAuthPassword = "http.auth_password"
+	keyMetricsAuth  = "http.metrics_auth"
 )
 
 // checkUsername accepts a username that HTTP basic auth can carry: no colon
@@ -43,6 +45,9 @@ func checkAuth(h HTTP, where map[string]string, failed map[string]bool) []error 
 	case h.AuthPassword != "" && h.AuthUsername == "":
 		return []error{fmt.Errorf("%s: a password is set without a username (%s); give both or neither",
 			where[keyAuthPassword], names(keyAuthUsername))}
+	case h.MetricsAuth && h.AuthUsername == "" && !failed[keyMetricsAuth]:
+		return []error{fmt.Errorf("%s: true needs credentials to check; set %s and %s",
+			where[keyMetricsAuth], names(keyAuthUsername), names(keyAuthPassword))}
 	}
 	return nil
 }

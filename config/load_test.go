@@ -884,6 +884,11 @@ func TestLoadErrors(t *testing.T) {
 			wantErr: []string{`HTTP_ADDR: "localhost:http": port "http" is not a number`},
 		},
 		{
+			name:    "metrics auth without credentials",
+			giveEnv: map[string]string{"HTTP_METRICS_AUTH": "true"},
+			wantErr: []string{`HTTP_METRICS_AUTH: true needs credentials to check; set HTTP_AUTH_USERNAME or --http-auth-username and HTTP_AUTH_PASSWORD or --http-auth-password`},
+		},
+		{
 			name:    "username without password",
 			giveEnv: map[string]string{"HTTP_AUTH_USERNAME": "admin"},
 			wantErr: []string{`HTTP_AUTH_USERNAME: "admin" is set without a password (HTTP_AUTH_PASSWORD or --http-auth-password); give both or neither`},

@@ -237,6 +237,12 @@ var specs = withFlags([]spec{
 		apply: boolValue(func(c *Config) *bool { return &c.HTTP.DashboardReadOnly }),
 	},
 	{
+		Setting: Setting{Key: keyMetricsAuth, Env: "HTTP_METRICS_AUTH", Default: "false",
+			Help: "Make /metrics need the credentials too (a session or basic auth; configure Prometheus's basic_auth); needs HTTP_AUTH_USERNAME and HTTP_AUTH_PASSWORD"},
+		kind:  "bool",
+		apply: boolValue(func(c *Config) *bool { return &c.HTTP.MetricsAuth }),
+	},
+	{
 		Setting: Setting{Key: "http.dashboard_prometheus_url", Env: "HTTP_DASHBOARD_PROMETHEUS_URL",
 			Help: "Base URL of a Prometheus server that scrapes the worker's /metrics, for the dashboard's charts (the worker queries it; the page shows it to browsers); empty: no charts"},
 		kind:  "string",

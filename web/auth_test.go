@@ -368,6 +368,35 @@ func TestAPINeedsCredentials(t *testing.T) {
 	}
 }
 
+// With MetricsAuth, /metrics needs the credentials like the API: a
+// Prometheus scrapes it with basic auth. The health checks stay open.
+func TestMetricsAuth(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withAuth, func(o *web.Options) {
+		o.MetricsAuth = true
+		o.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("# metrics\n")) })
+	})
+	resp := b.send(t, req{Path: "/metrics"})
+	wantError(t, resp, http.StatusUnauthorized, "unauthorized")
+	if got := resp.Header.Get("WWW-Authenticate"); !strings.HasPrefix(got, "Basic ") {
+		t.Errorf("WWW-Authenticate = %q, want a basic challenge for Prometheus", got)
+	}
+	if resp := b.send(t, req{Path: "/metrics", User: testUser, Pass: "wrong password"}); resp.Status != http.StatusUnauthorized {
+		t.Errorf("with a wrong password: status %d, want 401", resp.Status)
+	}
+	for name, r := range map[string]req{
+		"basic auth": {Path: "/metrics", User: testUser, Pass: testPass},
+		"a session":  {Path: "/metrics", Cookie: b.login(t)},
+	} {
+		if resp := b.send(t, r); resp.Status != http.StatusOK || string(resp.Body) != "# metrics\n" {
+			t.Errorf("with %s: status %d, body %q", name, resp.Status, resp.Body)
+		}
+	}
+	if resp := b.send(t, req{Path: "/health/ready"}); resp.Status != http.StatusOK {
+		t.Errorf("/health/ready: status %d, want 200 without credentials", resp.Status)
+	}
+}
+
 // TestAPIOpenWithoutConfiguredCredentials checks that with no credentials
 // configured (loopback only) the /api/ routes need none.
 func TestAPIOpenWithoutConfiguredCredentials(t *testing.T) {

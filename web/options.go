@@ -67,6 +67,10 @@ type Options struct {
 
 	// Metrics, when not nil, is served at GET /metrics.
 	Metrics http.Handler
+	// MetricsAuth makes GET /metrics need the credentials too (a session or
+	// basic auth, as Prometheus's basic_auth sends). It needs
+	// AuthUsername and AuthPassword. false: /metrics is open.
+	MetricsAuth bool
 	// Middleware, when not nil, wraps every request just inside the
 	// outermost layer (request id, access log, panic recovery), so it sees
 	// the final status of every response, panics included. The request it
@@ -154,6 +158,8 @@ func (o *Options) init() error {
 		return fmt.Errorf("%w: set both HTTP_AUTH_USERNAME and HTTP_AUTH_PASSWORD, or neither", ErrInvalidOptions)
 	case strings.Contains(o.AuthUsername, ":"):
 		return fmt.Errorf("%w: HTTP_AUTH_USERNAME contains a colon, which basic auth cannot carry", ErrInvalidOptions)
+	case o.MetricsAuth && o.AuthUsername == "":
+		return fmt.Errorf("%w: HTTP_METRICS_AUTH needs HTTP_AUTH_USERNAME and HTTP_AUTH_PASSWORD", ErrInvalidOptions)
 	case o.AuthUsername == "" && !loopback:
 		return fmt.Errorf("%w: HTTP_ADDR %q is not a loopback address: set HTTP_AUTH_USERNAME and HTTP_AUTH_PASSWORD, "+
 			"or listen on 127.0.0.1", ErrNoCredentials, o.Addr)

@@ -96,6 +96,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"compute work too large", web.Options{Manager: m, ComputeWork: web.MaxComputeWork + 1}},
 		{"negative drain delay", web.Options{Manager: m, DrainDelay: -time.Second}},
 		{"negative cache ttl", web.Options{Manager: m, CacheTTL: -2}},
+		{"metrics auth without credentials", web.Options{Manager: m, MetricsAuth: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

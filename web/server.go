@@ -88,7 +88,11 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /logout", s.logout)
 
 	if s.o.Metrics != nil {
-		mux.Handle("GET /metrics", s.o.Metrics)
+		metrics := s.o.Metrics
+		if s.o.MetricsAuth {
+			metrics = s.requireAuth(metrics)
+		}
+		mux.Handle("GET /metrics", metrics)
 	}
 	mux.Handle(dashboardRoot+"/", s.dashboard())
 	return mux

@@ -22,6 +22,7 @@ func webOptions(c config.HTTP) web.Options {
 		SessionTTL:             c.SessionTTL,
 		CookieSecure:           c.CookieSecure,
 		ReadOnlyDashboard:      c.DashboardReadOnly,
+		MetricsAuth:            c.MetricsAuth,
 		DashboardPrometheusURL: c.DashboardPrometheusURL,
 		TaskRetention:          c.TaskRetention,
 		ShutdownTimeout:        c.ShutdownTimeout,

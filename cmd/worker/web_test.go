@@ -50,13 +50,13 @@ func TestWebOptions(t *testing.T) {
 			give: config.HTTP{
 				Addr: "0.0.0.0:9000", AuthUsername: "admin", AuthPassword: "pw",
 				LoginRateLimit: config.RateLimit{Rate: 20, Period: time.Hour},
-				SessionTTL:     time.Hour, DashboardReadOnly: true, DashboardPrometheusURL: "http://prometheus:9090",
+				SessionTTL:     time.Hour, DashboardReadOnly: true, DashboardPrometheusURL: "http://prometheus:9090", MetricsAuth: true,
 				TaskRetention: time.Minute, ShutdownTimeout: time.Second,
 			},
 			want: web.Options{
 				Addr: "0.0.0.0:9000", AuthUsername: "admin", AuthPassword: "pw",
 				LoginLimit: cachemgr.Limit{Rate: 20, Period: time.Hour},
-				SessionTTL: time.Hour, ReadOnlyDashboard: true, DashboardPrometheusURL: "http://prometheus:9090",
+				SessionTTL: time.Hour, ReadOnlyDashboard: true, DashboardPrometheusURL: "http://prometheus:9090", MetricsAuth: true,
 				TaskRetention: time.Minute, ShutdownTimeout: time.Second,
 			},
 		},
