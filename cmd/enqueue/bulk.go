@@ -96,7 +96,7 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 	}
 	c.warnUnserved(k, sortedKeys(queues), false)
 
-	return c.report(c.enqueueAll(ctx, client, list))
+	return c.report(c.enqueueAll(ctx, client, insp, list))
 }
 
 // checkLines reads and checks every line of r. It returns the tasks, or
@@ -399,10 +399,11 @@ type bulkResult struct {
 // other error stops the rest, since it means Redis is in trouble.
 //
 // A pipeline that fails on a network error is sent again, so a task may
-// reach Redis twice; the second attempt then conflicts with the first. For
-// a task whose id was generated here, that conflict can only be such a
-// retry, and the task counts as enqueued.
-func (c *cli) enqueueAll(ctx context.Context, client *asynq.Client, list []bulkTask) bulkResult {
+// reach Redis twice; the second attempt then conflicts with the first (on
+// its id, or on its own uniqueness lock). So on a conflict the task's id is
+// looked up with insp: when its queue holds a task of that id with the same
+// type and payload, the task is there, and counts as enqueued.
+func (c *cli) enqueueAll(ctx context.Context, client *asynq.Client, insp *asynq.Inspector, list []bulkTask) bulkResult {
 	res := bulkResult{tasks: list, states: make([]string, len(list)), errs: make([]error, len(list))}
 	bar := c.newCountBar(len(list))
 	start := time.Now()
@@ -419,27 +420,24 @@ func (c *cli) enqueueAll(ctx context.Context, client *asynq.Client, list []bulkT
 				if bar != nil {
 					_ = bar.Add(1)
 				}
+				var state string
 				switch {
 				case err == nil:
-					res.states[i] = info.State.String()
-				case errors.Is(err, asynq.ErrTaskIDConflict) && list[i].ownID:
-					res.states[i] = "enqueued"
-				case errors.Is(err, asynq.ErrTaskIDConflict):
-					// takenIDs found the id free: another producer took it since.
-					res.errs[i] = fmt.Errorf("%w: queue %q got a task with id %q after the check, from another producer", err, list[i].queue, list[i].id)
-					failed.Add(1)
-					continue
-				case errors.Is(err, asynq.ErrDuplicateTask):
-					// asynq offers no public way to look for a uniqueness
-					// lock, so only the enqueue finds one.
-					res.errs[i] = fmt.Errorf("%w: an earlier %s task with the same payload holds its uniqueness lock on queue %q", err, list[i].typ, list[i].queue)
-					failed.Add(1)
-					continue
-				default:
+					state = info.State.String()
+				case isConflict(err):
+					state, err = landed(insp, list[i], err)
+					if isConflict(err) { // this task alone fails
+						res.errs[i] = err
+						failed.Add(1)
+						continue
+					}
+				}
+				if err != nil {
 					res.errs[i] = err
 					failed.Add(1)
 					return err
 				}
+				res.states[i] = state
 				enqueued.Add(1)
 			}
 		})
@@ -552,4 +550,32 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// isConflict reports whether err is a task id or uniqueness conflict.
+func isConflict(err error) bool {
+	return errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask)
+}
+
+// landed looks up t after its enqueue failed with conflict. When t's queue
+// holds a task with t's id, type and payload (an earlier send of t itself),
+// it returns that task's state. Otherwise it returns conflict saying what
+// holds the id or the lock, or the lookup's error.
+func landed(insp *asynq.Inspector, t bulkTask, conflict error) (state string, err error) {
+	ti, err := insp.GetTaskInfo(t.queue, t.id)
+	switch {
+	case err == nil && ti.Type == t.typ && bytes.Equal(ti.Payload, t.task.Payload()):
+		return ti.State.String(), nil
+	case err == nil && errors.Is(conflict, asynq.ErrTaskIDConflict):
+		// takenIDs found the id free: another producer took it since.
+		return "", fmt.Errorf("%w: queue %q got another task (%s) with id %q after the check", conflict, t.queue, ti.Type, t.id)
+	case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		if errors.Is(conflict, asynq.ErrTaskIDConflict) {
+			return "", fmt.Errorf("%w: queue %q had a task with id %q when this one was enqueued", conflict, t.queue, t.id)
+		}
+		// asynq offers no public way to look for a uniqueness lock, so
+		// only the enqueue finds one.
+		return "", fmt.Errorf("%w: an earlier %s task with the same payload holds its uniqueness lock on queue %q", conflict, t.typ, t.queue)
+	}
+	return "", fmt.Errorf("look up task id %q after %v: %w", t.id, conflict, err)
 }

@@ -151,9 +151,10 @@ func TestBulkRuntimeFailure(t *testing.T) {
 	}
 }
 
-// TestBulkOwnRetry: a conflict on an id enqueue generated itself can only
-// be its own write sent twice, so the task counts as enqueued; a conflict
-// on an id from the file is a failure.
+// TestBulkOwnRetry: a task sent twice (a pipeline resent after a network
+// error) conflicts with itself, on its id or on its own uniqueness lock; it
+// counts as enqueued, whether its id was generated or given. A conflict
+// with another task is a failure that says what holds the id or the lock.
 func TestBulkOwnRetry(t *testing.T) {
 	t.Parallel()
 	mr := miniredis.RunT(t)
@@ -162,7 +163,8 @@ func TestBulkOwnRetry(t *testing.T) {
 	c.f.concurrency, c.f.progress = 4, "never"
 	list, bad, err := c.checkLines(strings.NewReader(
 		`{"type": "data:process", "payload": {"key": "a", "work": 1}}` + "\n" +
-			`{"type": "data:process", "payload": {"key": "b", "work": 1}, "id": "given"}` + "\n"))
+			`{"type": "data:process", "payload": {"key": "b", "work": 1}, "id": "given"}` + "\n" +
+			`{"type": "data:process", "payload": {"key": "c", "work": 1}, "unique": "1h"}` + "\n"))
 	if err != nil || len(bad) > 0 {
 		t.Fatal(err, bad)
 	}
@@ -175,16 +177,42 @@ func TestBulkOwnRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.close()
-	client, _, stop := k.pipelined()
+	client, insp, stop := k.pipelined()
 	defer stop()
-	if res := c.enqueueAll(context.Background(), client, list); res.enqueued != 2 {
+	if res := c.enqueueAll(context.Background(), client, insp, list); res.enqueued != 3 {
 		t.Fatalf("first: %+v", res)
 	}
-	res := c.enqueueAll(context.Background(), client, list) // as if each were sent again
-	if res.enqueued != 1 || res.failed != 1 || res.states[0] != "enqueued" || res.errs[1] == nil || res.stopped != nil {
-		t.Errorf("again: enqueued %d, failed %d, states %q, errs %v, stopped %v", res.enqueued, res.failed, res.states, res.errs, res.stopped)
+	res := c.enqueueAll(context.Background(), client, insp, list) // as if each were sent again
+	if res.enqueued != 3 || res.failed != 0 || res.stopped != nil {
+		t.Errorf("again: enqueued %d, failed %d, errs %v, stopped %v; want every task counted as enqueued",
+			res.enqueued, res.failed, res.errs, res.stopped)
 	}
-	if err := res.errs[1]; !errors.Is(err, asynq.ErrTaskIDConflict) || !strings.Contains(fmt.Sprint(err), `queue "default" got a task with id "given" after the check, from another producer`) {
-		t.Errorf("again: the given id's error is %v, want asynq.ErrTaskIDConflict saying what happened", err)
+	for i, st := range res.states {
+		if st != "pending" {
+			t.Errorf("again: task %d state %q, want pending", i, st)
+		}
+	}
+
+	// Other tasks holding the id and the lock.
+	if _, err := k.client.Enqueue(asynq.NewTask(tasks.TypeWarm, []byte(`{"keys":["x"]}`)), asynq.TaskID("taken")); err != nil {
+		t.Fatal(err)
+	}
+	others, bad, err := c.checkLines(strings.NewReader(
+		`{"type": "data:process", "payload": {"key": "d", "work": 1}, "id": "taken"}` + "\n" +
+			`{"type": "data:process", "payload": {"key": "c", "work": 1}, "unique": "1h"}` + "\n"))
+	if err != nil || len(bad) > 0 {
+		t.Fatal(err, bad)
+	}
+	res = c.enqueueAll(context.Background(), client, insp, others)
+	if res.enqueued != 0 || res.failed != 2 || res.stopped != nil {
+		t.Fatalf("others: enqueued %d, failed %d, stopped %v", res.enqueued, res.failed, res.stopped)
+	}
+	if err := res.errs[0]; !errors.Is(err, asynq.ErrTaskIDConflict) ||
+		!strings.Contains(fmt.Sprint(err), `queue "default" got another task (cache:warm) with id "taken" after the check`) {
+		t.Errorf("taken id: %v, want asynq.ErrTaskIDConflict naming the other task", err)
+	}
+	if err := res.errs[1]; !errors.Is(err, asynq.ErrDuplicateTask) ||
+		!strings.Contains(fmt.Sprint(err), `an earlier data:process task with the same payload holds its uniqueness lock on queue "default"`) {
+		t.Errorf("held lock: %v, want asynq.ErrDuplicateTask naming the lock", err)
 	}
 }
