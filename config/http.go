@@ -130,13 +130,10 @@ func parsePrefix(s string) (netip.Prefix, error) {
 // "100/s".
 var rateUnits = map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}
 
-// parseRate parses "requests/period": requests a whole number of at least
+// parseLimit parses "requests/period": requests a whole number of at least
 // 1, period a duration ("1s", "1m", "60") or a bare unit ("s", "m", "h").
-// "off" and "0" (in any case, around spaces) are the zero RateLimit.
-func parseRate(s string) (RateLimit, error) { return parseLimit(s, true) }
-
-// parseLimit is parseRate; with allowOff false, "off" and "0" are errors
-// and no message offers them.
+// With allowOff, "off" and "0" (in any case, around spaces) are the zero
+// RateLimit; without, they are errors and no message offers them.
 func parseLimit(s string, allowOff bool) (RateLimit, error) {
 	t := strings.TrimSpace(s)
 	if strings.EqualFold(t, "off") || t == "0" {

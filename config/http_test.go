@@ -40,7 +40,7 @@ func TestParseRate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.give, func(t *testing.T) {
 			t.Parallel()
-			got, err := parseRate(tt.give)
+			got, err := parseLimit(tt.give, true)
 			if tt.wantErr != "" {
 				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v, want one starting %q", err, tt.wantErr)
@@ -99,9 +99,9 @@ func TestRateLimitString(t *testing.T) {
 
 	for _, give := range []RateLimit{{}, {Rate: 100, Period: time.Second}, {Rate: 600, Period: time.Minute}, {Rate: 3, Period: 1500 * time.Millisecond}} {
 		s := give.String()
-		got, err := parseRate(s)
+		got, err := parseLimit(s, true)
 		if err != nil || got != give {
-			t.Errorf("parseRate(%+v.String() = %q) = %+v, %v", give, s, got, err)
+			t.Errorf("parseLimit(%+v.String() = %q) = %+v, %v", give, s, got, err)
 		}
 	}
 }

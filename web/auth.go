@@ -140,7 +140,8 @@ func (s *Server) checkPassword(ctx context.Context, r *http.Request, user, pass 
 }
 
 // requireAuth lets through only authenticated requests, when credentials
-// are configured: every /api/ route (see api).
+// are configured: every /api/ route (see api), and /metrics with
+// Options.MetricsAuth.
 func (s *Server) requireAuth(next http.Handler) http.Handler {
 	if s.auth == nil {
 		return next

@@ -73,7 +73,9 @@ func TestSessionAuthorizesAndSlides(t *testing.T) {
 }
 
 func testSessionAuthorizesAndSlides(t *testing.T, setup setupFunc) {
-	const ttl = 2 * time.Second
+	// On real Redis each step sleeps: half the TTL leaves 1.5s for a
+	// request on a loaded machine.
+	const ttl = 3 * time.Second
 	b := setup(t, withAuth, func(o *web.Options) { o.SessionTTL = ttl })
 	cookie := b.login(t)
 
@@ -271,7 +273,7 @@ func testWrongPasswordsAreThrottled(t *testing.T, setup setupFunc) {
 			if !strings.Contains(msg, "too many login attempts") {
 				t.Errorf("message %q does not say there were too many login attempts", msg)
 			}
-			if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 19 || ra > 20 {
+			if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 15 || ra > 20 {
 				t.Errorf("Retry-After = %q, want about 20 seconds", resp.Header.Get("Retry-After"))
 			}
 			if diff := cmp.Diff(before, b.state(t)); diff != "" {

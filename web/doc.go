@@ -49,7 +49,8 @@
 //
 // With Options.AuthUsername and AuthPassword set, every /api/ route and
 // the dashboard (its pages and its API) need a session cookie from POST
-// /login or HTTP basic auth; the health checks, /metrics, the login page,
+// /login or HTTP basic auth; the health checks, /metrics (unless
+// Options.MetricsAuth), the login page,
 // POST /login and POST /logout stay open. Password attempts are limited
 // per client address (Options.LoginLimit). Without credentials nothing
 // needs them, which [New] allows only on a loopback address. Cross-origin

@@ -32,7 +32,8 @@ import (
 )
 
 // The worker benchmarks run against the real Redis of REDIS_TEST_URL, in
-// its database benchDB, which they flush; they skip when it is unset. Each
+// its database benchDB, which they flush (TestRunRetriesAfterConfiguredDelay
+// uses it too; flushedURL keeps them apart); they skip when it is unset. Each
 // sub-benchmark runs its tasks once per b.N, so run them with -benchtime 1x.
 // -count repeats each sub-benchmark back to back; to interleave impl=raw and
 // impl=forgeq, repeat the whole command instead:

@@ -80,15 +80,16 @@ func TestRetryDelayJitter(t *testing.T) {
 }
 
 // TestRunRetriesAfterConfiguredDelay runs the whole worker in-process on
-// the test Redis with WORKER_RETRY_DELAY_MIN=2s. A data:process task fails
+// the test Redis with WORKER_RETRY_DELAY_MIN=4s. A data:process task fails
 // on its first attempt (its cache key holds a list, so reading it fails
-// with WRONGTYPE), is scheduled for a retry 2 to 3 seconds later (asynq's
-// default would be 15 to 45 seconds), and once the key is fixed the retry
+// with WRONGTYPE), is scheduled for a retry 4 to 6 seconds later (asynq's
+// default would be 15 to 45 seconds), and once the key is fixed (which
+// the delay leaves seconds for, on a loaded machine too) the retry
 // succeeds.
 func TestRunRetriesAfterConfiguredDelay(t *testing.T) {
 	t.Parallel()
 
-	url := flushedURL(t, 8)
+	url := flushedURL(t, benchDB)
 	rdb := redisClient(t, url)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -102,7 +103,7 @@ func TestRunRetriesAfterConfiguredDelay(t *testing.T) {
 	go func() {
 		done <- run(ctx, nil, env(map[string]string{
 			"REDIS_CONNECTION_URL": url, "LOG_FORMAT": "json", "HTTP_ADDR": "off",
-			"WORKER_SHUTDOWN_TIMEOUT": "2s", "WORKER_RETRY_DELAY_MIN": "2s", "WORKER_RETRY_DELAY_MAX": "1m",
+			"WORKER_SHUTDOWN_TIMEOUT": "2s", "WORKER_RETRY_DELAY_MIN": "4s", "WORKER_RETRY_DELAY_MAX": "1m",
 		}), &bytes.Buffer{}, log)
 	}()
 	t.Cleanup(func() {
@@ -120,8 +121,8 @@ func TestRunRetriesAfterConfiguredDelay(t *testing.T) {
 		}
 	})
 	log.waitMsg(t, "worker started", 10*time.Second)
-	if e := log.withMsg("worker starting"); len(e) != 1 || e[0]["retry_delay_min"] != 2.0 || e[0]["retry_delay_max"] != 60.0 {
-		t.Errorf("worker starting = %v, want retry_delay_min 2 and retry_delay_max 60 (seconds)", e)
+	if e := log.withMsg("worker starting"); len(e) != 1 || e[0]["retry_delay_min"] != 4.0 || e[0]["retry_delay_max"] != 60.0 {
+		t.Errorf("worker starting = %v, want retry_delay_min 4 and retry_delay_max 60 (seconds)", e)
 	}
 
 	task, err := tasks.NewProcessDataTask(tasks.ProcessData{Key: key, Work: 1000}, asynq.Retention(time.Hour))
@@ -138,10 +139,10 @@ func TestRunRetriesAfterConfiguredDelay(t *testing.T) {
 	if failed.Retried != 1 || !strings.Contains(failed.LastErr, "WRONGTYPE") {
 		t.Errorf("after the first attempt: retried %d, last error %q; want 1 and WRONGTYPE", failed.Retried, failed.LastErr)
 	}
-	// asynq keeps both times in whole seconds: a delay in [2s, 3s] shows
-	// as 2s or 3s.
-	if d := failed.NextProcessAt.Sub(failed.LastFailedAt); d < 2*time.Second || d > 3*time.Second {
-		t.Errorf("retry scheduled %v after the failure, want 2s to 3s", d)
+	// asynq keeps both times in whole seconds: a delay in [4s, 6s] (4s
+	// plus up to half again) shows as 4s to 6s.
+	if d := failed.NextProcessAt.Sub(failed.LastFailedAt); d < 4*time.Second || d > 6*time.Second {
+		t.Errorf("retry scheduled %v after the failure, want 4s to 6s", d)
 	}
 	if err := rdb.Del(ctx, "cache:"+key).Err(); err != nil {
 		t.Fatal(err)
@@ -152,10 +153,10 @@ func TestRunRetriesAfterConfiguredDelay(t *testing.T) {
 	if got.Retried != 1 {
 		t.Errorf("completed after %d retries, want 1", got.Retried)
 	}
-	// The retry was due at the start of a whole second at least 2s after
+	// The retry was due at the start of a whole second at least 4s after
 	// the one the failure fell in.
-	if d := got.CompletedAt.Sub(got.LastFailedAt); d < 2*time.Second {
-		t.Errorf("retry completed %v after the failure, want at least the 2s delay", d)
+	if d := got.CompletedAt.Sub(got.LastFailedAt); d < 4*time.Second {
+		t.Errorf("retry completed %v after the failure, want at least the 4s delay", d)
 	}
 	var res tasks.ProcessDataResult
 	if err := json.Unmarshal(got.Result, &res); err != nil {

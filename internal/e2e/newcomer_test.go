@@ -113,7 +113,12 @@ func TestNewcomer(t *testing.T) {
 		t.Errorf("cache:warm result %+v, want %+v", gotWarm, wantWarm)
 	}
 
-	// Each task ran once, on this worker.
+	// Each task ran once, on this worker. Its log reaches the test
+	// through a pipe, perhaps after the CLI has seen the result.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(w.LogLinesWithMsg("task done")) < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if n := len(w.LogLinesWithMsg("task done")); n != 3 {
 		t.Errorf("the worker logged %d \"task done\" lines, want 3:\n%s", n, w.Logs())
 	}
