@@ -24,10 +24,26 @@ type Cache interface {
 		compute func(context.Context) (string, error)) (string, bool, error)
 }
 
-// Deps are the process-wide collaborators handed to every handler.
+// Enqueuer puts tasks on their queues; *asynq.Client satisfies it, and so
+// does forgeqtest's recorder.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// Deps are the process-wide collaborators handed to every handler. A
+// handler reaches its program's own dependencies (a database pool, an HTTP
+// client) through the closure or method value it is.
 type Deps struct {
-	Cache  Cache
-	Logger *zap.Logger // nil: no logging
+	// Cache is the process's cache manager, used synchronously.
+	Cache Cache
+	// Logger is the process logger (nil: no logging).
+	Logger *zap.Logger
+	// Enqueuer is the process's asynq client, for follow-up tasks (nil
+	// outside a worker: Type.Enqueue then fails with ErrNoEnqueuer).
+	Enqueuer Enqueuer
+	// Progress, when not nil, receives every progress report after it is
+	// stored (forgeqtest records them).
+	Progress func(Progress)
 }
 
 // HandleFunc handles one task with its decoded payload. The bytes it returns
@@ -35,55 +51,133 @@ type Deps struct {
 // asynq.SkipRetry for failures that a retry cannot fix.
 type HandleFunc[P any] func(ctx context.Context, deps Deps, payload P) ([]byte, error)
 
-// Definition is one task type. Build it with Define; it is immutable and
-// safe for concurrent use.
+// Declared is a task type made by Define: a *Type[P] or the *Definition of
+// one. Registries and workers take either.
+type Declared interface {
+	definition() *Definition
+}
+
+// Definition is one task type without its payload type: what registries,
+// the worker, the CLI and the web process use. It is immutable and safe for
+// concurrent use.
 type Definition struct {
 	typ         string
 	description string
 	fields      []Field
 	defaults    []asynq.Option
+	payload     reflect.Type
 	validate    func(payload []byte) error
-	handler     func(Deps) asynq.Handler
+	process     func(ctx context.Context, deps Deps, payload []byte) ([]byte, error)
 }
+
+func (d *Definition) definition() *Definition { return d }
+
+// Type is a task type whose payload is P: the handle a program declares
+// once (usually as a package-level variable) and uses to build and enqueue
+// tasks with a typed payload, so that a wrong payload is a compile error.
+// It is immutable and safe for concurrent use.
+type Type[P any] struct {
+	def *Definition
+}
+
+func (t *Type[P]) definition() *Definition {
+	if t == nil {
+		return nil
+	}
+	return t.def
+}
+
+// Definition returns the untyped definition of t.
+func (t *Type[P]) Definition() *Definition { return t.def }
+
+// Name returns the task type name, e.g. "data:process".
+func (t *Type[P]) Name() string { return t.def.typ }
+
+// NewTask validates p as the handler will decode it and builds a task of
+// the type with the type's default options followed by opts. Errors wrap
+// ErrInvalidPayload or ErrInvalidOption.
+func (t *Type[P]) NewTask(p P, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidPayload, t.def.typ, err)
+	}
+	return t.def.NewTask(b, opts...)
+}
+
+// Enqueue builds the task of p as NewTask does and enqueues it with e:
+// the worker's client (Deps.Enqueuer inside a handler, for follow-up
+// tasks), an *asynq.Client, or a forgeqtest recorder. Errors wrap
+// ErrInvalidPayload, ErrInvalidOption or ErrNoEnqueuer, or are e's
+// (asynq.ErrDuplicateTask, asynq.ErrTaskIDConflict, a Redis error).
+func (t *Type[P]) Enqueue(ctx context.Context, e Enqueuer, p P, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	if e == nil {
+		return nil, fmt.Errorf("%w: enqueue %s", ErrNoEnqueuer, t.def.typ)
+	}
+	task, err := t.NewTask(p, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return e.EnqueueContext(ctx, task)
+}
+
+// Handle runs the type's handler on p directly, without decoding, asynq or
+// a result writer (tests; forgeqtest.Run goes through the payload's JSON
+// as a worker does).
+func (t *Type[P]) Handle(ctx context.Context, deps Deps, p P) ([]byte, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidPayload, t.def.typ, err)
+	}
+	return t.def.Process(ctx, deps, b)
+}
+
+// ErrNoEnqueuer is returned by Type.Enqueue when given no Enqueuer.
+var ErrNoEnqueuer = errors.New("tasks: no enqueuer")
 
 // Define declares a task type named typ whose payload is the JSON form of P
 // (a struct). defaults are the asynq options every task of the type gets
-// (queue, retries, timeout); NewTask's options override them.
-func Define[P any](typ, description string, handle HandleFunc[P], defaults ...asynq.Option) *Definition {
-	if reflect.TypeFor[P]().Kind() != reflect.Struct {
+// (queue, retries, timeout, retention); NewTask's options override them.
+// Payloads decode strictly (see the package doc); a P with a
+// Validate() error method (Validator) is checked by it too.
+//
+// Define panics when P is not a struct or typ is empty: both are
+// programming errors that the first test run shows.
+func Define[P any](typ, description string, handle HandleFunc[P], defaults ...asynq.Option) *Type[P] {
+	pt := reflect.TypeFor[P]()
+	if pt.Kind() != reflect.Struct {
 		panic("tasks: Define: payload type of " + typ + " is not a struct") // programming error
 	}
-	return &Definition{
+	if typ == "" {
+		panic("tasks: Define: empty task type name") // programming error
+	}
+	d := &Definition{
 		typ:         typ,
 		description: description,
-		fields:      fieldsOf(reflect.TypeFor[P]()),
+		fields:      fieldsOf(pt),
 		defaults:    defaults,
+		payload:     pt,
 		validate: func(payload []byte) error {
 			_, err := decodeStrict[P](typ, payload)
 			return err
 		},
-		handler: func(deps Deps) asynq.Handler {
-			return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-				p, err := decodeStrict[P](typ, t.Payload())
-				if err != nil {
-					// It will never parse: archive it instead of retrying.
-					return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
-				}
-				result, err := handle(ctx, deps, p)
-				if err != nil {
-					return err
-				}
-				if result != nil {
-					if w := t.ResultWriter(); w != nil {
-						if _, err := w.Write(result); err != nil {
-							return fmt.Errorf("%s: write result: %w", typ, err)
-						}
-					}
-				}
-				return nil
-			})
+		process: func(ctx context.Context, deps Deps, payload []byte) ([]byte, error) {
+			p, err := decodeStrict[P](typ, payload)
+			if err != nil {
+				// It will never parse: archive it instead of retrying.
+				return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+			}
+			return handle(ctx, deps, p)
 		},
 	}
+	return &Type[P]{def: d}
+}
+
+// Process decodes payload strictly and runs the handler on it, returning
+// the handler's result and error; a payload that does not decode fails
+// with an error wrapping ErrInvalidPayload and asynq.SkipRetry. It is what
+// the worker's handler runs, without asynq: forgeqtest calls it.
+func (d *Definition) Process(ctx context.Context, deps Deps, payload []byte) ([]byte, error) {
+	return d.process(ctx, deps, payload)
 }
 
 // Type returns the task type name, e.g. "data:process".
@@ -97,6 +191,40 @@ func (d *Definition) Fields() []Field { return append([]Field(nil), d.fields...)
 
 // Defaults returns the asynq options every task of the type gets.
 func (d *Definition) Defaults() []asynq.Option { return append([]asynq.Option(nil), d.defaults...) }
+
+// MaxRetry returns the type's default retry limit, and false when it sets
+// none (asynq's default of 25 then applies, or WORKER_MAX_RETRY for
+// scheduled tasks).
+func (d *Definition) MaxRetry() (int, bool) {
+	n, ok := optionValue[int](d.defaults, asynq.MaxRetryOpt)
+	return n, ok
+}
+
+// Timeout returns the type's default timeout per attempt, and false when it
+// sets none (asynq's default of 30 minutes then applies).
+func (d *Definition) Timeout() (time.Duration, bool) {
+	return optionValue[time.Duration](d.defaults, asynq.TimeoutOpt)
+}
+
+// Retention returns how long a completed task of the type is kept by
+// default, and false when the type sets none.
+func (d *Definition) Retention() (time.Duration, bool) {
+	return optionValue[time.Duration](d.defaults, asynq.RetentionOpt)
+}
+
+// optionValue returns the value of the last option of type t in opts.
+func optionValue[V any](opts []asynq.Option, t asynq.OptionType) (V, bool) {
+	var (
+		v  V
+		ok bool
+	)
+	for _, o := range opts {
+		if o.Type() == t {
+			v, ok = o.Value().(V)
+		}
+	}
+	return v, ok
+}
 
 // Queue returns the queue tasks of the type go to by default.
 func (d *Definition) Queue() string {
@@ -141,28 +269,40 @@ var ErrInvalidOption = errors.New("tasks: invalid option")
 // a task's timeout in whole seconds, so a timeout under a second becomes 0,
 // which asynq reads as "none given" and replaces with its 30-minute
 // default.
+//
+// It also refuses asynq.Group: a forgeq worker sets no group aggregator, so
+// asynq would keep a grouped task in its group forever and never run it.
 func checkOptions(typ string, opts []asynq.Option) error {
 	for _, o := range opts {
-		if o.Type() != asynq.TimeoutOpt {
-			continue
-		}
-		if t, _ := o.Value().(time.Duration); t < time.Second {
-			return fmt.Errorf("%w: %s: timeout %v is under asynq's resolution of 1s (asynq would run the task with its 30m default)", ErrInvalidOption, typ, t)
+		switch o.Type() {
+		case asynq.TimeoutOpt:
+			if t, _ := o.Value().(time.Duration); t < time.Second {
+				return fmt.Errorf("%w: %s: timeout %v is under asynq's resolution of 1s (asynq would run the task with its 30m default)", ErrInvalidOption, typ, t)
+			}
+		case asynq.GroupOpt:
+			return fmt.Errorf("%w: %s: group %q: task groups are not supported (the worker runs no group aggregator, so a grouped task would never run)", ErrInvalidOption, typ, o.Value())
 		}
 	}
 	return nil
 }
 
-// Handler returns the asynq handler of the type, bound to deps.
-func (d *Definition) Handler(deps Deps) asynq.Handler { return d.handler(deps) }
-
-// newTyped is what the typed New...Task constructors share.
-func newTyped(d *Definition, payload any, opts []asynq.Option) (*asynq.Task, error) {
-	b, err := json.Marshal(payload)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidPayload, d.typ, err)
-	}
-	return d.NewTask(b, opts...)
+// Handler returns the asynq handler of the type, bound to deps: Process,
+// then the result written as the task's result.
+func (d *Definition) Handler(deps Deps) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		result, err := d.process(ctx, deps, t.Payload())
+		if err != nil {
+			return err
+		}
+		if result != nil {
+			if w := t.ResultWriter(); w != nil {
+				if _, err := w.Write(result); err != nil {
+					return fmt.Errorf("%s: write result: %w", d.typ, err)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // ErrUnknownType is returned for a task type no Registry entry has.

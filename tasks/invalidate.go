@@ -63,10 +63,12 @@ type InvalidateResult struct {
 // "default" with 3 retries unless opts say otherwise. Errors wrap
 // ErrInvalidPayload.
 func NewInvalidateTask(p Invalidate, opts ...asynq.Option) (*asynq.Task, error) {
-	return newTyped(invalidateDef, p, opts)
+	return CacheInvalidate.NewTask(p, opts...)
 }
 
-var invalidateDef = Define(TypeInvalidate,
+// CacheInvalidate is the handle of the cache:invalidate task type: CacheInvalidate.NewTask builds a task
+// with a typed payload, CacheInvalidate.Enqueue enqueues one.
+var CacheInvalidate = Define(TypeInvalidate,
 	"Delete cache keys, listed or matching a glob pattern (only inside the cache's prefix; asynq's keys are never touched)",
 	invalidate,
 	asynq.Queue("default"), asynq.MaxRetry(3))
@@ -74,7 +76,7 @@ var invalidateDef = Define(TypeInvalidate,
 func invalidate(ctx context.Context, deps Deps, p Invalidate) ([]byte, error) {
 	var deleted int64
 	if p.Pattern != "" {
-		deps.reportBestEffort(ctx, 0, "deleting keys matching "+p.Pattern)
+		deps.ReportBestEffort(ctx, 0, "deleting keys matching "+p.Pattern)
 		n, err := deps.Cache.DeletePattern(ctx, p.Pattern)
 		if err != nil {
 			return nil, fmt.Errorf("invalidate pattern %q: %w", p.Pattern, err)
@@ -89,10 +91,10 @@ func invalidate(ctx context.Context, deps Deps, p Invalidate) ([]byte, error) {
 			}
 			deleted += n
 			if done := i + len(batch); done < len(p.Keys) {
-				deps.reportBestEffort(ctx, float64(100*done/len(p.Keys)), fmt.Sprintf("%d of %d keys done", done, len(p.Keys)))
+				deps.ReportBestEffort(ctx, float64(100*done/len(p.Keys)), fmt.Sprintf("%d of %d keys done", done, len(p.Keys)))
 			}
 		}
 	}
-	deps.reportBestEffort(ctx, 100, fmt.Sprintf("deleted %d keys", deleted))
+	deps.ReportBestEffort(ctx, 100, fmt.Sprintf("deleted %d keys", deleted))
 	return json.Marshal(InvalidateResult{Deleted: deleted})
 }

@@ -77,10 +77,12 @@ const (
 // with 5 retries and a 10-minute timeout unless opts say otherwise. Errors
 // wrap ErrInvalidPayload.
 func NewProcessDataTask(p ProcessData, opts ...asynq.Option) (*asynq.Task, error) {
-	return newTyped(processDataDef, p, opts)
+	return DataProcess.NewTask(p, opts...)
 }
 
-var processDataDef = Define(TypeProcessData,
+// DataProcess is the handle of the data:process task type: DataProcess.NewTask builds a task
+// with a typed payload, DataProcess.Enqueue enqueues one.
+var DataProcess = Define(TypeProcessData,
 	"Cache-aside computation (the seed's process_data): return the cached value of key, "+
 		"or compute it (work rounds of SHA-256) once across all workers, cache it and return it",
 	processData,
@@ -106,13 +108,13 @@ func processData(ctx context.Context, deps Deps, p ProcessData) ([]byte, error) 
 	if computed.Load() {
 		res.Source, msg = SourceComputed, "computed and cached"
 	}
-	deps.reportBestEffort(ctx, 100, msg)
+	deps.ReportBestEffort(ctx, 100, msg)
 	return json.Marshal(res)
 }
 
 // computeDigest is Digest with progress reports and cancellation.
 func computeDigest(ctx context.Context, deps Deps, key string, work int) (string, error) {
-	deps.reportBestEffort(ctx, 0, "computing")
+	deps.ReportBestEffort(ctx, 0, "computing")
 	last, lastPct := time.Now(), 0.0
 	return digest(ctx, key, work, func(done int) {
 		if done >= work {
@@ -120,7 +122,7 @@ func computeDigest(ctx context.Context, deps Deps, key string, work int) (string
 		}
 		pct := math.Floor(1000*float64(done)/float64(work)) / 10
 		if now := time.Now(); now.Sub(last) >= progressEvery || pct-lastPct >= progressStep {
-			deps.reportBestEffort(ctx, pct, fmt.Sprintf("computing: %d of %d rounds", done, work))
+			deps.ReportBestEffort(ctx, pct, fmt.Sprintf("computing: %d of %d rounds", done, work))
 			last, lastPct = now, pct
 		}
 	})

@@ -10,6 +10,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
+
+	"github.com/forgeq/forgeq/internal/taskctx"
 )
 
 // ProgressTTL is how long a task's last progress report stays readable.
@@ -28,22 +30,30 @@ type Progress struct {
 func ProgressKey(taskID string) string { return "task:progress:" + taskID }
 
 // ReportProgress stores the running task's progress (percent in [0, 100])
-// through deps.Cache, for the CLI's --wait and the web's task status. It
-// needs the ctx asynq passed to the handler.
+// through deps.Cache, for the CLI's --wait and the web's task status, and
+// passes it to deps.Progress when that is set. It needs the ctx the worker
+// (or forgeqtest) passed to the handler.
 func (d Deps) ReportProgress(ctx context.Context, percent float64, message string) error {
 	id, ok := asynq.GetTaskID(ctx)
+	if !ok {
+		id, ok = taskctx.ID(ctx)
+	}
 	if !ok {
 		return errors.New("tasks: report progress: ctx is not a task's")
 	}
 	if math.IsNaN(percent) || percent < 0 || percent > 100 {
 		return fmt.Errorf("tasks: report progress: percent %v outside [0, 100]", percent)
 	}
-	b, err := json.Marshal(Progress{TaskID: id, Percent: percent, Message: message, Updated: time.Now().UTC()})
+	p := Progress{TaskID: id, Percent: percent, Message: message, Updated: time.Now().UTC()}
+	b, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("tasks: report progress: %w", err)
 	}
 	if err := d.Cache.Set(ctx, ProgressKey(id), b, ProgressTTL); err != nil {
 		return fmt.Errorf("tasks: report progress: %w", err)
+	}
+	if d.Progress != nil {
+		d.Progress(p)
 	}
 	return nil
 }
@@ -62,11 +72,11 @@ func ReadProgress(ctx context.Context, cache Cache, taskID string) (Progress, er
 	return p, nil
 }
 
-// reportBestEffort is ReportProgress for handlers. Progress is advisory: a
-// failed report (Redis hiccup, a ctx that is not a task's because the
-// handler runs without a server) is logged at debug level and never fails
-// the task.
-func (d Deps) reportBestEffort(ctx context.Context, percent float64, message string) {
+// ReportBestEffort is ReportProgress for handlers that treat progress as
+// advisory, as the built-in ones do: a failed report (Redis hiccup, a ctx
+// that is not a task's because the handler runs without a worker) is logged
+// at debug level and never fails the task.
+func (d Deps) ReportBestEffort(ctx context.Context, percent float64, message string) {
 	if err := d.ReportProgress(ctx, percent, message); err != nil {
 		d.logger().Debug("progress report failed", zap.Float64("percent", percent), zap.Error(err))
 	}

@@ -16,13 +16,17 @@ type Registry struct {
 	defs map[string]*Definition
 }
 
-// NewRegistry returns a registry of defs. A duplicate or empty type name is
-// an error.
-func NewRegistry(defs ...*Definition) (*Registry, error) {
+// NewRegistry returns a registry of defs (each a *Type[P] or a
+// *Definition). A nil definition or a type name given twice is an error.
+func NewRegistry(defs ...Declared) (*Registry, error) {
 	r := &Registry{defs: make(map[string]*Definition, len(defs))}
-	for _, d := range defs {
+	for i, dd := range defs {
+		var d *Definition
+		if dd != nil {
+			d = dd.definition()
+		}
 		if d == nil || d.typ == "" {
-			return nil, fmt.Errorf("tasks: registry: definition without a type name")
+			return nil, fmt.Errorf("tasks: registry: definition %d is nil", i)
 		}
 		if _, dup := r.defs[d.typ]; dup {
 			return nil, fmt.Errorf("tasks: registry: task type %q defined twice", d.typ)

@@ -67,10 +67,12 @@ type WarmResult struct {
 // retries and a 30-minute timeout unless opts say otherwise. Errors wrap
 // ErrInvalidPayload.
 func NewWarmTask(p Warm, opts ...asynq.Option) (*asynq.Task, error) {
-	return newTyped(warmDef, p, opts)
+	return CacheWarm.NewTask(p, opts...)
 }
 
-var warmDef = Define(TypeWarm,
+// CacheWarm is the handle of the cache:warm task type: CacheWarm.NewTask builds a task
+// with a typed payload, CacheWarm.Enqueue enqueues one.
+var CacheWarm = Define(TypeWarm,
 	"Warm the cache: compute (work rounds of SHA-256, as data:process) and cache the value of every key not cached yet",
 	warm,
 	asynq.Queue("low"), asynq.MaxRetry(3), asynq.Timeout(30*time.Minute))
@@ -82,7 +84,7 @@ func warm(ctx context.Context, deps Deps, p Warm) ([]byte, error) {
 		mu  sync.Mutex // guards res and the progress reports
 		res WarmResult
 	)
-	deps.reportBestEffort(ctx, 0, fmt.Sprintf("warming %d keys", len(keys)))
+	deps.ReportBestEffort(ctx, 0, fmt.Sprintf("warming %d keys", len(keys)))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(warmParallelism)
 	for _, key := range keys {
@@ -107,7 +109,7 @@ func warm(ctx context.Context, deps Deps, p Warm) ([]byte, error) {
 			}
 			res.Warmed++
 			if res.Warmed%step == 0 && res.Warmed < len(keys) {
-				deps.reportBestEffort(ctx, float64(100*res.Warmed/len(keys)), fmt.Sprintf("warmed %d of %d keys", res.Warmed, len(keys)))
+				deps.ReportBestEffort(ctx, float64(100*res.Warmed/len(keys)), fmt.Sprintf("warmed %d of %d keys", res.Warmed, len(keys)))
 			}
 			return nil
 		})
@@ -118,7 +120,7 @@ func warm(ctx context.Context, deps Deps, p Warm) ([]byte, error) {
 	if err := ctx.Err(); err != nil { // stopped launching before any key failed
 		return nil, fmt.Errorf("warm: %w", err)
 	}
-	deps.reportBestEffort(ctx, 100, fmt.Sprintf("warmed %d keys: %d computed, %d cached", res.Warmed, res.Computed, res.Cached))
+	deps.ReportBestEffort(ctx, 100, fmt.Sprintf("warmed %d keys: %d computed, %d cached", res.Warmed, res.Computed, res.Cached))
 	return json.Marshal(res)
 }
 

@@ -65,6 +65,13 @@ type Options struct {
 	// /health/ready fails while it returns an error. nil: not checked.
 	Ready func() error
 
+	// Routes are the program's own routes, served behind every layer the
+	// built-in /api/ routes have: the access log, panic recovery,
+	// Middleware (metrics), the body limit, cross-origin protection, the
+	// API rate limit and, with credentials, authentication. A pattern that
+	// conflicts with a built-in route or another one is an error of New.
+	Routes []Route
+
 	// Metrics, when not nil, is served at GET /metrics.
 	Metrics http.Handler
 	// MetricsAuth makes GET /metrics need the credentials too (a session or
@@ -135,6 +142,14 @@ type Options struct {
 	TrustedProxies []netip.Prefix
 }
 
+// Route is one route of Options.Routes.
+type Route struct {
+	// Pattern is an http.ServeMux pattern, such as "GET /reports/{id}".
+	Pattern string
+	// Handler serves it.
+	Handler http.Handler
+}
+
 // init fills in defaults and validates o. Errors wrap ErrInvalidOptions or
 // ErrNoCredentials.
 func (o *Options) init() error {
@@ -163,6 +178,11 @@ func (o *Options) init() error {
 	case o.AuthUsername == "" && !loopback:
 		return fmt.Errorf("%w: HTTP_ADDR %q is not a loopback address: set HTTP_AUTH_USERNAME and HTTP_AUTH_PASSWORD, "+
 			"or listen on 127.0.0.1", ErrNoCredentials, o.Addr)
+	}
+	for i, r := range o.Routes {
+		if r.Pattern == "" || r.Handler == nil {
+			return fmt.Errorf("%w: Routes[%d] (%q) needs a pattern and a handler", ErrInvalidOptions, i, r.Pattern)
+		}
 	}
 	if o.Registry == nil {
 		o.Registry = tasks.Default()

@@ -66,12 +66,17 @@ func New(o Options) (*Server, error) {
 	if o.AuthUsername != "" {
 		s.auth = newCredentials(o.AuthUsername, o.AuthPassword)
 	}
-	s.handler = s.chain(s.routes())
+	mux, err := s.routes()
+	if err != nil {
+		return nil, err
+	}
+	s.handler = s.chain(mux)
 	return s, nil
 }
 
-// routes registers every route on a new router.
-func (s *Server) routes() *http.ServeMux {
+// routes registers every route on a new router. A route of Options.Routes
+// that conflicts with another is an error wrapping ErrInvalidOptions.
+func (s *Server) routes() (*http.ServeMux, error) {
 	mux := http.NewServeMux()
 
 	mux.HandleFunc("GET /health/live", s.live)
@@ -95,7 +100,24 @@ func (s *Server) routes() *http.ServeMux {
 		mux.Handle("GET /metrics", metrics)
 	}
 	mux.Handle(dashboardRoot+"/", s.dashboard())
-	return mux
+	for _, r := range s.o.Routes {
+		if err := register(mux, r.Pattern, s.api(r.Handler)); err != nil {
+			return nil, fmt.Errorf("%w: route %q: %v", ErrInvalidOptions, r.Pattern, err)
+		}
+	}
+	return mux, nil
+}
+
+// register is mux.Handle returning, instead of panicking with, what is
+// wrong with pattern: malformed, or in conflict with a route already there.
+func register(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%v", p)
+		}
+	}()
+	mux.Handle(pattern, h)
+	return nil
 }
 
 // chain puts the layers described in middleware.go around the router.

@@ -1,0 +1,581 @@
+package enqueue
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/forgeq/forgeq/tasks"
+)
+
+// maxLineSize bounds one --file line: the largest payload plus room for
+// the other fields.
+const maxLineSize = tasks.MaxPayloadSize + 64<<10
+
+// bulkTask is one checked line of a --file.
+type bulkTask struct {
+	line   int
+	typ    string
+	queue  string
+	id     string // the task id
+	ownID  bool   // id was generated here, not given
+	unique bool   // under a uniqueness lock
+	task   *asynq.Task
+}
+
+// bulk enqueues every task of --file, or none if any line is bad.
+func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
+	name := c.f.file
+	var r io.Reader = c.stdin
+	if name == "-" {
+		name = "stdin"
+	} else {
+		file, err := os.Open(c.f.file)
+		if err != nil {
+			return badInput("--file: %w", err)
+		}
+		defer file.Close()
+		r = file
+	}
+	// The flags' own mistakes come first: they would be on every line.
+	if _, errs := c.f.opts.parse(c.now(), flagName); len(errs) > 0 {
+		return &inputError{err: errors.Join(errs...)}
+	}
+	list, bad, err := c.checkLines(r)
+	if err != nil {
+		return badInput("--file %s: %w", name, err)
+	}
+	if len(bad) > 0 {
+		return &inputError{
+			err:   fmt.Errorf("--file %s: %d bad %s; nothing was enqueued", name, len(bad), plural(len(bad), "line", "lines")),
+			lines: bad,
+		}
+	}
+	cfg, err := c.loadConfig(fs)
+	if err != nil {
+		return err
+	}
+	k, err := c.connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer k.close()
+	client, insp, stop := k.pipelined()
+	defer stop()
+
+	taken, err := c.takenIDs(ctx, insp, list)
+	if err != nil {
+		return err
+	}
+	if len(taken) > 0 {
+		return &inputError{
+			err:   fmt.Errorf("--file %s: %d task %s already in use; nothing was enqueued", name, len(taken), plural(len(taken), "id is", "ids are")),
+			lines: taken,
+		}
+	}
+	queues := make(map[string]bool)
+	for _, t := range list {
+		queues[t.queue] = true
+	}
+	c.warnUnserved(k, sortedKeys(queues), false)
+
+	return c.report(c.enqueueAll(ctx, client, insp, list))
+}
+
+// checkLines reads and checks every line of r. It returns the tasks, or
+// the bad lines; err is a failure to read r at all. The lines are checked
+// in parallel, then in order for ids and unique tasks used twice.
+func (c *cli) checkLines(r io.Reader) (list []bulkTask, bad []lineError, err error) {
+	// All of r is needed before anything is enqueued, and the tasks take
+	// more memory than their text: read it in one piece.
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	type line struct {
+		n    int
+		text []byte
+	}
+	var lines []line
+	for n := 1; len(data) > 0; n++ {
+		text := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			text, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if len(bytes.TrimSpace(text)) > 0 {
+			lines = append(lines, line{n, text})
+		}
+	}
+
+	type checked struct {
+		task bulkTask
+		errs []error
+	}
+	results := make([]checked, len(lines))
+	now := c.now()
+	const chunk = 256
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), (len(lines)+chunk-1)/chunk) {
+		wg.Go(func() {
+			for {
+				from := int(next.Add(chunk)) - chunk
+				if from >= len(lines) {
+					return
+				}
+				for i := from; i < min(from+chunk, len(lines)); i++ {
+					res := &results[i]
+					if len(lines[i].text) > maxLineSize {
+						res.errs = []error{fmt.Errorf("%d bytes, over the %d-byte limit of a line (a payload may have at most %d)", len(lines[i].text), maxLineSize, tasks.MaxPayloadSize)}
+						continue
+					}
+					res.task, res.errs = c.checkLine(lines[i].text, now)
+					res.task.line = lines[i].n
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	ids := make(map[string]int)     // task id: first line
+	uniques := make(map[string]int) // queue, type and payload of a unique task: first line
+	list = make([]bulkTask, 0, len(lines))
+	for i, res := range results {
+		n, t, errs := lines[i].n, res.task, res.errs
+		if len(errs) == 0 && !t.ownID {
+			if first, dup := ids[t.id]; dup {
+				errs = append(errs, fmt.Errorf("field \"id\" %q: already used on line %d", t.id, first))
+			} else {
+				ids[t.id] = n
+			}
+		}
+		if len(errs) == 0 && t.unique {
+			key := t.queue + "\x00" + t.typ + "\x00" + string(t.task.Payload())
+			if first, dup := uniques[key]; dup {
+				errs = append(errs, fmt.Errorf("same queue, type and payload as line %d, under unique: asynq would refuse the second", first))
+			} else {
+				uniques[key] = n
+			}
+		}
+		if len(errs) > 0 {
+			msgs := make([]string, len(errs))
+			for i, e := range errs {
+				msgs[i] = e.Error()
+			}
+			bad = append(bad, lineError{n, strings.Join(msgs, "; ")})
+			continue
+		}
+		list = append(list, t)
+	}
+	return list, bad, nil
+}
+
+// lineJSON is a --file line. The durations are strings or numbers, so
+// they stay raw until checked.
+type lineJSON struct {
+	Type      *string         `json:"type"`
+	Payload   json.RawMessage `json:"payload"`
+	Queue     *string         `json:"queue"`
+	Delay     json.RawMessage `json:"delay"`
+	At        *string         `json:"at"`
+	MaxRetry  *int            `json:"max_retry"`
+	Timeout   json.RawMessage `json:"timeout"`
+	Deadline  json.RawMessage `json:"deadline"`
+	Unique    json.RawMessage `json:"unique"`
+	ID        *string         `json:"id"`
+	Retention json.RawMessage `json:"retention"`
+	Group     *string         `json:"group"`
+}
+
+// lineFields lists the fields of lineJSON, for messages.
+const lineFields = "type, payload, queue, delay, at, max_retry, timeout, deadline, unique, id, retention, group"
+
+// checkLine checks one line and builds its task.
+func (c *cli) checkLine(line []byte, now time.Time) (bulkTask, []error) {
+	var (
+		t    bulkTask
+		errs []error
+		l    lineJSON
+	)
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&l)
+	if err == nil && dec.More() {
+		err = errors.New("more than one JSON value on the line")
+	}
+	var (
+		syn     *json.SyntaxError
+		typeErr *json.UnmarshalTypeError
+	)
+	switch {
+	case err == nil:
+	case errors.As(err, &syn):
+		return t, []error{fmt.Errorf("malformed JSON at byte %d: %v", syn.Offset, err)}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return t, []error{errors.New("malformed JSON: the line ends inside a value")}
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		want := typeErr.Type.String()
+		switch typeErr.Type.Kind() {
+		case reflect.Pointer:
+			want = typeErr.Type.Elem().String()
+		}
+		if want == "int" {
+			want = "a whole number"
+		}
+		return t, []error{fmt.Errorf("field %q: want %s, got %s", typeErr.Field, want, typeErr.Value)}
+	case errors.As(err, &typeErr):
+		return t, []error{fmt.Errorf("want a JSON object such as {\"type\": \"...\", \"payload\": {...}}, got %s", abbrev(string(bytes.TrimSpace(line))))}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return t, []error{fmt.Errorf("unknown field %s; a line has %s", strings.TrimPrefix(err.Error(), "json: unknown field "), lineFields)}
+	default:
+		return t, []error{err}
+	}
+	// A duration is a string or a number of seconds.
+	dur := func(field string, raw json.RawMessage) *string {
+		if len(raw) == 0 || string(raw) == "null" {
+			return nil
+		}
+		var s string
+		if raw[0] != '"' {
+			s = string(raw) // a number: parseDuration reads it as seconds
+		} else if err := json.Unmarshal(raw, &s); err != nil {
+			errs = append(errs, fmt.Errorf("field %q: want a duration string (\"90s\") or a number of seconds, got %s", field, abbrev(string(raw))))
+			return nil
+		}
+		return &s
+	}
+	raw := rawOptions{
+		Queue: l.Queue, At: l.At, ID: l.ID, Group: l.Group, MaxRetry: l.MaxRetry,
+		Delay: dur("delay", l.Delay), Timeout: dur("timeout", l.Timeout), Unique: dur("unique", l.Unique),
+		Retention: dur("retention", l.Retention), Deadline: dur("deadline", l.Deadline),
+	}
+	typ := l.Type
+	payload := l.Payload
+	if string(payload) == "null" {
+		payload = nil
+	}
+	opts, optErrs := c.f.opts.over(raw).parse(now, func(opt string) string {
+		if lineHas(raw, opt) {
+			return fieldName(opt)
+		}
+		return flagName(opt)
+	})
+	errs = append(errs, optErrs...)
+
+	var def *tasks.Definition
+	switch {
+	case typ == nil:
+		errs = append(errs, errors.New("missing field \"type\""))
+	default:
+		d, ok := c.reg.Lookup(*typ)
+		if !ok {
+			errs = append(errs, fmt.Errorf("field \"type\": unknown task type %q; known types: %s", *typ, strings.Join(c.reg.Types(), ", ")))
+		}
+		def = d
+	}
+	if def == nil || len(errs) > 0 {
+		return t, errs
+	}
+	// Pick the ids of tasks that give none here rather than in asynq, so
+	// that a conflict on one can be recognised as a retried write of our
+	// own (see enqueueAll).
+	ownID := opts.id == ""
+	if ownID {
+		opts.id = uuid.NewString()
+	}
+	task, err := def.NewTask(payload, opts.asynq()...)
+	if err != nil {
+		return t, []error{fmt.Errorf("field \"payload\": %w", err)}
+	}
+	t = bulkTask{typ: def.Type(), queue: def.Queue(), id: opts.id, ownID: ownID, task: task,
+		unique: opts.unique > 0 || hasOption(def.Defaults(), asynq.UniqueOpt)}
+	if opts.queue != "" {
+		t.queue = opts.queue
+	}
+	return t, nil
+}
+
+// lineHas reports whether the line itself gave option opt.
+func lineHas(o rawOptions, opt string) bool {
+	switch opt {
+	case "queue":
+		return o.Queue != nil
+	case "delay":
+		return o.Delay != nil
+	case "at":
+		return o.At != nil
+	case "max_retry":
+		return o.MaxRetry != nil
+	case "timeout":
+		return o.Timeout != nil
+	case "deadline":
+		return o.Deadline != nil
+	case "unique":
+		return o.Unique != nil
+	case "id":
+		return o.ID != nil
+	case "retention":
+		return o.Retention != nil
+	case "group":
+		return o.Group != nil
+	}
+	return false
+}
+
+// takenIDs returns a lineError for every task whose id is already used in
+// its queue in Redis.
+func (c *cli) takenIDs(ctx context.Context, insp *asynq.Inspector, list []bulkTask) ([]lineError, error) {
+	var withID []bulkTask
+	for _, t := range list {
+		if !t.ownID {
+			withID = append(withID, t)
+		}
+	}
+	var (
+		mu    sync.Mutex
+		taken []lineError
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.f.concurrency)
+	for _, t := range withID {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			ti, err := insp.GetTaskInfo(t.queue, t.id)
+			switch {
+			case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+				return nil
+			case err != nil:
+				return fmt.Errorf("line %d: look up task id %q: %w", t.line, t.id, err)
+			}
+			mu.Lock()
+			taken = append(taken, lineError{t.line, fmt.Sprintf("field \"id\" %q: queue %q already has a task with this id (a %s task, %s)", t.id, t.queue, ti.Type, ti.State)})
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	sort.Slice(taken, func(i, j int) bool { return taken[i].Line < taken[j].Line })
+	return taken, nil
+}
+
+// bulkResult is the outcome of enqueueAll.
+type bulkResult struct {
+	tasks    []bulkTask
+	states   []string // by index of tasks: the state of an enqueued task, else ""
+	errs     []error  // by index of tasks
+	took     time.Duration
+	enqueued int
+	failed   int
+	stopped  error // why enqueueing stopped early, if it did
+}
+
+// enqueueAll enqueues list with c.f.concurrency goroutines (asynq has no
+// batch API) on client, which should be autopipelined so that their
+// commands share round trips. A conflict that the checks before could not
+// see (a uniqueness lock in Redis, an id taken since) fails one task; any
+// other error stops the rest, since it means Redis is in trouble.
+//
+// A pipeline that fails on a network error is sent again, so a task may
+// reach Redis twice; the second attempt then conflicts with the first (on
+// its id, or on its own uniqueness lock). So on a conflict the task's id is
+// looked up with insp: when its queue holds a task of that id with the same
+// type and payload, the task is there, and counts as enqueued.
+func (c *cli) enqueueAll(ctx context.Context, client *asynq.Client, insp *asynq.Inspector, list []bulkTask) bulkResult {
+	res := bulkResult{tasks: list, states: make([]string, len(list)), errs: make([]error, len(list))}
+	bar := c.newCountBar(len(list))
+	start := time.Now()
+	var next, enqueued, failed atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for range min(c.f.concurrency, len(list)) {
+		g.Go(func() error {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(list) || gctx.Err() != nil {
+					return nil
+				}
+				info, err := client.EnqueueContext(gctx, list[i].task)
+				if bar != nil {
+					_ = bar.Add(1)
+				}
+				var state string
+				switch {
+				case err == nil:
+					state = info.State.String()
+				case isConflict(err):
+					state, err = landed(insp, list[i], err)
+					if isConflict(err) { // this task alone fails
+						res.errs[i] = err
+						failed.Add(1)
+						continue
+					}
+				}
+				if err != nil {
+					res.errs[i] = err
+					failed.Add(1)
+					return err
+				}
+				res.states[i] = state
+				enqueued.Add(1)
+			}
+		})
+	}
+	res.stopped = g.Wait()
+	if res.stopped == nil && ctx.Err() != nil {
+		res.stopped = ctx.Err()
+	}
+	res.took = time.Since(start)
+	res.enqueued, res.failed = int(enqueued.Load()), int(failed.Load())
+	if bar != nil {
+		_ = bar.Exit()
+		fmt.Fprintln(c.stderr)
+	}
+	return res
+}
+
+// newCountBar returns a bar counting n tasks, or nil when bars are off.
+func (c *cli) newCountBar(n int) *progressbar.ProgressBar {
+	if !c.showProgress() || n == 0 {
+		return nil
+	}
+	return progressbar.NewOptions(n,
+		progressbar.OptionSetWriter(c.stderr),
+		progressbar.OptionSetDescription("enqueue"),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("tasks"),
+		progressbar.OptionThrottle(65*time.Millisecond),
+		progressbar.OptionSetRenderBlankState(true),
+	)
+}
+
+// bulkJSON is --json's summary of a --file.
+type bulkJSON struct {
+	Enqueued     int            `json:"enqueued"`
+	Failed       int            `json:"failed"`
+	NotAttempted int            `json:"not_attempted"`
+	TookSeconds  float64        `json:"took_seconds"`
+	PerSecond    float64        `json:"tasks_per_second"`
+	Tasks        []bulkTaskJSON `json:"tasks"`
+	Errors       []lineError    `json:"errors,omitempty"`
+}
+
+type bulkTaskJSON struct {
+	Line  int    `json:"line"`
+	ID    string `json:"id"`
+	Type  string `json:"type"`
+	Queue string `json:"queue"`
+	State string `json:"state"`
+}
+
+// report prints the summary of res; its error is non-nil unless every
+// task was enqueued.
+func (c *cli) report(res bulkResult) error {
+	total := len(res.tasks)
+	notAttempted := total - res.enqueued - res.failed
+	rate := 0.0
+	if res.took > 0 {
+		rate = float64(res.enqueued) / res.took.Seconds()
+	}
+	var errs []lineError
+	for i, err := range res.errs {
+		if err != nil {
+			errs = append(errs, lineError{res.tasks[i].line, err.Error()})
+		}
+	}
+	if c.f.json {
+		out := bulkJSON{
+			Enqueued: res.enqueued, Failed: res.failed, NotAttempted: notAttempted,
+			TookSeconds: res.took.Seconds(), PerSecond: rate, Tasks: []bulkTaskJSON{}, Errors: errs,
+		}
+		for i, state := range res.states {
+			if t := res.tasks[i]; state != "" {
+				out.Tasks = append(out.Tasks, bulkTaskJSON{t.line, t.id, t.typ, t.queue, state})
+			}
+		}
+		writeJSON(c.stdout, out)
+	} else {
+		for _, e := range errs {
+			fmt.Fprintf(c.stderr, "%s: line %d: %s\n", c.prog, e.Line, e.Error)
+		}
+		fmt.Fprintf(c.stdout, "enqueued %d of %d %s in %v (%.0f tasks/s)", res.enqueued, total, plural(total, "task", "tasks"), res.took.Round(time.Millisecond), rate)
+		if res.failed > 0 {
+			fmt.Fprintf(c.stdout, "; %d failed", res.failed)
+		}
+		if notAttempted > 0 {
+			fmt.Fprintf(c.stdout, "; %d not attempted", notAttempted)
+		}
+		fmt.Fprintln(c.stdout)
+	}
+	if res.enqueued == total {
+		return nil
+	}
+	var err error
+	if res.stopped != nil {
+		err = fmt.Errorf("enqueued %d of %d tasks, then stopped: %w", res.enqueued, total, res.stopped)
+	} else {
+		err = fmt.Errorf("enqueued %d of %d tasks; %d failed", res.enqueued, total, res.failed)
+	}
+	if c.f.json {
+		return silentError{err}
+	}
+	return err
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// isConflict reports whether err is a task id or uniqueness conflict.
+func isConflict(err error) bool {
+	return errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask)
+}
+
+// landed looks up t after its enqueue failed with conflict. When t's queue
+// holds a task with t's id, type and payload (an earlier send of t itself),
+// it returns that task's state. Otherwise it returns conflict saying what
+// holds the id or the lock, or the lookup's error.
+func landed(insp *asynq.Inspector, t bulkTask, conflict error) (state string, err error) {
+	ti, err := insp.GetTaskInfo(t.queue, t.id)
+	switch {
+	case err == nil && ti.Type == t.typ && bytes.Equal(ti.Payload, t.task.Payload()):
+		return ti.State.String(), nil
+	case err == nil && errors.Is(conflict, asynq.ErrTaskIDConflict):
+		// takenIDs found the id free: another producer took it since.
+		return "", fmt.Errorf("%w: queue %q got another task (%s) with id %q after the check", conflict, t.queue, ti.Type, t.id)
+	case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		if errors.Is(conflict, asynq.ErrTaskIDConflict) {
+			return "", fmt.Errorf("%w: queue %q had a task with id %q when this one was enqueued", conflict, t.queue, t.id)
+		}
+		// asynq offers no public way to look for a uniqueness lock, so
+		// only the enqueue finds one.
+		return "", fmt.Errorf("%w: an earlier %s task with the same payload holds its uniqueness lock on queue %q", conflict, t.typ, t.queue)
+	}
+	return "", fmt.Errorf("look up task id %q after %v: %w", t.id, conflict, err)
+}

@@ -1,0 +1,286 @@
+package enqueue
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/forgeq/forgeq/config"
+)
+
+// flags holds the command's own flags; the connection settings are
+// config's flags and reach the Config through config.Load.
+type flags struct {
+	payloadFile string
+	opts        rawOptions // --queue, --delay, ... as typed
+	wait        bool
+	waitTimeout string
+	file        string
+	concurrency int
+	json        bool
+	list        bool
+	progress    string
+
+	args []string // positional: TYPE [PAYLOAD]
+}
+
+// Defaults of the command's own flags.
+const (
+	defaultConcurrency = 256
+	maxConcurrency     = 1024
+)
+
+// configFlagsShown are the config flags --help lists; the others (worker,
+// web, cache tuning) still work but do not concern enqueueing.
+var configFlagsShown = map[string]bool{
+	"config":                         true,
+	"redis-url":                      true,
+	"redis-embedded-addr":            true,
+	"redis-socket-timeout":           true,
+	"redis-pool-size":                true,
+	"redis-key-prefix":               true,
+	"redis-tls-ca-file":              true,
+	"redis-tls-cert-file":            true,
+	"redis-tls-key-file":             true,
+	"redis-tls-server-name":          true,
+	"redis-tls-insecure-skip-verify": true,
+}
+
+// parse reads args into c.f. It returns pflag.ErrHelp for --help and an
+// *inputError for anything it cannot make sense of.
+func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
+	fs := pflag.NewFlagSet("enqueue", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	f := &c.f
+	var maxRetry int
+	var queue, delay, at, timeout, deadline, unique, id, retention, group string
+
+	fs.StringVar(&f.payloadFile, "payload-file", "", "read the payload from `FILE` (- for stdin)")
+	fs.StringVar(&queue, "queue", "", "queue `NAME` (default: the task type's queue)")
+	fs.StringVar(&delay, "delay", "", "run after `DURATION` (\"90s\", \"1h30m\" or seconds)")
+	fs.StringVar(&at, "at", "", "run at `TIME`, RFC 3339 (\"2030-01-02T15:04:05Z\")")
+	fs.IntVar(&maxRetry, "max-retry", 0, "retry a failing task at most `N` times (default: the task type's)")
+	fs.StringVar(&timeout, "timeout", "", "cancel an attempt after `DURATION`")
+	fs.StringVar(&deadline, "deadline", "", "cancel the task at `TIME` (RFC 3339) or after DURATION from now")
+	fs.StringVar(&unique, "unique", "", "refuse a second task of the same type, payload and queue for `DURATION` (at least 1s)")
+	fs.StringVar(&id, "id", "", "task `ID` (default: a random UUID); a task id already in use is an error")
+	fs.StringVar(&retention, "retention", "", "keep the finished task and its result for `DURATION` (default 0, or 1h under --wait)")
+	fs.StringVar(&group, "group", "", "not supported: refused, since the worker runs no group aggregator (`NAME`)")
+	fs.BoolVar(&f.wait, "wait", false, "wait for the task to finish and print its result; exit 1 if it fails")
+	fs.StringVar(&f.waitTimeout, "wait-timeout", "", "give up waiting after `DURATION` (default: no limit)")
+	fs.StringVar(&f.file, "file", "", "enqueue every task of the JSON Lines `FILE` (- for stdin), each line checked before any is enqueued")
+	fs.IntVar(&f.concurrency, "concurrency", defaultConcurrency, "enqueue up to `N` tasks of a --file at once")
+	fs.BoolVar(&f.json, "json", false, "print JSON instead of text")
+	fs.BoolVar(&f.list, "list", false, "list the task types with their payload fields")
+	fs.StringVar(&f.progress, "progress", "auto", "progress bar on stderr: `MODE` auto (on a terminal, not with --json), always or never")
+	help := fs.BoolP("help", "h", false, "show this help")
+
+	cfs := pflag.NewFlagSet("config", pflag.ContinueOnError)
+	cfs.SortFlags = false
+	config.RegisterFlags(cfs)
+	cfs.VisitAll(func(fl *pflag.Flag) {
+		if !configFlagsShown[fl.Name] {
+			fl.Hidden = true
+		}
+	})
+	fs.AddFlagSet(cfs)
+
+	if err := fs.Parse(args); err != nil {
+		if err == pflag.ErrHelp {
+			return fs, err
+		}
+		return fs, badInput("%v (see %s --help)", err, c.prog)
+	}
+	if *help {
+		return fs, pflag.ErrHelp
+	}
+	f.args = fs.Args()
+
+	o := &f.opts
+	for _, s := range []struct {
+		name string
+		val  string
+		dst  **string
+	}{
+		{"queue", queue, &o.Queue}, {"delay", delay, &o.Delay}, {"at", at, &o.At},
+		{"timeout", timeout, &o.Timeout}, {"deadline", deadline, &o.Deadline},
+		{"unique", unique, &o.Unique}, {"id", id, &o.ID},
+		{"retention", retention, &o.Retention}, {"group", group, &o.Group},
+	} {
+		if fs.Changed(s.name) {
+			*s.dst = &s.val
+		}
+	}
+	if fs.Changed("max-retry") {
+		o.MaxRetry = &maxRetry
+	}
+
+	switch f.progress {
+	case "auto", "always", "never":
+	default:
+		return fs, badInput("--progress %q: want auto, always or never", f.progress)
+	}
+	if f.concurrency < 1 || f.concurrency > maxConcurrency {
+		return fs, badInput("--concurrency %d: want 1 to %d", f.concurrency, maxConcurrency)
+	}
+	return fs, c.checkCombinations(fs)
+}
+
+// checkCombinations rejects flags and arguments that do not go together.
+func (c *cli) checkCombinations(fs *pflag.FlagSet) error {
+	f := &c.f
+	only := func(mode string, allowed ...string) error {
+		ok := map[string]bool{"json": true, "progress": true, "help": true}
+		for _, a := range allowed {
+			ok[a] = true
+		}
+		var bad []string
+		fs.Visit(func(fl *pflag.Flag) {
+			if !ok[fl.Name] && !isConfigFlag(fl.Name) {
+				bad = append(bad, "--"+fl.Name)
+			}
+		})
+		if len(bad) > 0 {
+			return badInput("%s cannot be combined with %s", mode, strings.Join(bad, ", "))
+		}
+		return nil
+	}
+	switch {
+	case f.list:
+		if len(f.args) > 0 {
+			return badInput("--list takes no arguments, got %q", f.args)
+		}
+		return only("--list", "list")
+	case f.file != "":
+		if len(f.args) > 0 {
+			return badInput("--file takes no TYPE or PAYLOAD arguments, got %q: the types and payloads are in the file", f.args)
+		}
+		// Task options given as flags are defaults for every line; a task
+		// id cannot be shared and --wait follows a single task.
+		return only("--file", "file", "concurrency", "queue", "delay", "at", "max-retry",
+			"timeout", "deadline", "unique", "retention", "group")
+	}
+	switch len(f.args) {
+	case 0:
+		return badInput("missing TYPE: usage: %[1]s TYPE [PAYLOAD], %[1]s --file FILE or %[1]s --list (see %[1]s --help)", c.prog)
+	case 1:
+	case 2:
+		if f.payloadFile != "" {
+			return badInput("the payload is given twice: as the argument %q and with --payload-file %q", abbrev(f.args[1]), f.payloadFile)
+		}
+	default:
+		return badInput("too many arguments %q: usage: enqueue TYPE [PAYLOAD] (quote the JSON payload)", f.args[2:])
+	}
+	if fs.Changed("concurrency") {
+		return badInput("--concurrency only applies to --file")
+	}
+	if f.waitTimeout != "" && !f.wait {
+		return badInput("--wait-timeout %q needs --wait", f.waitTimeout)
+	}
+	return nil
+}
+
+func isConfigFlag(name string) bool {
+	if name == "config" {
+		return true
+	}
+	for _, s := range config.Settings() {
+		if s.Flag == "--"+name {
+			return true
+		}
+	}
+	return false
+}
+
+// abbrev shortens s for an error message.
+func abbrev(s string) string {
+	const max = 60
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}
+
+// waitTimeout parses --wait-timeout; 0 means no limit.
+func (c *cli) waitTimeout() (time.Duration, error) {
+	if c.f.waitTimeout == "" {
+		return 0, nil
+	}
+	d, err := parseDuration(c.f.waitTimeout)
+	if err != nil {
+		return 0, badInput("--wait-timeout %q: %v", c.f.waitTimeout, err)
+	}
+	return d, nil
+}
+
+const usageText = `enqueue puts forgeq tasks on their queues.
+
+Usage:
+  enqueue [flags] TYPE [PAYLOAD]     one task; PAYLOAD is JSON (- reads stdin)
+  enqueue [flags] --file FILE        every task of a JSON Lines file, checked first
+  enqueue --list [--json]            the task types and their payload fields
+
+The payload comes from the PAYLOAD argument, --payload-file, or stdin when it
+is not a terminal; no payload at all means {}. It is checked against the task
+type before anything is enqueued.
+
+Examples:
+  enqueue --list
+  enqueue data:process '{"key": "report:1", "work": 1000}'
+  enqueue data:process '{"key": "report:1", "work": 1000}' --wait
+  echo '{"pattern": "user:*"}' | enqueue cache:invalidate --delay 30s
+  enqueue cache:warm --payload-file warm.json --queue low --at 2030-01-02T03:00:00Z
+  enqueue data:process '{"key": "r:2", "work": 5}' --id nightly-r2 --unique 1h --json
+  enqueue --file tasks.jsonl --queue low
+
+A --file line is one JSON object:
+  {"type": "data:process", "payload": {"key": "r:1", "work": 10}, "queue": "low",
+   "delay": "10s", "id": "r-1", "max_retry": 3, "timeout": "5m"}
+with the optional fields queue, delay, at, max_retry, timeout, deadline,
+unique, id and retention, named and parsed like the flags; a duration
+is a string ("90s") or a number of seconds. Task flags given with --file are
+defaults for every line. Every line is checked first: one bad line, a task id
+used twice, the same unique task twice, or a task id its queue already has in
+Redis, and nothing is enqueued (exit 2). The check cannot see uniqueness locks
+in Redis, nor an id another producer takes meanwhile: such a task fails when it
+is enqueued, alone, the other tasks are enqueued, and the exit code is 1. A
+Redis failure part-way stops the run; the tasks enqueued before it stay.
+
+Flags:
+%s
+Connection (flag, or environment variable as in the worker):
+%s
+With no Redis URL configured, enqueue connects to the Redis at
+REDIS_EMBEDDED_ADDR (default 127.0.0.1:6379), the address where
+` + "`go run ./cmd/worker`" + ` with the same settings uses a Redis or serves its
+embedded one.
+
+Exit codes: 0 success; 2 bad usage or input, nothing enqueued; 1 runtime
+failure (Redis unreachable; under --wait, the task was archived or the wait
+ended first; with --file, some tasks could not be enqueued while the others
+were).
+`
+
+// usage writes --help to w.
+func (c *cli) usage(w io.Writer, fs *pflag.FlagSet) {
+	own := pflag.NewFlagSet("own", pflag.ContinueOnError)
+	conn := pflag.NewFlagSet("conn", pflag.ContinueOnError)
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if fl.Hidden {
+			return
+		}
+		if isConfigFlag(fl.Name) {
+			conn.AddFlag(fl)
+		} else {
+			own.AddFlag(fl)
+		}
+	})
+	own.SortFlags, conn.SortFlags = false, false
+	text := strings.Replace(usageText, "enqueue puts", c.prog+" puts", 1)
+	text = strings.ReplaceAll(text, "\n  enqueue ", "\n  "+c.prog+" ")
+	fmt.Fprintf(w, text, own.FlagUsages(), conn.FlagUsages())
+}

@@ -1,0 +1,214 @@
+package enqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"github.com/forgeq/forgeq/tasks"
+)
+
+// waitRetention is how long --wait keeps a finished task (and so its
+// result) when neither --retention nor the task type sets it.
+const waitRetention = time.Hour
+
+// single enqueues the task of the command line: enqueue TYPE [PAYLOAD].
+func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
+	typ := c.f.args[0]
+	def, err := c.lookup(typ)
+	if err != nil {
+		return err
+	}
+	payload, from, err := c.payload()
+	if err != nil {
+		return err
+	}
+	now := c.now()
+	opts, errs := c.f.opts.parse(now, flagName)
+	if len(errs) > 0 {
+		return &inputError{err: errors.Join(errs...)}
+	}
+	waitTimeout, err := c.waitTimeout()
+	if err != nil {
+		return err
+	}
+	// Pick the id here rather than in asynq: a conflict on it can then only
+	// be our own write sent twice by go-redis after a dropped connection.
+	ownID := opts.id == ""
+	if ownID {
+		opts.id = uuid.NewString()
+	}
+	aopts := opts.asynq()
+	if c.f.wait && opts.retention == nil && !hasOption(def.Defaults(), asynq.RetentionOpt) {
+		aopts = append(aopts, asynq.Retention(waitRetention))
+	}
+	task, err := def.NewTask(payload, aopts...)
+	if err != nil {
+		return badInput("payload (%s): %w", from, err)
+	}
+	cfg, err := c.loadConfig(fs)
+	if err != nil {
+		return err
+	}
+
+	k, err := c.connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer k.close()
+
+	queue := def.Queue()
+	if opts.queue != "" {
+		queue = opts.queue
+	}
+	info, err := k.client.EnqueueContext(ctx, task)
+	if errors.Is(err, asynq.ErrTaskIDConflict) && ownID {
+		info, err = k.insp.GetTaskInfo(queue, opts.id)
+	}
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		state := ""
+		if ti, err := k.insp.GetTaskInfo(queue, opts.id); err == nil {
+			state = fmt.Sprintf(" (a %s task, %s)", ti.Type, ti.State)
+		}
+		return badInput("--id %q: queue %q already has a task with this id%s; asynq keeps an id until its task is deleted", opts.id, queue, state)
+	case errors.Is(err, asynq.ErrDuplicateTask):
+		return badInput("unique task: queue %q already has a %s task with the same payload, and its uniqueness lock (--unique) has not expired", queue, typ)
+	case err != nil:
+		return fmt.Errorf("enqueue %s on queue %q: %w", typ, queue, err)
+	}
+
+	if !c.f.json || !c.f.wait {
+		c.printEnqueued(info)
+	}
+	c.warnUnserved(k, []string{info.Queue}, c.f.wait)
+	if !c.f.wait {
+		return nil
+	}
+	return c.wait(ctx, k, info, waitTimeout)
+}
+
+// lookup returns the definition of typ; an unknown type is bad input.
+func (c *cli) lookup(typ string) (*tasks.Definition, error) {
+	def, ok := c.reg.Lookup(typ)
+	if !ok {
+		return nil, badInput("unknown task type %q; known types: %s (see %s --list)", typ, strings.Join(c.reg.Types(), ", "), c.prog)
+	}
+	return def, nil
+}
+
+// payload returns the payload bytes and where they came from: the PAYLOAD
+// argument, --payload-file, or stdin when PAYLOAD is "-" or when neither is
+// given and stdin is not a terminal. No payload at all is empty.
+func (c *cli) payload() ([]byte, string, error) {
+	f := &c.f
+	switch {
+	case len(f.args) == 2 && f.args[1] != "-":
+		return []byte(f.args[1]), "argument", nil
+	case len(f.args) == 2 || f.payloadFile == "-":
+		return c.readPayload(c.stdin, "stdin")
+	case f.payloadFile != "":
+		file, err := os.Open(f.payloadFile)
+		if err != nil {
+			return nil, "", badInput("--payload-file: %w", err)
+		}
+		defer file.Close()
+		return c.readPayload(file, "--payload-file "+f.payloadFile)
+	case !isTerminal(c.stdin):
+		return c.readPayload(c.stdin, "stdin")
+	default:
+		return nil, "none given", nil
+	}
+}
+
+// readPayload reads r, refusing more than tasks.MaxPayloadSize bytes.
+func (c *cli) readPayload(r io.Reader, from string) ([]byte, string, error) {
+	b, err := io.ReadAll(io.LimitReader(r, tasks.MaxPayloadSize+1))
+	if err != nil {
+		return nil, "", badInput("payload (%s): %w", from, err)
+	}
+	if len(b) > tasks.MaxPayloadSize {
+		return nil, "", badInput("payload (%s): over the %d-byte limit", from, tasks.MaxPayloadSize)
+	}
+	return b, from, nil
+}
+
+// isTerminal reports whether r is a terminal.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// hasOption reports whether opts has an option of type t.
+func hasOption(opts []asynq.Option, t asynq.OptionType) bool {
+	for _, o := range opts {
+		if o.Type() == t {
+			return true
+		}
+	}
+	return false
+}
+
+// taskJSON is --json's description of one task.
+type taskJSON struct {
+	ID        string     `json:"id"`
+	Type      string     `json:"type"`
+	Queue     string     `json:"queue"`
+	State     string     `json:"state"`
+	ProcessAt *time.Time `json:"process_at,omitempty"`
+	Group     string     `json:"group,omitempty"`
+	MaxRetry  int        `json:"max_retry"`
+	Retried   int        `json:"retried,omitempty"`
+	LastError string     `json:"last_error,omitempty"`
+	Result    any        `json:"result,omitempty"`
+	Waited    *float64   `json:"waited_seconds,omitempty"`
+}
+
+func describe(info *asynq.TaskInfo) taskJSON {
+	t := taskJSON{
+		ID: info.ID, Type: info.Type, Queue: info.Queue, State: info.State.String(),
+		Group: info.Group, MaxRetry: info.MaxRetry, Retried: info.Retried, LastError: info.LastErr,
+	}
+	if info.State == asynq.TaskStateScheduled && !info.NextProcessAt.IsZero() {
+		at := info.NextProcessAt.UTC()
+		t.ProcessAt = &at
+	}
+	return t
+}
+
+// printEnqueued reports a newly enqueued task.
+func (c *cli) printEnqueued(info *asynq.TaskInfo) {
+	if c.f.json {
+		writeJSON(c.stdout, describe(info))
+		return
+	}
+	when := ""
+	switch info.State {
+	case asynq.TaskStateScheduled:
+		when = fmt.Sprintf(", runs at %s (in %v)", info.NextProcessAt.UTC().Format(time.RFC3339),
+			info.NextProcessAt.Sub(c.now()).Round(time.Second))
+	case asynq.TaskStateAggregating:
+		when = fmt.Sprintf(", in group %q", info.Group)
+	}
+	fmt.Fprintf(c.stdout, "enqueued task %s\n  type:  %s\n  queue: %s\n  state: %s%s\n", info.ID, info.Type, info.Queue, info.State, when)
+}
+
+// sortedKeys returns the keys of m, sorted.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,245 @@
+package enqueue
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/tasks"
+)
+
+// startWorker runs an asynq server with forgeq's handlers on url until the
+// test ends, checking for new tasks every 10ms.
+func startWorker(tb testing.TB, url string) {
+	tb.Helper()
+	m, err := cachemgr.New(cachemgr.Options{URL: url})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	log := zaptest.NewLogger(tb)
+	srv := asynq.NewServerFromRedisClient(m.Client(), asynq.Config{
+		Concurrency:       4,
+		Queues:            map[string]int{"default": 1, "low": 1},
+		TaskCheckInterval: 10 * time.Millisecond,
+		ShutdownTimeout:   time.Second,
+		Logger:            log.Sugar(),
+		LogLevel:          asynq.WarnLevel,
+	})
+	if err := srv.Start(tasks.NewMux(tasks.Default(), tasks.Deps{Cache: m, Logger: log})); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		srv.Shutdown()
+		m.Close()
+	})
+	waitServed(tb, m, "default")
+}
+
+// waitServed waits for the heartbeat of a server of queue, which --wait
+// looks for.
+func waitServed(tb testing.TB, m *cachemgr.Manager, queue string) {
+	tb.Helper()
+	insp := asynq.NewInspectorFromRedisClient(m.Client())
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		servers, _ := insp.Servers()
+		for _, s := range servers {
+			if _, ok := s.Queues[queue]; ok {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("no server of queue %q wrote a heartbeat within 5s", queue)
+		}
+	}
+}
+
+// TestWait runs a worker and follows tasks with --wait to each end.
+func TestWait(t *testing.T) {
+	tb := setup(t, dbWait)
+	startWorker(t, tb.url)
+
+	t.Run("completes", func(t *testing.T) {
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:1", "work": 1000}`, "--wait")
+		if r.code != exitOK {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		want := tasks.Digest("wait:1", 1000)
+		for _, s := range []string{"enqueued task", "completed after", `"value":"` + want + `"`, `"source":"computed"`} {
+			if !strings.Contains(r.stdout, s) {
+				t.Errorf("stdout lacks %q:\n%s", s, r.stdout)
+			}
+		}
+		if r.stderr != "" {
+			t.Errorf("stderr = %q, want nothing without a terminal", r.stderr)
+		}
+	})
+
+	t.Run("json", func(t *testing.T) {
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:1", "work": 1000}`, "--wait", "--json")
+		if r.code != exitOK {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		out := decodeJSON[taskJSON](t, r.stdout)
+		res, _ := json.Marshal(out.Result)
+		var got tasks.ProcessDataResult
+		if err := json.Unmarshal(res, &got); err != nil {
+			t.Fatalf("result %s: %v", res, err)
+		}
+		if out.State != "completed" || out.Waited == nil || got.Key != "wait:1" || got.Source != tasks.SourceCache {
+			t.Errorf("output %+v, result %+v; want completed, the cached value of wait:1", out, got)
+		}
+	})
+
+	t.Run("no retention", func(t *testing.T) {
+		// asynq deletes a task that completes with no retention, and its
+		// result with it: the command says so and exits 0.
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:5", "work": 1}`, "--wait", "--retention", "0")
+		if r.code != exitOK || !strings.Contains(r.stdout, "is gone from Redis (no retention)") {
+			t.Errorf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+	})
+
+	t.Run("progress bar", func(t *testing.T) {
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:2", "work": 2000000}`, "--wait", "--progress", "always")
+		if r.code != exitOK {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		for _, s := range []string{"100%", "computed and cached"} {
+			if !strings.Contains(r.stderr, s) {
+				t.Errorf("stderr lacks %q: %q", s, abbrev2k(r.stderr))
+			}
+		}
+		// Whether a poll catches a report while the task runs depends on
+		// timing here: "progress while running" makes sure of it.
+	})
+
+	t.Run("progress while running", func(t *testing.T) {
+		testWaitShowsProgress(t, tb)
+	})
+
+	t.Run("archived", func(t *testing.T) {
+		start := time.Now()
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:slow", "work": 50000000}`, "--wait", "--timeout", "1", "--max-retry", "0")
+		if r.code != exitFailure {
+			t.Fatalf("exit %d, want 1; stdout %q stderr %q", r.code, r.stdout, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "failed and was archived") || !strings.Contains(r.stderr, "deadline exceeded") {
+			t.Errorf("stderr = %q, want the archived task's last error", r.stderr)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("took %v", took)
+		}
+	})
+
+	t.Run("archived json", func(t *testing.T) {
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:slow2", "work": 50000000}`, "--wait", "--timeout", "1", "--max-retry", "0", "--json")
+		if r.code != exitFailure {
+			t.Fatalf("exit %d, want 1; stderr %q", r.code, r.stderr)
+		}
+		out := decodeJSON[taskJSON](t, r.stdout)
+		if out.State != "archived" || !strings.Contains(out.LastError, "deadline exceeded") {
+			t.Errorf("output %+v", out)
+		}
+	})
+
+	t.Run("wait timeout", func(t *testing.T) {
+		start := time.Now()
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:3", "work": 1}`, "--wait", "--delay", "1h", "--wait-timeout", "300ms")
+		if r.code != exitFailure || !strings.Contains(r.stderr, "gave up waiting after 300ms (--wait-timeout)") || !strings.Contains(r.stderr, "still scheduled") {
+			t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("took %v", took)
+		}
+	})
+
+	t.Run("unserved queue", func(t *testing.T) {
+		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:4", "work": 1}`, "--wait", "--queue", "nobody", "--wait-timeout", "100ms")
+		if r.code != exitFailure || !strings.Contains(r.stderr, `serves queue "nobody"`) {
+			t.Errorf("exit %d, stderr %q; want a warning that no worker serves the queue", r.code, r.stderr)
+		}
+	})
+}
+
+// progressQueue is the queue of testWaitShowsProgress's own server.
+const progressQueue = "progress"
+
+// testWaitShowsProgress checks that --wait draws what a running task
+// reports, not only the 100% that finishing the bar always draws. Its
+// handler, on a server of its own for progressQueue, reports 25%, 50% and
+// 75% through tasks.Deps.ReportProgress, as forgeq's handlers do, and after
+// each report holds the task until the bar on the command's stderr shows
+// that percentage. So the test does not depend on where --wait's polls fall
+// between the reports: were the bar not to show a report while the task
+// runs, the handler would give up after 30s, the task would be archived
+// and the command exit 1.
+func testWaitShowsProgress(t *testing.T, tb *testBundle) {
+	steps := []int{25, 50, 75}
+	const hold = 30 * time.Second
+
+	m, err := cachemgr.New(cachemgr.Options{URL: tb.url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	var stdout, stderr syncBuffer
+	deps := tasks.Deps{Cache: m}
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(tasks.TypeProcessData, func(ctx context.Context, _ *asynq.Task) error {
+		for _, pct := range steps {
+			if err := deps.ReportProgress(ctx, float64(pct), fmt.Sprintf("step to %d", pct)); err != nil {
+				return err
+			}
+			deadline := time.Now().Add(hold)
+			for !strings.Contains(stderr.String(), fmt.Sprintf("%d%% |", pct)) {
+				if time.Now().After(deadline) {
+					return fmt.Errorf("the bar did not show %d%% within %v of the report", pct, hold)
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}
+		return nil
+	})
+	srv := asynq.NewServerFromRedisClient(m.Client(), asynq.Config{
+		Concurrency:       1,
+		Queues:            map[string]int{progressQueue: 1},
+		TaskCheckInterval: 10 * time.Millisecond,
+		ShutdownTimeout:   time.Second,
+		Logger:            zaptest.NewLogger(t).Sugar(),
+		LogLevel:          asynq.WarnLevel,
+	})
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	waitServed(t, m, progressQueue)
+
+	r := runCmdTo(t, &stdout, &stderr, tb.env, "", "data:process", `{"key": "wait:progress", "work": 1}`,
+		"--wait", "--queue", progressQueue, "--max-retry", "0", "--wait-timeout", "2m", "--progress", "always")
+	if r.code != exitOK {
+		t.Fatalf("exit %d; stdout %q, stderr %q", r.code, r.stdout, abbrev2k(r.stderr))
+	}
+	if strings.Contains(r.stderr, "warning") {
+		t.Errorf("stderr has a warning: %q", abbrev2k(r.stderr))
+	}
+	// Each report drawn in turn while the task ran, then the full bar.
+	at := 0
+	for _, want := range []string{"25% |", "step to 25", "50% |", "75% |", "step to 75", "100% |"} {
+		i := strings.Index(r.stderr[at:], want)
+		if i < 0 {
+			t.Fatalf("stderr lacks %q after byte %d: %q", want, at, abbrev2k(r.stderr))
+		}
+		at += i
+	}
+}

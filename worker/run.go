@@ -1,0 +1,315 @@
+// This file is the worker's run: what `go run ./cmd/worker` did in package
+// main before the worker became an API.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/config"
+	"github.com/forgeq/forgeq/internal/bootstrap"
+	"github.com/forgeq/forgeq/internal/metrics"
+	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/web"
+)
+
+// The handlers reach the cache manager through tasks.Cache.
+var _ tasks.Cache = (*cachemgr.Manager)(nil)
+
+// handlerGrace bounds the wait, after the asynq server has shut down, for
+// handlers whose tasks it put back on their queue when ShutdownTimeout ran
+// out: their ctx is cancelled then, and they should return at once. Waiting
+// lets them write their log line and keeps them off a closed cache manager.
+const handlerGrace = 2 * time.Second
+
+// usageError marks bad flags or settings, for exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// run is the whole worker: it returns when ctx ends or a signal arrives and
+// everything has shut down, or when something fails. Logs go to stderr,
+// --help to stdout.
+func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
+	getenv, stdout, stderr := env.Getenv, env.Stdout, env.Stderr
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if len(args) > 0 && (args[0] == "--probe" || strings.HasPrefix(args[0], "--probe=")) {
+		target, ok := strings.CutPrefix(args[0], "--probe=")
+		if !ok {
+			if len(args) < 2 {
+				return usageError{errors.New("--probe needs a URL, e.g. --probe http://127.0.0.1:8080/health/ready")}
+			}
+			target = args[1]
+		}
+		return probe(ctx, target, stdout)
+	}
+
+	reg, err := a.registry()
+	if err != nil {
+		return usageError{err}
+	}
+	cfg, err := a.loadConfig(args, reg.Types(), getenv, stdout)
+	if err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+
+	logger, err := bootstrap.NewLogger(cfg.Log, stderr)
+	if err != nil {
+		return usageError{err}
+	}
+	defer func() { _ = logger.Sync() }() // Sync fails on a terminal or pipe; nothing to do about it
+
+	// Check the schedule before touching Redis, so a bad entry fails fast.
+	entries, err := a.scheduleEntries(cfg.Worker.Schedule)
+	if err != nil {
+		return usageError{err}
+	}
+	periodics, err := newPeriodics(entries, reg, cfg.Worker.MaxRetry, time.Now())
+	if err != nil {
+		return usageError{err}
+	}
+
+	target, err := selectRedis(ctx, cfg.Redis, logger)
+	if err != nil {
+		return err
+	}
+	if target.embedded != nil {
+		defer closeEmbedded(target.embedded, logger) // after the manager below
+	}
+	cfg.Redis.URL = target.url
+
+	m, err := cachemgr.New(bootstrap.ManagerOptions(cfg, target.url, logger))
+	if err != nil {
+		return usageError{fmt.Errorf("cache manager: %w", err)}
+	}
+	defer func() {
+		// Close drains the asynchronous cache work the handlers started.
+		if cerr := m.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close cache manager: %w", cerr))
+		}
+	}()
+
+	// The asynq client and inspector share the manager's client; asynq
+	// does not close it, and they need no closing of their own.
+	client := asynq.NewClientFromRedisClient(m.Client())
+	inspector := asynq.NewInspectorFromRedisClient(m.Client())
+	x, err := metrics.New(metrics.Options{Manager: m, Inspector: inspector, Logger: logger.Named("metrics")})
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	services := Services{Manager: m, Client: client, Inspector: inspector, Registry: reg, Logger: logger.Named("web")}
+	var (
+		ready readiness
+		www   *web.Server // nil: HTTP_ADDR is off
+	)
+	if cfg.HTTP.Addr != "" {
+		o := webOptions(cfg.HTTP)
+		o.Manager, o.Registry, o.Client, o.Inspector = m, reg, client, inspector
+		o.Logger = services.Logger
+		o.Ready = ready.check
+		o.Metrics = x.Handler()
+		o.Middleware = x.HTTPMiddleware(nil)
+		for _, r := range a.routes {
+			o.Routes = append(o.Routes, web.Route{Pattern: r.pattern, Handler: r.handler(services)})
+		}
+		// Checked before the Redis ping: an exposed address without
+		// credentials is a settings error (web.ErrNoCredentials).
+		if www, err = web.New(o); err != nil {
+			return usageError{err}
+		}
+	}
+
+	if err := ping(ctx, m, cfg, target); err != nil {
+		return err
+	}
+	if www != nil {
+		// Bind now, so that an address in use stops the worker before it
+		// takes any task.
+		if err := www.Listen(ctx); err != nil {
+			return fmt.Errorf("HTTP_ADDR %q: %w; set it to a free host:port, or off for no web process", cfg.HTTP.Addr, err)
+		}
+	}
+
+	srv := asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger))
+	deps := tasks.Deps{Cache: m, Logger: logger, Enqueuer: client}
+	handlers := newInflight(newMux(reg, deps, x, a.middleware))
+	var sched *scheduler
+	if len(periodics) > 0 {
+		sched = newScheduler(client, periodics, logger)
+	}
+	httpAddr := "off"
+	if www != nil {
+		httpAddr = www.Addr()
+	}
+
+	logger.Info("worker starting",
+		zap.String("redis", cfg.Redis.Redacted()),
+		zap.Bool("embedded_redis", target.embedded != nil),
+		zap.Any("queues", cfg.Worker.Queues),
+		zap.Bool("strict_priority", cfg.Worker.StrictPriority),
+		zap.Int("concurrency", cfg.Worker.Concurrency),
+		zap.Duration("shutdown_timeout", cfg.Worker.ShutdownTimeout),
+		zap.Duration("retry_delay_min", cfg.Worker.RetryDelayMin),
+		zap.Duration("retry_delay_max", cfg.Worker.RetryDelayMax),
+		zap.Duration("task_check_interval", cfg.Worker.TaskCheckInterval),
+		zap.Int("schedule_entries", len(periodics)),
+		zap.Strings("task_types", reg.Types()),
+		zap.String("http_addr", httpAddr),
+		zap.Bool("http_auth", cfg.HTTP.AuthUsername != ""),
+	)
+	warnUnservedQueues(periodics, cfg.Worker.Queues, logger)
+
+	go func() {
+		// After the first signal, restore the default so that a second one
+		// kills the process instead of waiting for the shutdown.
+		<-ctx.Done()
+		stop()
+	}()
+
+	g, gctx := errgroup.WithContext(ctx)
+	schedDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(schedDone)
+		if sched == nil {
+			return nil
+		}
+		return sched.Run(gctx)
+	})
+	g.Go(func() error {
+		if err := srv.Start(handlers); err != nil {
+			return fmt.Errorf("start asynq server: %w", err)
+		}
+		ready.running()
+		logger.Info("worker started")
+		if env.Started != nil {
+			started := Started{Services: services, RedisURL: target.url}
+			if www != nil {
+				started.HTTPAddr = www.Addr()
+			}
+			env.Started(started)
+		}
+		<-gctx.Done()
+		ready.stopping() // /health/ready fails from here on
+		<-schedDone      // no tick is enqueued once the server is going down
+		logger.Info("worker shutting down: no new tasks; running tasks may finish",
+			zap.Duration("shutdown_timeout", cfg.Worker.ShutdownTimeout))
+		srv.Shutdown()
+		if n := handlers.wait(handlerGrace); n > 0 {
+			logger.Warn("handlers still running after shutdown; their tasks are back on their queue",
+				zap.Int("handlers", n))
+		}
+		return nil
+	})
+	if www != nil {
+		// Serves until gctx ends, then stops listening and waits up to
+		// HTTP_SHUTDOWN_TIMEOUT for in-flight requests, alongside the
+		// asynq server's shutdown; the manager closes after both.
+		g.Go(func() error { return www.Run(gctx) })
+	}
+
+	err = g.Wait()
+	logger.Info("worker stopped")
+	return err
+}
+
+// loadConfig parses args and loads the configuration. --help prints the
+// usage to stdout and returns pflag.ErrHelp. Errors are usageErrors.
+func (a *App) loadConfig(args []string, types []string, getenv func(string) string, stdout io.Writer) (config.Config, error) {
+	fs := pflag.NewFlagSet(a.name, pflag.ContinueOnError)
+	fs.SortFlags = false
+	config.RegisterFlags(fs)
+	fs.SetOutput(io.Discard) // run reports parse errors itself
+	fs.Usage = func() {
+		usage := strings.ReplaceAll(`Usage: NAME [flags]
+       NAME enqueue [flags] TYPE [PAYLOAD]   (see NAME enqueue --help)
+
+Runs the task handlers of NAME's task types (TYPES), its periodic
+tasks and the web process (health, API, /metrics, the dashboard under
+/monitoring/) until SIGINT or SIGTERM. "NAME enqueue" puts tasks on
+their queues.
+
+With no Redis URL set, the worker uses the Redis answering at
+REDIS_EMBEDDED_ADDR (127.0.0.1:6379), or starts an embedded in-memory one
+there. The web process listens on HTTP_ADDR (127.0.0.1:8080; off for
+none); on an address that is not loopback it needs HTTP_AUTH_USERNAME and
+HTTP_AUTH_PASSWORD. Each flag overrides its environment variable, which
+overrides the config file.
+
+  NAME --probe URL   GET URL once; exit 0 on a 2xx answer, 1 otherwise
+                     (a container healthcheck without curl)
+
+Examples:
+  NAME
+  REDIS_CONNECTION_URL=redis://redis:6379/0 WORKER_CONCURRENCY=20 NAME
+  HTTP_ADDR=0.0.0.0:8080 HTTP_AUTH_USERNAME=admin HTTP_AUTH_PASSWORD=... NAME
+  NAME --worker-queues critical=6,default=3,low=1 --log-format json
+  WORKER_SCHEDULE='[{"name":"purge-tmp","spec":"@every 1m","type":"cache:invalidate","payload":{"pattern":"tmp:*"}}]' NAME
+
+Flags:
+`, "NAME", a.name)
+		usage = strings.Replace(usage, "TYPES", strings.Join(types, ", "), 1)
+		fmt.Fprint(stdout, usage+fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return config.Config{}, err
+		}
+		return config.Config{}, usageError{fmt.Errorf("%w (see %s --help)", err, a.name)}
+	}
+	if fs.NArg() > 0 {
+		return config.Config{}, usageError{fmt.Errorf("unexpected argument %q: the worker takes only flags (see %s --help)", fs.Arg(0), a.name)}
+	}
+	cfg, err := config.Load(fs, getenv)
+	if err != nil {
+		return config.Config{}, usageError{fmt.Errorf("config:\n%w", indent(err))}
+	}
+	return cfg, nil
+}
+
+// indent puts each line of err on its own indented line, for several joined
+// config errors.
+func indent(err error) error {
+	return errors.New("  " + strings.ReplaceAll(err.Error(), "\n", "\n  "))
+}
+
+// ping checks that Redis answers within the socket timeout.
+func ping(ctx context.Context, m *cachemgr.Manager, cfg config.Config, target redisTarget) error {
+	timeout := cfg.Redis.SocketTimeout
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := m.Ping(pctx); err != nil {
+		hint := ""
+		if target.implicit {
+			hint = fmt.Sprintf(" (no Redis URL is set and REDIS_EMBEDDED=false; set REDIS_CONNECTION_URL=redis://host:6379, or REDIS_EMBEDDED=auto to start an embedded Redis at %s)", cfg.Redis.EmbeddedAddr)
+		}
+		return fmt.Errorf("redis %s is unreachable within %v%s: %w", cfg.Redis.Redacted(), timeout, hint, err)
+	}
+	return nil
+}
+
+// closeEmbedded stops the embedded Redis; its data is gone afterwards.
+func closeEmbedded(mr *miniredis.Miniredis, log *zap.Logger) {
+	addr := mr.Addr() // Addr panics once closed
+	mr.Close()
+	log.Info("embedded Redis stopped; its data is gone", zap.String("addr", addr))
+}
