@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -66,6 +67,7 @@ type Definition struct {
 	fields      []Field
 	defaults    []asynq.Option
 	payload     reflect.Type
+	schema      func() (json.RawMessage, error) // the payload's JSON Schema, computed once (schema.go)
 	validate    func(payload []byte) error
 	process     func(ctx context.Context, deps Deps, payload []byte) ([]byte, error)
 }
@@ -169,6 +171,7 @@ func Define[P any](typ, description string, handle HandleFunc[P], defaults ...as
 			return handle(ctx, deps, p)
 		},
 	}
+	d.schema = sync.OnceValues(func() (json.RawMessage, error) { return reflectSchema(typ, description, pt) })
 	return &Type[P]{def: d}
 }
 

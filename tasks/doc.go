@@ -35,6 +35,50 @@
 // progress as advisory: a report that fails is logged at debug level and
 // never fails the task.
 //
+// # Task catalogue
+//
+// Each worker publishes the types it serves to the task catalogue in
+// Redis ([Catalog]) when it starts, refreshes its entries every 30 seconds
+// and withdraws from them when it shuts down; the types stay published.
+// A producer built without a type (the enqueue CLI, the web process, a
+// program in another language) reads the catalogue to validate a payload
+// against the type's published JSON Schema and to apply its default
+// queue, retries and timeout ([PublishedType.NewTask]).
+//
+// The key layout, which producers in other languages may rely on (a Redis
+// ACL user needs ~forgeq:* to read or write it):
+//
+//	forgeq:catalog:types            HASH  field: type name; value: its JSON document
+//	forgeq:catalog:workers:<type>   ZSET  member: worker id; score: last seen, Unix seconds
+//
+// A type's document:
+//
+//	{
+//	  "type": "data:process",
+//	  "description": "Cache-aside computation ...",
+//	  "queue": "default",
+//	  "max_retry": 5,                 // absent: asynq's default (25)
+//	  "timeout_seconds": 600,         // absent: asynq's default (30 minutes)
+//	  "schema": {...},                // the payload's JSON Schema
+//	  "published_at": "2026-01-02T15:04:05Z"
+//	}
+//
+// The schema ([Definition.Schema]) is JSON Schema draft 2020-12, generated
+// from the payload struct: "type": "object", one property per field
+// (described by the field's `help` tag), "required" listing the fields
+// whose json tag lacks omitempty, "additionalProperties": false, and the
+// ranges of the fields' `jsonschema` tags (minimum, maximum, minLength,
+// maxLength, minItems, maxItems). The title is the type name and the
+// description the type's. A payload that passes it can still fail checks
+// the schema cannot express (the built-in types refuse control characters
+// in keys, for one); the worker's strict decoding has the last word.
+//
+// The last worker to publish a type wins: [Catalog.Publish] reports the
+// types it replaced with a different definition, which the worker logs as
+// a warning. Workers not seen for [CatalogWorkerExpiry] (24 hours) drop
+// out of the listings, and publishing deletes their entries. The catalogue
+// sends no MULTI, so it works on Redis Cluster.
+//
 // # Usage
 //
 //	reg := tasks.Default()

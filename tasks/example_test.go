@@ -7,6 +7,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/tasks"
@@ -73,4 +74,46 @@ func ExampleDigest() {
 	// Output:
 	// ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
 	// 4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358
+}
+
+// The task catalogue: a worker publishes the types it serves; a producer
+// built without them (the enqueue CLI, the web process) looks a type up,
+// validates a payload against its published JSON Schema and builds the
+// task with its published queue, retries and timeout.
+func ExampleCatalog() {
+	mr, _ := miniredis.Run() // any Redis, Sentinel or Cluster works here
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	cat := tasks.NewCatalog(rdb)
+
+	// The worker, when it starts (it refreshes with Heartbeat and calls
+	// Withdraw when it stops).
+	w := tasks.WorkerInfo{ID: "host/4127/9f8e7d", Queues: []string{"critical", "default", "low"}}
+	report, err := cat.Publish(ctx, tasks.Default(), w)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("published", report.Types)
+
+	// A producer that does not know cache:warm.
+	warm, err := cat.Lookup(ctx, tasks.TypeWarm)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(warm.Type, "queue", warm.Queue, "max retry", *warm.MaxRetry, "timeout", warm.Timeout, "served by", warm.Workers[0].ID)
+	_, err = warm.NewTask([]byte(`{"keys": ["a", ""], "work": 0}`))
+	fmt.Println(err)
+	task, err := warm.NewTask([]byte(`{"keys": ["a", "b"], "work": 1000}`))
+	fmt.Println(task.Type(), string(task.Payload()), err)
+
+	_, err = cat.Lookup(ctx, "cache:wram")
+	fmt.Println(err)
+	// Output:
+	// published [cache:invalidate cache:warm data:process]
+	// cache:warm queue low max retry 3 timeout 30m0s served by host/4127/9f8e7d
+	// tasks: invalid payload: cache:warm: field "keys[1]": minLength: got 0, want 1; field "work": minimum: got 0, want 1
+	// cache:warm {"keys":["a","b"],"work":1000} <nil>
+	// tasks: unknown task type "cache:wram": no worker has ever published it to the task catalogue (published: cache:invalidate, cache:warm, data:process); did you mean "cache:warm"?
 }

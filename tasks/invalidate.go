@@ -23,11 +23,11 @@ const invalidateBatch = 1000
 // and Pattern is set.
 type Invalidate struct {
 	// Keys are the cache keys to delete.
-	Keys []string `json:"keys,omitempty" help:"cache keys to delete, 1 to 10000 (or give pattern)"`
+	Keys []string `json:"keys,omitempty" jsonschema:"minItems=1,maxItems=10000,minLength=1" help:"cache keys to delete, 1 to 10000 (or give pattern)"`
 	// Pattern is a Redis glob (*, ?, [...]) matched against the cache's
 	// keys; it only ever reaches keys inside the cache's prefix, never
 	// asynq's.
-	Pattern string `json:"pattern,omitempty" help:"glob matching the cache keys to delete, e.g. user:* (or give keys)"`
+	Pattern string `json:"pattern,omitempty" jsonschema:"maxLength=512" help:"glob matching the cache keys to delete, e.g. user:* (or give keys)"`
 }
 
 // Validate checks that exactly one of Keys and Pattern is given and that

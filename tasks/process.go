@@ -38,12 +38,12 @@ const digestCheckEvery = 1024
 // ProcessData is the payload of a data:process task.
 type ProcessData struct {
 	// Key is the cache key (inside the cache's prefix) of the value.
-	Key string `json:"key" help:"cache key of the value, 1 to 512 characters, no control characters"`
+	Key string `json:"key" jsonschema:"minLength=1,maxLength=512" help:"cache key of the value, 1 to 512 characters, no control characters"`
 	// Work is the number of SHA-256 rounds the value costs; see Digest.
-	Work int `json:"work" help:"rounds of SHA-256 the computation costs, 1 to 50000000"`
+	Work int `json:"work" jsonschema:"minimum=1,maximum=50000000" help:"rounds of SHA-256 the computation costs, 1 to 50000000"`
 	// TTLSeconds is how long the value stays cached; 0 means the cache's
 	// default TTL.
-	TTLSeconds int `json:"ttl_seconds,omitempty" help:"seconds the value stays cached, 0 (the default) for the cache's default TTL"`
+	TTLSeconds int `json:"ttl_seconds,omitempty" jsonschema:"minimum=0,maximum=31536000" help:"seconds the value stays cached, 0 (the default) for the cache's default TTL"`
 }
 
 // Validate checks the ranges of p's fields. It is called whenever a payload

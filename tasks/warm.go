@@ -29,13 +29,13 @@ const warmParallelism = 8
 // Warm is the payload of a cache:warm task.
 type Warm struct {
 	// Keys are the cache keys to warm; a key listed twice is warmed once.
-	Keys []string `json:"keys" help:"cache keys to warm, 1 to 100000, each 1 to 512 characters"`
+	Keys []string `json:"keys" jsonschema:"minItems=1,maxItems=100000,minLength=1,maxLength=512" help:"cache keys to warm, 1 to 100000, each 1 to 512 characters"`
 	// Work is the number of SHA-256 rounds each value costs, as in
 	// ProcessData: a warmed key holds Digest(key, Work).
-	Work int `json:"work" help:"rounds of SHA-256 each value costs, 1 to 1000000"`
+	Work int `json:"work" jsonschema:"minimum=1,maximum=1000000" help:"rounds of SHA-256 each value costs, 1 to 1000000"`
 	// TTLSeconds is how long the values stay cached; 0 means the cache's
 	// default TTL.
-	TTLSeconds int `json:"ttl_seconds,omitempty" help:"seconds the values stay cached, 0 (the default) for the cache's default TTL"`
+	TTLSeconds int `json:"ttl_seconds,omitempty" jsonschema:"minimum=0,maximum=31536000" help:"seconds the values stay cached, 0 (the default) for the cache's default TTL"`
 }
 
 // Validate checks the ranges of p's fields. It is called whenever a payload

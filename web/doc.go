@@ -13,7 +13,8 @@
 //	GET  /api/cache/{key}?work=N   200 {"key":..,"data":..,"source":"cache"|"computed"}; the key may contain "/"
 //	POST /api/tasks/{type}         202 {"id","queue","type","state","process_at"?,"status_url"}; Location: status_url
 //	GET  /api/tasks/{queue}/{id}   200 the task's state, payload, result, last error, retries, times, progress
-//	GET  /api/task-types           200 {"task_types":[{"type","description","queue","fields":[...]}]}
+//	GET  /api/task-types           200 {"task_types":[{"type","description","queue","fields":[...],"local","published","workers"?,"schema"}],
+//	                               "catalog_error"?}: the registered types, then those only the task catalogue has
 //	GET  /login                    the dashboard's login page (?next=/local/path)
 //	POST /login                    JSON or form {username, password}: sets the forgeq_session cookie
 //	POST /logout                   ends the session and clears the cookie
@@ -27,7 +28,12 @@
 //	 "timeout": "30s", "deadline": "2026-01-02T16:00:00Z", "retention": "24h"}
 //
 // where only payload matters to the task; everything else is optional and
-// overrides the type's defaults.
+// overrides the type's defaults. A type not in Options.Registry is looked
+// up in the task catalogue that running workers publish (see the tasks
+// package): its payload is validated against the published JSON Schema
+// and it gets the published defaults. A type neither has is a 400
+// unknown_task_type naming the registered and the published types; a
+// catalogue that cannot be read is a 503.
 //
 // # Errors
 //

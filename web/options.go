@@ -54,6 +54,12 @@ type Options struct {
 	// Registry lists the task types that may be enqueued. Default:
 	// tasks.Default().
 	Registry *tasks.Registry
+	// Catalog is the task catalogue that running workers publish their
+	// types to: POST /api/tasks/{type} validates and enqueues a type not
+	// in Registry with its published schema and defaults, and GET
+	// /api/task-types lists the published types too. Default:
+	// tasks.NewCatalog(Manager.Client()).
+	Catalog *tasks.Catalog
 	// Client enqueues tasks. Default: an asynq client on Manager.Client().
 	Client *asynq.Client
 	// Inspector reads task states. Default: an asynq inspector on
@@ -186,6 +192,9 @@ func (o *Options) init() error {
 	}
 	if o.Registry == nil {
 		o.Registry = tasks.Default()
+	}
+	if o.Catalog == nil {
+		o.Catalog = tasks.NewCatalog(o.Manager.Client())
 	}
 	if o.Client == nil {
 		o.Client = asynq.NewClientFromRedisClient(o.Manager.Client())

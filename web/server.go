@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,12 +114,18 @@ func (s *Server) routes() (*http.ServeMux, error) {
 func register(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("%v", p)
+			// net/http names the source lines of both registrations,
+			// which say nothing to the program's user.
+			err = errors.New(registeredAt.ReplaceAllString(fmt.Sprint(p), ""))
 		}
 	}()
 	mux.Handle(pattern, h)
 	return nil
 }
+
+// registeredAt matches the source locations in http.ServeMux's conflict
+// messages.
+var registeredAt = regexp.MustCompile(` \(registered at [^)]*\)`)
 
 // chain puts the layers described in middleware.go around the router.
 func (s *Server) chain(mux http.Handler) http.Handler {

@@ -52,14 +52,21 @@ type enqueuedBody struct {
 	StatusURL string     `json:"status_url"`           // GET it for the task's state
 }
 
-// enqueue validates and enqueues one task of a registered type. Nothing is
-// enqueued unless the answer is 202.
+// taskBuilder is a task type POST /api/tasks/{type} builds tasks of: a
+// registered *tasks.Definition, or a tasks.PublishedType of the task
+// catalogue.
+type taskBuilder interface {
+	Defaults() []asynq.Option
+	NewTask(payload []byte, opts ...asynq.Option) (*asynq.Task, error)
+}
+
+// enqueue validates and enqueues one task of a registered type, or of a
+// type a worker published to the task catalogue. Nothing is enqueued
+// unless the answer is 202.
 func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	typ := r.PathValue("type")
-	def, ok := s.reg.Lookup(typ)
+	def, ok := s.lookupType(w, r, typ)
 	if !ok {
-		fail(w, r, http.StatusBadRequest, codeUnknownTaskType,
-			fmt.Sprintf("unknown task type %q (known: %s)", typ, strings.Join(s.reg.Types(), ", ")))
 		return
 	}
 	var req enqueueRequest
@@ -117,6 +124,45 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("task enqueued", zap.String("request_id", stateOf(r).id),
 		zap.String("task_id", info.ID), zap.String("task_type", info.Type), zap.String("queue", info.Queue))
 	writeJSON(w, http.StatusAccepted, body)
+}
+
+// lookupType returns the registered type typ or, failing that, the one
+// published to the task catalogue. It answers the request itself when
+// neither has it (400 unknown_task_type, naming both lists), when the
+// catalogue cannot be read (503) or its entry of typ is unusable (500).
+func (s *Server) lookupType(w http.ResponseWriter, r *http.Request, typ string) (taskBuilder, bool) {
+	if def, ok := s.reg.Lookup(typ); ok {
+		return def, true
+	}
+	ctx, cancel := s.redisCtx(r.Context())
+	p, err := s.o.Catalog.Lookup(ctx, typ)
+	cancel()
+	var unpub *tasks.UnpublishedError
+	switch {
+	case errors.As(err, &unpub):
+		local := s.reg.Types()
+		published := "none"
+		if len(unpub.Published) > 0 {
+			published = strings.Join(unpub.Published, ", ")
+		}
+		msg := fmt.Sprintf("unknown task type %q (known: %s): no worker has ever published it to the task catalogue (published: %s)",
+			typ, strings.Join(local, ", "), published)
+		if sug := tasks.SuggestType(typ, append(local, unpub.Published...)); sug != "" {
+			msg += fmt.Sprintf("; did you mean %q?", sug)
+		}
+		fail(w, r, http.StatusBadRequest, codeUnknownTaskType, msg)
+		return nil, false
+	case errors.Is(err, tasks.ErrInvalidCatalogEntry):
+		s.log.Warn("task catalogue entry unusable", zap.String("request_id", stateOf(r).id),
+			zap.String("task_type", typ), zap.Error(err))
+		fail(w, r, http.StatusInternalServerError, codeInternal,
+			fmt.Sprintf("the published definition of task type %q cannot be read; a worker publishing it again replaces it", typ))
+		return nil, false
+	case err != nil:
+		s.unavailable(w, r, "task catalogue", err)
+		return nil, false
+	}
+	return p, true
 }
 
 // statusURL is the path of GET /api/tasks/{queue}/{id}.
@@ -376,23 +422,73 @@ func timeOrNil(t time.Time) *time.Time {
 
 // taskTypeBody describes one task type in GET /api/task-types.
 type taskTypeBody struct {
-	Type        string        `json:"type"`
-	Description string        `json:"description"`
-	Queue       string        `json:"queue"`
-	Fields      []tasks.Field `json:"fields"`
+	Type        string          `json:"type"`
+	Description string          `json:"description"`
+	Queue       string          `json:"queue"`
+	Fields      []tasks.Field   `json:"fields"`
+	Local       bool            `json:"local"`             // in Options.Registry
+	Published   bool            `json:"published"`         // in the task catalogue
+	Workers     []workerBody    `json:"workers,omitempty"` // serving a published type, most recently seen first
+	Schema      json.RawMessage `json:"schema,omitempty"`  // the payload's JSON Schema
 }
 
-// taskTypes lists the registered task types with their payload fields.
+// workerBody is a worker serving a published type.
+type workerBody struct {
+	ID       string    `json:"id"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// taskTypes lists the registered task types, then the types only the task
+// catalogue has, with their payload fields, schemas and, for published
+// types, the workers serving them. When the catalogue cannot be read it
+// lists the registered types and says so in catalog_error.
 func (s *Server) taskTypes(w http.ResponseWriter, r *http.Request) {
 	defs := s.reg.Definitions()
-	out := make([]taskTypeBody, len(defs))
-	for i, d := range defs {
-		out[i] = taskTypeBody{Type: d.Type(), Description: d.Description(), Queue: d.Queue(), Fields: d.Fields()}
+	ctx, cancel := s.redisCtx(r.Context())
+	published, err := s.o.Catalog.Types(ctx)
+	cancel()
+	catalogErr := ""
+	if err != nil {
+		s.log.Warn("http dependency failed", zap.String("request_id", stateOf(r).id),
+			zap.String("dependency", "task catalogue"), zap.Error(err))
+		catalogErr = "task catalogue unavailable: only the registered types are listed"
+	}
+	byName := make(map[string]tasks.PublishedType, len(published))
+	for _, p := range published {
+		byName[p.Type] = p
+	}
+	out := make([]taskTypeBody, 0, len(defs)+len(published))
+	for _, d := range defs {
+		p, ok := byName[d.Type()]
+		out = append(out, taskTypeBody{Type: d.Type(), Description: d.Description(), Queue: d.Queue(), Fields: d.Fields(),
+			Local: true, Published: ok, Workers: workersOf(p.Workers), Schema: d.Schema()})
+	}
+	for _, p := range published {
+		if _, ok := s.reg.Lookup(p.Type); ok {
+			continue
+		}
+		out = append(out, taskTypeBody{Type: p.Type, Description: p.Description, Queue: p.Queue, Fields: p.Fields(),
+			Published: true, Workers: workersOf(p.Workers), Schema: p.Schema})
+	}
+	for i := range out {
 		if out[i].Fields == nil {
 			out[i].Fields = []tasks.Field{}
 		}
 	}
 	writeJSON(w, http.StatusOK, struct {
-		TaskTypes []taskTypeBody `json:"task_types"`
-	}{out})
+		TaskTypes    []taskTypeBody `json:"task_types"`
+		CatalogError string         `json:"catalog_error,omitempty"`
+	}{out, catalogErr})
+}
+
+// workersOf converts the workers of a published type; nil for none.
+func workersOf(ws []tasks.WorkerSeen) []workerBody {
+	if len(ws) == 0 {
+		return nil
+	}
+	out := make([]workerBody, len(ws))
+	for i, w := range ws {
+		out[i] = workerBody{ID: w.ID, LastSeen: w.LastSeen}
+	}
+	return out
 }

@@ -41,7 +41,7 @@ type route struct {
 }
 
 // New returns an empty App named name: the program's name in --help and
-// in the messages of its enqueue command.
+// in the messages of its enqueue command. An empty name means "worker".
 func New(name string) *App {
 	if name == "" {
 		name = "worker"
@@ -60,7 +60,8 @@ func (a *App) Register(types ...tasks.Declared) *App {
 
 // Use adds task middleware. The worker runs its own middleware outside
 // them (one log line per task, panic recovery, metrics), then these in the
-// order given, the first outermost, then the handler.
+// order given, the first outermost, then the handler. A nil middleware
+// stops Run with exit code 2.
 func (a *App) Use(mw ...asynq.MiddlewareFunc) *App {
 	a.middleware = append(a.middleware, mw...)
 	return a
@@ -73,8 +74,10 @@ func (a *App) Use(mw ...asynq.MiddlewareFunc) *App {
 // do: request id, access log, panic recovery, metrics (labelled with
 // pattern), body limit, cross-origin protection, the API rate limit and,
 // when credentials are configured, authentication. A pattern that
-// conflicts with a built-in route or another one stops Run with exit code
-// 2.
+// conflicts with a built-in route or another one, a malformed pattern, or
+// an h that is nil or returns nil stops Run with exit code 2. With
+// HTTP_ADDR off there is no web process: h is not called, and the worker
+// logs a warning that the routes are not served.
 func (a *App) Handle(pattern string, h func(Services) http.Handler) *App {
 	a.routes = append(a.routes, route{pattern, h})
 	return a
@@ -100,22 +103,24 @@ type Periodic struct {
 	// "@hourly", or a five-field cron spec, in UTC unless it starts with
 	// CRON_TZ=Area/City.
 	Spec string
-	// Type is the task type; it must be registered.
+	// Type is the task type, which must be registered.
 	Type string
 	// Payload is the task's payload: a struct or map (marshalled to JSON),
 	// or JSON text as a json.RawMessage, []byte or string. nil means {}.
 	Payload any
-	// Queue overrides the type's queue; empty keeps it.
+	// Queue, when not empty, overrides the type's queue.
 	Queue string
 }
 
 // Services are the process-wide pieces a route gets: the one cache manager
 // (use its async side in handlers), the asynq client and inspector on its
-// Redis client, the task registry and the logger.
+// Redis client, the task registry and the logger. Each is safe for
+// concurrent use, and usable until Run returns: the worker closes the
+// cache manager, and with it the Redis client, on its way out.
 type Services struct {
 	// Manager is the process's cache manager.
 	Manager *cachemgr.Manager
-	// Client enqueues tasks; a tasks.Type's Enqueue takes it.
+	// Client enqueues tasks; pass it to a tasks.Type's Enqueue.
 	Client *asynq.Client
 	// Inspector reads queues and tasks.
 	Inspector *asynq.Inspector
@@ -125,21 +130,26 @@ type Services struct {
 	Logger *zap.Logger
 }
 
-// Env is where a run of the program reads and writes: Run's counterpart of
-// os.Args' neighbours. Zero fields mean the process's own.
+// Env is where a run of the program reads its environment and writes its
+// output: what Run takes instead of the process's own, so that tests and
+// examples run a program in-process. A zero field means the process's own.
 type Env struct {
-	// Getenv reads the environment; nil: os.Getenv.
+	// Getenv reads an environment variable; nil means os.Getenv.
 	Getenv func(string) string
-	// Stdin, Stdout and Stderr; nil: the process's own.
+	// Stdin, Stdout and Stderr are the program's standard streams; nil
+	// means the process's own. The worker writes its log to Stderr and
+	// --help to Stdout.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	// Started, when not nil, is called once the worker is running: its
 	// Redis chosen, its web process listening, its asynq server started.
-	// forgeqtest uses it; it must not block.
+	// It is called on another goroutine than Run's and must not block:
+	// the worker's shutdown waits for it. forgeqtest uses it.
 	Started func(Started)
 }
 
-// Started describes a running worker, for Env.Started.
+// Started describes a running worker, for Env.Started: its services, its
+// Redis and the address of its web process.
 type Started struct {
 	Services
 	// RedisURL is the Redis the worker uses (an embedded one's address
@@ -149,6 +159,8 @@ type Started struct {
 	HTTPAddr string
 }
 
+// withDefaults returns e with the process's own in place of its zero
+// fields.
 func (e Env) withDefaults() Env {
 	if e.Getenv == nil {
 		e.Getenv = os.Getenv
@@ -166,22 +178,30 @@ func (e Env) withDefaults() Env {
 }
 
 // Main runs the program with os.Args and the process's environment and
-// exits with Run's exit code. It handles SIGINT and SIGTERM (a graceful
-// shutdown). Call it last in main.
+// exits with Run's exit code. SIGINT and SIGTERM shut the worker down
+// gracefully (a second one kills it) and end the enqueue command's wait.
+// Call it last in main.
 func (a *App) Main() {
-	os.Exit(a.Run(context.Background(), os.Args[1:], Env{}))
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "enqueue" {
+		os.Exit(a.mainEnqueue(args[1:]))
+	}
+	os.Exit(a.Run(context.Background(), args, Env{}))
 }
 
 // MainEnqueue is Main for a program that is only the enqueue command, as
 // cmd/enqueue is: `enqueue ...` rather than `worker enqueue ...`.
 func (a *App) MainEnqueue() {
-	// enqueue reports Redis errors itself; go-redis's own log lines about
-	// them would only repeat them.
+	os.Exit(a.mainEnqueue(os.Args[1:]))
+}
+
+func (a *App) mainEnqueue(args []string) int {
+	// The command reports Redis errors itself; go-redis's own log lines
+	// about them would only repeat them.
 	redis.SetLogger(enqueue.QuietRedis{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := a.RunEnqueue(ctx, os.Args[1:], Env{})
-	stop()
-	os.Exit(code)
+	defer stop()
+	return a.RunEnqueue(ctx, args, Env{})
 }
 
 // Run runs the program with args (without the program name) and returns
@@ -249,6 +269,24 @@ func (a *App) registry() (*tasks.Registry, error) {
 		return nil, fmt.Errorf("app %s: %w", a.name, err)
 	}
 	return reg, nil
+}
+
+// check reports the nil middleware and route handlers given to Use and
+// Handle, which would otherwise panic: the first on every task, the second
+// when the worker starts.
+func (a *App) check() error {
+	var errs []error
+	for i, mw := range a.middleware {
+		if mw == nil {
+			errs = append(errs, fmt.Errorf("app %s: App.Use: middleware %d is nil", a.name, i+1))
+		}
+	}
+	for _, r := range a.routes {
+		if r.handler == nil {
+			errs = append(errs, fmt.Errorf("app %s: App.Handle(%q): nil handler function", a.name, r.pattern))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // scheduleName matches the names of periodic entries, as config checks

@@ -39,7 +39,7 @@ import (
 // impl=forgeq, repeat the whole command instead:
 //
 //	for i in 1 2 3 4 5; do
-//		go test -run '^$' -bench 'Throughput|PickupLatency' -benchtime 1x -count 1 ./cmd/worker
+//		go test -run '^$' -bench 'Throughput|PickupLatency' -benchtime 1x -count 1 ./worker
 //	done
 const (
 	benchDB    = 8

@@ -1,5 +1,3 @@
-// This file is the worker's run: what `go run ./cmd/worker` did in package
-// main before the worker became an API.
 package worker
 
 import (
@@ -7,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -65,6 +65,9 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	if err != nil {
 		return usageError{err}
 	}
+	if err := a.check(); err != nil {
+		return usageError{err}
+	}
 	cfg, err := a.loadConfig(args, reg.Types(), getenv, stdout)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -113,7 +116,12 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	// does not close it, and they need no closing of their own.
 	client := asynq.NewClientFromRedisClient(m.Client())
 	inspector := asynq.NewInspectorFromRedisClient(m.Client())
-	x, err := metrics.New(metrics.Options{Manager: m, Inspector: inspector, Logger: logger.Named("metrics")})
+	// The series of every type and served queue exist from the first
+	// scrape, with zero values.
+	x, err := metrics.New(metrics.Options{
+		Manager: m, Inspector: inspector, Logger: logger.Named("metrics"),
+		TaskTypes: reg.Types(), Queues: slices.Sorted(maps.Keys(cfg.Worker.Queues)),
+	})
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -178,6 +186,13 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		zap.Bool("http_auth", cfg.HTTP.AuthUsername != ""),
 	)
 	warnUnservedQueues(periodics, cfg.Worker.Queues, logger)
+	if www == nil && len(a.routes) > 0 {
+		patterns := make([]string, len(a.routes))
+		for i, r := range a.routes {
+			patterns[i] = r.pattern
+		}
+		logger.Warn("HTTP_ADDR is off: the routes added with App.Handle are not served", zap.Strings("routes", patterns))
+	}
 
 	go func() {
 		// After the first signal, restore the default so that a second one
@@ -185,6 +200,11 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		<-ctx.Done()
 		stop()
 	}()
+
+	// The task catalogue: published once the server runs, refreshed
+	// while it runs, withdrawn from at shutdown (worker/catalog.go).
+	pub := newPublisher(m.Client(), reg, cfg.Worker.Queues, logger)
+	catalogued := make(chan struct{}) // closed once the first publish is done
 
 	g, gctx := errgroup.WithContext(ctx)
 	schedDone := make(chan struct{})
@@ -200,6 +220,8 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 			return fmt.Errorf("start asynq server: %w", err)
 		}
 		ready.running()
+		pub.publish(gctx)
+		close(catalogued)
 		logger.Info("worker started")
 		if env.Started != nil {
 			started := Started{Services: services, RedisURL: target.url}
@@ -220,6 +242,7 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		}
 		return nil
 	})
+	g.Go(func() error { return pub.run(gctx, catalogued) })
 	if www != nil {
 		// Serves until gctx ends, then stops listening and waits up to
 		// HTTP_SHUTDOWN_TIMEOUT for in-flight requests, alongside the

@@ -386,7 +386,11 @@ func TestRunWeb(t *testing.T) {
 				t.Errorf("/metrics has no line matching %s", want)
 			}
 		}
-		if regexp.MustCompile(`(?m)^forgeq_tasks_failed_total\{`).Match(res.body) {
+		// The failure series exist from the start, at zero.
+		if !regexp.MustCompile(`(?m)^forgeq_tasks_failed_total\{outcome="retry",queue="default",task_type="data:process"\} 0$`).Match(res.body) {
+			t.Error("/metrics has no zero failure series for data:process on default")
+		}
+		if regexp.MustCompile(`(?m)^forgeq_tasks_failed_total\{.*\} [1-9]`).Match(res.body) {
 			t.Error("/metrics counts a failed task")
 		}
 	})

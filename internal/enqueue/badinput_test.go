@@ -122,6 +122,18 @@ func TestBadInput(t *testing.T) {
 			want:     []string{`--max-retry "-1": must not be negative`},
 		},
 		{
+			name:     "group",
+			giveArgs: []string{"data:process", `{"key": "k", "work": 1}`, "--group", "nightly"},
+			want:     []string{`--group "nightly": task groups are not supported`},
+		},
+		{
+			name:     "group on a file line",
+			giveArgs: []string{"--file", "FILE"},
+			giveFile: jsonl(good, `{"type": "data:process", "payload": {"key": "k", "work": 1}, "group": "g"}`),
+			want:     []string{"1 bad line; nothing was enqueued", `line 2: field "group" "g": task groups are not supported`},
+			wantNot:  []string{"line 1:"},
+		},
+		{
 			name:     "duplicate task id",
 			giveArgs: []string{"data:process", `{"key": "k", "work": 1}`, "--id", "taken-1"},
 			want:     []string{`--id "taken-1"`, `queue "default" already has a task with this id`, "scheduled"},

@@ -56,7 +56,7 @@ func loopEnqueue(tb testing.TB, client *asynq.Client, n int) {
 // checking every line, connecting and the concurrent enqueue) against a
 // plain one-at-a-time EnqueueContext loop. Each reports tasks/s.
 //
-//	go test -run '^$' -bench BulkEnqueue -benchtime 5x ./cmd/enqueue
+//	go test -run '^$' -bench BulkEnqueue -benchtime 5x ./internal/enqueue
 func BenchmarkBulkEnqueue(b *testing.B) {
 	tb := setup(b, dbCLI)
 	path := writeBenchFile(b, benchTasks)
@@ -94,7 +94,7 @@ func BenchmarkBulkEnqueue(b *testing.B) {
 // CLI's bulk rate to the loop's (target: at least 3). BENCHMARKS.md has the
 // figures:
 //
-//	go test -run '^$' -bench BulkVsLoop -benchtime 1x -v ./cmd/enqueue
+//	go test -run '^$' -bench BulkVsLoop -benchtime 1x -v ./internal/enqueue
 func BenchmarkBulkVsLoop(b *testing.B) {
 	t := b
 	tb := setup(t, dbCLI)

@@ -58,9 +58,35 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 	if _, errs := c.f.opts.parse(c.now(), flagName); len(errs) > 0 {
 		return &inputError{err: errors.Join(errs...)}
 	}
-	list, bad, err := c.checkLines(r)
+	// Types the program lacks are looked up in the task catalogue, read
+	// once over the connection the tasks are then enqueued on.
+	var k *conn
+	defer func() {
+		if k != nil {
+			k.close()
+		}
+	}()
+	connect := func() (*conn, error) {
+		cfg, err := c.loadConfig(fs)
+		if err != nil {
+			return nil, err
+		}
+		return c.connect(ctx, cfg)
+	}
+	types := &typeSource{c: c, read: func() (*catalogView, error) {
+		kk, err := connect()
+		if err != nil {
+			return nil, err
+		}
+		k = kk
+		return readCatalog(ctx, kk)
+	}}
+	list, bad, err := c.checkLines(r, types)
 	if err != nil {
 		return badInput("--file %s: %w", name, err)
+	}
+	if err := types.failed(); err != nil {
+		return err
 	}
 	if len(bad) > 0 {
 		return &inputError{
@@ -68,15 +94,11 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 			lines: bad,
 		}
 	}
-	cfg, err := c.loadConfig(fs)
-	if err != nil {
-		return err
+	if k == nil {
+		if k, err = connect(); err != nil {
+			return err
+		}
 	}
-	k, err := c.connect(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer k.close()
 	client, insp, stop := k.pipelined()
 	defer stop()
 
@@ -99,10 +121,11 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 	return c.report(c.enqueueAll(ctx, client, insp, list))
 }
 
-// checkLines reads and checks every line of r. It returns the tasks, or
-// the bad lines; err is a failure to read r at all. The lines are checked
-// in parallel, then in order for ids and unique tasks used twice.
-func (c *cli) checkLines(r io.Reader) (list []bulkTask, bad []lineError, err error) {
+// checkLines reads and checks every line of r, finding their task types
+// in types. It returns the tasks, or the bad lines; err is a failure to
+// read r at all. The lines are checked in parallel, then in order for ids
+// and unique tasks used twice.
+func (c *cli) checkLines(r io.Reader, types *typeSource) (list []bulkTask, bad []lineError, err error) {
 	// All of r is needed before anything is enqueued, and the tasks take
 	// more memory than their text: read it in one piece.
 	data, err := io.ReadAll(r)
@@ -148,7 +171,7 @@ func (c *cli) checkLines(r io.Reader) (list []bulkTask, bad []lineError, err err
 						res.errs = []error{fmt.Errorf("%d bytes, over the %d-byte limit of a line (a payload may have at most %d)", len(lines[i].text), maxLineSize, tasks.MaxPayloadSize)}
 						continue
 					}
-					res.task, res.errs = c.checkLine(lines[i].text, now)
+					res.task, res.errs = c.checkLine(lines[i].text, now, types)
 					res.task.line = lines[i].n
 				}
 			}
@@ -210,7 +233,7 @@ type lineJSON struct {
 const lineFields = "type, payload, queue, delay, at, max_retry, timeout, deadline, unique, id, retention, group"
 
 // checkLine checks one line and builds its task.
-func (c *cli) checkLine(line []byte, now time.Time) (bulkTask, []error) {
+func (c *cli) checkLine(line []byte, now time.Time, types *typeSource) (bulkTask, []error) {
 	var (
 		t    bulkTask
 		errs []error
@@ -281,14 +304,14 @@ func (c *cli) checkLine(line []byte, now time.Time) (bulkTask, []error) {
 	})
 	errs = append(errs, optErrs...)
 
-	var def *tasks.Definition
+	var def taskType
 	switch {
 	case typ == nil:
 		errs = append(errs, errors.New("missing field \"type\""))
 	default:
-		d, ok := c.reg.Lookup(*typ)
-		if !ok {
-			errs = append(errs, fmt.Errorf("field \"type\": unknown task type %q; known types: %s", *typ, strings.Join(c.reg.Types(), ", ")))
+		d, err := types.lookup(*typ)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("field \"type\": %w", err))
 		}
 		def = d
 	}
@@ -302,12 +325,12 @@ func (c *cli) checkLine(line []byte, now time.Time) (bulkTask, []error) {
 	if ownID {
 		opts.id = uuid.NewString()
 	}
-	task, err := def.NewTask(payload, opts.asynq()...)
+	task, err := def.newTask(payload, opts.asynq()...)
 	if err != nil {
 		return t, []error{fmt.Errorf("field \"payload\": %w", err)}
 	}
-	t = bulkTask{typ: def.Type(), queue: def.Queue(), id: opts.id, ownID: ownID, task: task,
-		unique: opts.unique > 0 || hasOption(def.Defaults(), asynq.UniqueOpt)}
+	t = bulkTask{typ: def.name(), queue: def.queue(), id: opts.id, ownID: ownID, task: task,
+		unique: opts.unique > 0 || hasOption(def.defaults(), asynq.UniqueOpt)}
 	if opts.queue != "" {
 		t.queue = opts.queue
 	}

@@ -162,9 +162,9 @@ func TestBulkOwnRetry(t *testing.T) {
 	c := &cli{reg: tasks.Default(), now: time.Now, stderr: io.Discard, stdout: io.Discard, getenv: func(k string) string { return env[k] }}
 	c.f.concurrency, c.f.progress = 4, "never"
 	list, bad, err := c.checkLines(strings.NewReader(
-		`{"type": "data:process", "payload": {"key": "a", "work": 1}}` + "\n" +
-			`{"type": "data:process", "payload": {"key": "b", "work": 1}, "id": "given"}` + "\n" +
-			`{"type": "data:process", "payload": {"key": "c", "work": 1}, "unique": "1h"}` + "\n"))
+		`{"type": "data:process", "payload": {"key": "a", "work": 1}}`+"\n"+
+			`{"type": "data:process", "payload": {"key": "b", "work": 1}, "id": "given"}`+"\n"+
+			`{"type": "data:process", "payload": {"key": "c", "work": 1}, "unique": "1h"}`+"\n"), c.localTypes())
 	if err != nil || len(bad) > 0 {
 		t.Fatal(err, bad)
 	}
@@ -198,8 +198,8 @@ func TestBulkOwnRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	others, bad, err := c.checkLines(strings.NewReader(
-		`{"type": "data:process", "payload": {"key": "d", "work": 1}, "id": "taken"}` + "\n" +
-			`{"type": "data:process", "payload": {"key": "c", "work": 1}, "unique": "1h"}` + "\n"))
+		`{"type": "data:process", "payload": {"key": "d", "work": 1}, "id": "taken"}`+"\n"+
+			`{"type": "data:process", "payload": {"key": "c", "work": 1}, "unique": "1h"}`+"\n"), c.localTypes())
 	if err != nil || len(bad) > 0 {
 		t.Fatal(err, bad)
 	}

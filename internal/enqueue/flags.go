@@ -75,7 +75,7 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 	fs.StringVar(&f.file, "file", "", "enqueue every task of the JSON Lines `FILE` (- for stdin), each line checked before any is enqueued")
 	fs.IntVar(&f.concurrency, "concurrency", defaultConcurrency, "enqueue up to `N` tasks of a --file at once")
 	fs.BoolVar(&f.json, "json", false, "print JSON instead of text")
-	fs.BoolVar(&f.list, "list", false, "list the task types with their payload fields")
+	fs.BoolVar(&f.list, "list", false, "list the task types, this program's and those running workers published, with their payload fields")
 	fs.StringVar(&f.progress, "progress", "auto", "progress bar on stderr: `MODE` auto (on a terminal, not with --json), always or never")
 	help := fs.BoolP("help", "h", false, "show this help")
 
@@ -227,6 +227,12 @@ Usage:
 The payload comes from the PAYLOAD argument, --payload-file, or stdin when it
 is not a terminal; no payload at all means {}. It is checked against the task
 type before anything is enqueued.
+
+A TYPE this program does not define is looked up in the task catalogue that
+running workers publish in Redis: the payload is checked against the JSON
+Schema the worker published, and the task gets the published queue, retries
+and timeout. --list shows the published types too, with the workers serving
+them.
 
 Examples:
   enqueue --list

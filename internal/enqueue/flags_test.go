@@ -4,6 +4,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/alicebob/miniredis/v2"
 )
 
 // closedURL returns the URL of a local port nothing listens on.
@@ -86,7 +88,9 @@ func TestUsageErrors(t *testing.T) {
 // on stdout.
 func TestJSONErrors(t *testing.T) {
 	t.Parallel()
-	r := runCmd(t, nil, "", "nope:type", "{}", "--json")
+	// An empty task catalogue: the type is unknown there too.
+	env := map[string]string{"REDIS_CONNECTION_URL": "redis://" + miniredis.RunT(t).Addr()}
+	r := runCmd(t, env, "", "nope:type", "{}", "--json")
 	if r.code != exitUsage {
 		t.Fatalf("exit %d", r.code)
 	}

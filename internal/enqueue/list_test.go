@@ -45,24 +45,30 @@ func TestList(t *testing.T) {
 	if !strings.Contains(r.stdout, "required") || !strings.Contains(r.stdout, "optional") {
 		t.Errorf("listing does not say which fields are required:\n%s", r.stdout)
 	}
+	// The task catalogue cannot be read: a warning, and only the
+	// program's types.
+	if !strings.Contains(r.stderr, "warning: the task catalogue could not be read") || !strings.Contains(r.stderr, "cannot reach Redis") {
+		t.Errorf("stderr lacks the catalogue warning: %q", r.stderr)
+	}
 }
 
 func TestListJSON(t *testing.T) {
 	t.Parallel()
-	r := runCmd(t, nil, "", "--list", "--json")
+	r := runCmd(t, map[string]string{"REDIS_CONNECTION_URL": closedURL(t)}, "", "--list", "--json")
 	if r.code != exitOK {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	got := decodeJSON[[]typeJSON](t, r.stdout)
 	var want []typeJSON
 	for _, d := range tasks.Default().Definitions() {
-		want = append(want, typeJSON{Type: d.Type(), Description: d.Description(), Queue: d.Queue(), Fields: d.Fields()})
+		want = append(want, typeJSON{Type: d.Type(), Description: d.Description(), Queue: d.Queue(), Fields: d.Fields(),
+			Local: true, Schema: d.Schema()})
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("--list --json (-want +got):\n%s", diff)
 	}
 	// The field names machines read.
-	for _, key := range []string{`"type":`, `"description":`, `"queue":`, `"fields":`, `"name":`, `"required":`, `"help":`} {
+	for _, key := range []string{`"type":`, `"description":`, `"queue":`, `"fields":`, `"name":`, `"required":`, `"help":`, `"local":`, `"published":`, `"schema":`} {
 		if !strings.Contains(r.stdout, key) {
 			t.Errorf("output lacks %s", key)
 		}

@@ -142,7 +142,7 @@ func (c *cli) run(ctx context.Context, args []string) error {
 	}
 	switch {
 	case c.f.list:
-		return c.list()
+		return c.list(ctx, fs)
 	case c.f.file != "":
 		return c.bulk(ctx, fs)
 	default:

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,12 +22,11 @@ import (
 const waitRetention = time.Hour
 
 // single enqueues the task of the command line: enqueue TYPE [PAYLOAD].
+// A type the program lacks is looked up in the task catalogue once Redis
+// is reached; one of its own is checked before.
 func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
 	typ := c.f.args[0]
-	def, err := c.lookup(typ)
-	if err != nil {
-		return err
-	}
+	def, local := c.reg.Lookup(typ)
 	payload, from, err := c.payload()
 	if err != nil {
 		return err
@@ -48,13 +46,26 @@ func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
 	if ownID {
 		opts.id = uuid.NewString()
 	}
-	aopts := opts.asynq()
-	if c.f.wait && opts.retention == nil && !hasOption(def.Defaults(), asynq.RetentionOpt) {
-		aopts = append(aopts, asynq.Retention(waitRetention))
+	build := func(tt taskType) (*asynq.Task, error) {
+		aopts := opts.asynq()
+		if c.f.wait && opts.retention == nil && !hasOption(tt.defaults(), asynq.RetentionOpt) {
+			aopts = append(aopts, asynq.Retention(waitRetention))
+		}
+		task, err := tt.newTask(payload, aopts...)
+		if err != nil {
+			return nil, badInput("payload (%s): %w", from, err)
+		}
+		return task, nil
 	}
-	task, err := def.NewTask(payload, aopts...)
-	if err != nil {
-		return badInput("payload (%s): %w", from, err)
+	var (
+		tt   taskType
+		task *asynq.Task
+	)
+	if local {
+		tt = localType{def}
+		if task, err = build(tt); err != nil {
+			return err
+		}
 	}
 	cfg, err := c.loadConfig(fs)
 	if err != nil {
@@ -66,8 +77,18 @@ func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
 		return err
 	}
 	defer k.close()
+	if !local {
+		p, err := c.lookupPublished(ctx, k, typ)
+		if err != nil {
+			return err
+		}
+		tt = p
+		if task, err = build(tt); err != nil {
+			return err
+		}
+	}
 
-	queue := def.Queue()
+	queue := tt.queue()
 	if opts.queue != "" {
 		queue = opts.queue
 	}
@@ -96,15 +117,6 @@ func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
 		return nil
 	}
 	return c.wait(ctx, k, info, waitTimeout)
-}
-
-// lookup returns the definition of typ; an unknown type is bad input.
-func (c *cli) lookup(typ string) (*tasks.Definition, error) {
-	def, ok := c.reg.Lookup(typ)
-	if !ok {
-		return nil, badInput("unknown task type %q; known types: %s (see %s --list)", typ, strings.Join(c.reg.Types(), ", "), c.prog)
-	}
-	return def, nil
 }
 
 // payload returns the payload bytes and where they came from: the PAYLOAD

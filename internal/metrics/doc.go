@@ -4,10 +4,16 @@
 //
 // # Usage
 //
-// Build one [Metrics] per process in main, from the process's cache manager
-// and (optionally) an asynq Inspector on the same client, then wire it in:
+// Build one [Metrics] per process in main, from the process's cache manager,
+// (optionally) an asynq Inspector on the same client, and the task types
+// and queues the process serves, then wire it in:
 //
-//	m, err := metrics.New(metrics.Options{Manager: cache, Inspector: insp})
+//	m, err := metrics.New(metrics.Options{
+//		Manager:   cache,
+//		Inspector: insp,
+//		TaskTypes: registry.Types(),
+//		Queues:    []string{"critical", "default", "low"},
+//	})
 //	if err != nil {
 //		return err
 //	}
@@ -25,6 +31,18 @@
 // forgeq_queue_scrape_errors_total and leaves the queue metrics out of that
 // scrape; the rest of the scrape is served. Task and HTTP metrics are
 // counted as tasks and requests finish.
+//
+// # Series from the first scrape
+//
+// A counter series usually appears when it first moves, which leaves
+// rate() without a starting point and dashboards with gaps. So the series
+// of Options.TaskTypes and Options.Queues exist with zero values from the
+// first scrape: forgeq_tasks_in_progress for every type;
+// forgeq_tasks_processed_total and forgeq_task_duration_seconds for every
+// type and queue; forgeq_tasks_failed_total for every type, queue and
+// outcome (retry, archived, skip_retry, canceled, panic); and, with an
+// Inspector, the forgeq_queue_* and asynq_* series of every configured
+// queue, zero until its first task creates it in Redis.
 //
 // # Metric names
 //

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -41,6 +42,20 @@ type Options struct {
 	QueueScrapeTimeout time.Duration
 	// Logger receives scrape errors (default: none).
 	Logger *zap.Logger
+	// TaskTypes are the task types the process serves. Their task series
+	// exist with zero values from the first scrape, so that rate() works
+	// before the first task and dashboards have no gaps:
+	// forgeq_tasks_in_progress for each type and, for each type and each
+	// queue of Queues, forgeq_tasks_processed_total,
+	// forgeq_task_duration_seconds and forgeq_tasks_failed_total for every
+	// outcome. Types met at run time get their series when their first
+	// task finishes, as without TaskTypes.
+	TaskTypes []string
+	// Queues are the queues the process serves. They label the task series
+	// that TaskTypes pre-creates and, with an Inspector, the queue metrics
+	// (forgeq_queue_* and asynq_*) report each of them, with zero values,
+	// before its first task creates it in Redis.
+	Queues []string
 }
 
 var namespaceRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
@@ -65,7 +80,27 @@ func (o *Options) init() error {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	var err error
+	if o.TaskTypes, err = labelValues("TaskTypes", o.TaskTypes); err != nil {
+		return err
+	}
+	if o.Queues, err = labelValues("Queues", o.Queues); err != nil {
+		return err
+	}
 	return nil
+}
+
+// labelValues returns a sorted copy of vs without repeats, for the options
+// named field; an empty value is an error.
+func labelValues(field string, vs []string) ([]string, error) {
+	out := slices.Clone(vs)
+	for i, v := range out {
+		if v == "" {
+			return nil, fmt.Errorf("metrics: Options.%s[%d] is empty", field, i)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // Metrics owns a prometheus.Registry with everything forgeq exports: the
@@ -79,10 +114,11 @@ type Metrics struct {
 	http    *httpMetrics
 }
 
-// New builds a Metrics and registers every collector on a new registry. It
-// returns an error when o.Manager is nil, when o.Namespace is not a valid
-// metric name prefix or o.QueueScrapeTimeout is negative, and when a
-// collector cannot be registered.
+// New builds a Metrics and registers every collector on a new registry,
+// with the zero series of o.TaskTypes and o.Queues. It returns an error
+// when o.Manager is nil, when o.Namespace is not a valid metric name prefix,
+// o.QueueScrapeTimeout is negative or o.TaskTypes or o.Queues holds an
+// empty name, and when a collector cannot be registered.
 func New(o Options) (*Metrics, error) {
 	if err := o.init(); err != nil {
 		return nil, err
@@ -92,6 +128,7 @@ func New(o Options) (*Metrics, error) {
 		tasks: newTaskMetrics(o.Namespace),
 		http:  newHTTPMetrics(o.Namespace),
 	}
+	x.tasks.precreate(o.TaskTypes, o.Queues)
 	cs := []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -100,7 +137,7 @@ func New(o Options) (*Metrics, error) {
 		x.http,
 	}
 	if o.Inspector != nil {
-		cs = append(cs, newQueueCollector(o.Namespace, o.Inspector, o.QueueScrapeTimeout, o.Logger))
+		cs = append(cs, newQueueCollector(o.Namespace, o.Inspector, o.QueueScrapeTimeout, o.Queues, o.Logger))
 	}
 	for _, c := range cs {
 		if err := x.reg.Register(c); err != nil {

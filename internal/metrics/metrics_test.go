@@ -123,6 +123,9 @@ func TestNewOptions(t *testing.T) {
 		{name: "namespace with dash", give: metrics.Options{Manager: b.m, Namespace: "forge-q"}, wantErr: "namespace"},
 		{name: "namespace starting with digit", give: metrics.Options{Manager: b.m, Namespace: "1q"}, wantErr: "namespace"},
 		{name: "negative timeout", give: metrics.Options{Manager: b.m, QueueScrapeTimeout: -time.Second}, wantErr: "QueueScrapeTimeout"},
+		{name: "types and queues", give: metrics.Options{Manager: b.m, TaskTypes: []string{"a:x", "a:x"}, Queues: []string{"default"}}},
+		{name: "empty task type", give: metrics.Options{Manager: b.m, TaskTypes: []string{"a:x", ""}}, wantErr: "TaskTypes[1] is empty"},
+		{name: "empty queue", give: metrics.Options{Manager: b.m, Queues: []string{""}}, wantErr: "Queues[0] is empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

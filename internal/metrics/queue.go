@@ -3,6 +3,7 @@ package metrics
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -19,9 +20,15 @@ import (
 // Each read is exported twice: as forgeq_queue_* (under the namespace) and
 // as the asynq_* families of asynq's own exporter (github.com/hibiken/asynq/x
 // metrics), whose names and labels the asynqmon dashboard's charts query.
+//
+// A read that lists the queues also reports each of the configured queues
+// that Redis does not know yet (asynq creates a queue with its first
+// task), with zero values, so that their series exist from the start. A
+// read that fails or is too slow reports none, as for the others.
 type queueCollector struct {
 	insp    *asynq.Inspector
 	timeout time.Duration
+	queues  []string // configured queues, reported even before they exist
 	log     *zap.Logger
 
 	tasks, latency, paused *prometheus.Desc
@@ -79,13 +86,14 @@ func (d asynqDescs) collect(ch chan<- prometheus.Metric, q *asynq.QueueInfo) {
 	ch <- prometheus.MustNewConstMetric(d.failed, prometheus.CounterValue, float64(q.FailedTotal), q.Queue)
 }
 
-func newQueueCollector(ns string, insp *asynq.Inspector, timeout time.Duration, log *zap.Logger) *queueCollector {
+func newQueueCollector(ns string, insp *asynq.Inspector, timeout time.Duration, queues []string, log *zap.Logger) *queueCollector {
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(prometheus.BuildFQName(ns, "queue", name), help, labels, nil)
 	}
 	return &queueCollector{
 		insp:      insp,
 		timeout:   timeout,
+		queues:    queues,
 		log:       log,
 		tasks:     desc("tasks", "Tasks in an asynq queue, by state.", "queue", "state"),
 		latency:   desc("latency_seconds", "Age of the oldest pending task of an asynq queue.", "queue"),
@@ -171,7 +179,8 @@ func (c *queueCollector) read() ([]*asynq.QueueInfo, []error) {
 	}
 }
 
-// readAll asks the Inspector for every queue's statistics.
+// readAll asks the Inspector for every queue's statistics. Configured
+// queues missing from Redis get zero statistics.
 func (c *queueCollector) readAll() queueRead {
 	var r queueRead
 	names, err := c.insp.Queues()
@@ -186,6 +195,11 @@ func (c *queueCollector) readAll() queueRead {
 			continue
 		}
 		r.infos = append(r.infos, info)
+	}
+	for _, q := range c.queues {
+		if !slices.Contains(names, q) {
+			r.infos = append(r.infos, &asynq.QueueInfo{Queue: q})
+		}
 	}
 	return r
 }

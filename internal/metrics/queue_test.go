@@ -402,3 +402,58 @@ func TestQueueScrapesBackToBack(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueSeriesFromStart checks that the configured queues that Redis
+// does not know yet are scraped with zero values beside the queues it
+// knows, and that a failing read still leaves every queue out.
+func TestQueueSeriesFromStart(t *testing.T) {
+	t.Parallel()
+	b := setup(t, metrics.Options{Queues: []string{"critical", "default", "low"}})
+	enqueue(t, b.rdb, "default", 2)
+	enqueue(t, b.rdb, "other", 1) // not configured: read from Redis as before
+
+	want := map[string]float64{"forgeq_queue_scrape_errors_total": 0}
+	for _, q := range []struct {
+		name    string
+		pending float64
+	}{{"critical", 0}, {"default", 2}, {"low", 0}, {"other", 1}} {
+		for _, m := range []map[string]float64{
+			queueStates(q.name, map[string]float64{"pending": q.pending}),
+			asynqStates(q.name, map[string]float64{"pending": q.pending}, 0, 0),
+		} {
+			for k, v := range m {
+				want[k] = v
+			}
+		}
+		for _, name := range []string{"forgeq_queue_paused", "forgeq_queue_processed_total", "forgeq_queue_failed_total"} {
+			want[fmt.Sprintf("%s{queue=%q}", name, q.name)] = 0
+		}
+	}
+	names := []string{
+		"forgeq_queue_tasks", "forgeq_queue_paused", "forgeq_queue_processed_total", "forgeq_queue_failed_total",
+		"forgeq_queue_scrape_errors_total",
+		"asynq_tasks_enqueued_total", "asynq_queue_size", "asynq_tasks_processed_total", "asynq_tasks_failed_total",
+	}
+	if diff := cmp.Diff(want, samples(t, b.x.Registry(), names...)); diff != "" {
+		t.Errorf("queue series (-want +got):\n%s", diff)
+	}
+	// The queues with no task wait for none and hold no memory.
+	got := samples(t, b.x.Registry(), "forgeq_queue_latency_seconds", "asynq_queue_latency_seconds", "asynq_queue_memory_usage_approx_bytes")
+	for _, q := range []string{"critical", "low"} {
+		for _, name := range []string{"forgeq_queue_latency_seconds", "asynq_queue_latency_seconds", "asynq_queue_memory_usage_approx_bytes"} {
+			k := fmt.Sprintf("%s{queue=%q}", name, q)
+			if v, ok := got[k]; !ok || v != 0 {
+				t.Errorf("%s = %v (present %v), want 0", k, v, ok)
+			}
+		}
+	}
+
+	// A read that fails reports no queue, configured or not: zeros would
+	// hide the failure.
+	b.mr.SetError("ERR injected")
+	got = samples(t, b.x.Registry(), names...)
+	b.mr.SetError("")
+	if diff := cmp.Diff(map[string]float64{"forgeq_queue_scrape_errors_total": 1}, got); diff != "" {
+		t.Errorf("queue series while Redis fails (-want +got):\n%s", diff)
+	}
+}

@@ -15,6 +15,12 @@ import (
 // that panicked; the others are tasks.Outcome's.
 const outcomePanic = "panic"
 
+// failureOutcomes are the outcomes of forgeq_tasks_failed_total: every
+// tasks.Outcome but done, and "panic".
+var failureOutcomes = []string{
+	tasks.OutcomeRetry, tasks.OutcomeArchived, tasks.OutcomeSkipRetry, tasks.OutcomeCanceled, outcomePanic,
+}
+
 // unknownQueue labels tasks whose ctx carries no queue name (a handler
 // called directly, outside an asynq server).
 const unknownQueue = "unknown"
@@ -38,7 +44,7 @@ func newTaskMetrics(ns string) *taskMetrics {
 		}, []string{"task_type", "queue"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "tasks", Name: "failed_total",
-			Help: "Tasks that failed in this worker, by outcome: retry, skip_retry or panic.",
+			Help: "Tasks that failed in this worker, by outcome: retry, archived, skip_retry, canceled or panic.",
 		}, []string{"task_type", "queue", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: "task", Name: "duration_seconds",
@@ -49,6 +55,22 @@ func newTaskMetrics(ns string) *taskMetrics {
 			Namespace: ns, Subsystem: "tasks", Name: "in_progress",
 			Help: "Tasks being processed by this worker.",
 		}, []string{"task_type"}),
+	}
+}
+
+// precreate creates the series of every type in types with zero values:
+// in progress, and for every queue in queues processed, duration and
+// failed with every outcome.
+func (m *taskMetrics) precreate(types, queues []string) {
+	for _, typ := range types {
+		m.inProgress.WithLabelValues(typ)
+		for _, q := range queues {
+			m.processed.WithLabelValues(typ, q)
+			m.duration.WithLabelValues(typ, q)
+			for _, outcome := range failureOutcomes {
+				m.failed.WithLabelValues(typ, q, outcome)
+			}
+		}
 	}
 }
 

@@ -143,3 +143,50 @@ func TestTaskMiddlewareSharesCounters(t *testing.T) {
 		t.Errorf("processed (-want +got):\n%s", diff)
 	}
 }
+
+// TestTaskSeriesFromStart checks that the series of Options.TaskTypes and
+// Options.Queues are scraped with zero values before any task, so that
+// rate() works from the start, and that a task then counts in them.
+func TestTaskSeriesFromStart(t *testing.T) {
+	t.Parallel()
+	b := setup(t, metrics.Options{
+		TaskTypes: []string{"report:build", "mail:send", "report:build"}, // a repeat is harmless
+		Queues:    []string{"default", "critical"},
+	})
+
+	want := map[string]float64{}
+	for _, typ := range []string{"report:build", "mail:send"} {
+		want[fmt.Sprintf("forgeq_tasks_in_progress{task_type=%q}", typ)] = 0
+		for _, q := range []string{"default", "critical"} {
+			labels := fmt.Sprintf("{queue=%q,task_type=%q}", q, typ)
+			want["forgeq_tasks_processed_total"+labels] = 0
+			want["forgeq_task_duration_seconds_count"+labels] = 0
+			want["forgeq_task_duration_seconds_sum"+labels] = 0
+			for _, outcome := range []string{"retry", "archived", "skip_retry", "canceled", "panic"} {
+				want[fmt.Sprintf("forgeq_tasks_failed_total{outcome=%q,queue=%q,task_type=%q}", outcome, q, typ)] = 0
+			}
+		}
+	}
+	names := []string{"forgeq_tasks_processed_total", "forgeq_tasks_failed_total", "forgeq_tasks_in_progress", "forgeq_task_duration_seconds"}
+	if diff := cmp.Diff(want, samples(t, b.x.Registry(), names...)); diff != "" {
+		t.Errorf("task series before any task (-want +got):\n%s", diff)
+	}
+
+	// A task of a type met at run time gets its series as before; the
+	// pre-created ones stay.
+	fail := asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return errors.New("down") })
+	b.x.TaskMiddleware()(fail).ProcessTask(t.Context(), asynq.NewTask("other:type", nil))
+	for k, v := range map[string]float64{
+		`forgeq_tasks_processed_total{queue="unknown",task_type="other:type"}`:              1,
+		`forgeq_tasks_failed_total{outcome="retry",queue="unknown",task_type="other:type"}`: 1,
+		`forgeq_tasks_in_progress{task_type="other:type"}`:                                  0,
+		`forgeq_task_duration_seconds_count{queue="unknown",task_type="other:type"}`:        1,
+	} {
+		want[k] = v
+	}
+	got := samples(t, b.x.Registry(), names...)
+	delete(got, `forgeq_task_duration_seconds_sum{queue="unknown",task_type="other:type"}`)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("task series after a task (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,97 @@
+package forgeqtest_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/forgeq/forgeq/forgeqtest"
+	"github.com/forgeq/forgeq/worker"
+)
+
+// greetingRoute answers GET /greetings/{name} with the greeting steps
+// cached for name.
+func greetingRoute(s worker.Services) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, err := s.Manager.Get(r.Context(), "greeting:"+r.PathValue("name"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		io.WriteString(w, v)
+	})
+}
+
+func TestStartWorkerRunsACustomType(t *testing.T) {
+	t.Parallel()
+	app := worker.New("greeter").Register(steps).Handle("GET /greetings/{name}", greetingRoute)
+	w := forgeqtest.StartWorker(t, app, forgeqtest.WorkerOptions{Env: map[string]string{"WORKER_CONCURRENCY": "2"}})
+
+	if !strings.HasPrefix(w.RedisURL(), "redis://127.0.0.1:") || strings.HasSuffix(w.RedisURL(), ":0") {
+		t.Errorf("RedisURL() = %q, want the embedded Redis's real loopback port", w.RedisURL())
+	}
+	ctx := t.Context()
+	ok, err := steps.Enqueue(ctx, w.Client(), stepsArgs{Name: "grace", Steps: 2}, asynq.TaskID("ok"), asynq.Retention(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := steps.Enqueue(ctx, w.Client(), stepsArgs{Name: "eve", Steps: 1, Fail: "permanent"}, asynq.TaskID("bad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	done := w.WaitTask(t, ok.Queue, ok.ID, 30*time.Second)
+	if done.State != asynq.TaskStateCompleted {
+		t.Fatalf("task ok: %s (%s), want completed", done.State, done.LastErr)
+	}
+	var res stepsResult
+	if err := json.Unmarshal(done.Result, &res); err != nil || res.Greeting != "hello, grace" {
+		t.Errorf("task ok: result %s (%v), want the greeting hello, grace", done.Result, err)
+	}
+	failed := w.WaitTask(t, bad.Queue, bad.ID, 30*time.Second)
+	if failed.State != asynq.TaskStateArchived || !strings.Contains(failed.LastErr, `name "eve" is banned`) {
+		t.Errorf("task bad: %s with %q, want archived at once (SkipRetry)", failed.State, failed.LastErr)
+	}
+
+	// The route reads what the handler cached, through the worker's
+	// manager, as the test can.
+	resp, err := http.Get(w.URL("/greetings/grace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "hello, grace" {
+		t.Errorf("GET /greetings/grace: %d %q, want 200 hello, grace", resp.StatusCode, body)
+	}
+	if v, err := w.Manager().Get(ctx, "greeting:grace"); err != nil || v != "hello, grace" {
+		t.Errorf("the worker's cache: %q, %v", v, err)
+	}
+	if !strings.Contains(w.Logs(), `"msg":"worker started"`) {
+		t.Errorf("the log lacks the worker's JSON start line:\n%s", w.Logs())
+	}
+
+	w.Stop(t)
+	w.Stop(t) // again: a no-op, as at cleanup
+	if !strings.Contains(w.Logs(), `"msg":"worker stopped"`) {
+		t.Errorf("the log lacks the worker's stop line:\n%s", w.Logs())
+	}
+}
+
+func TestStartWorkersSideBySide(t *testing.T) {
+	t.Parallel()
+	a := forgeqtest.StartWorker(t, worker.New("a").Register(steps), forgeqtest.WorkerOptions{})
+	b := forgeqtest.StartWorker(t, worker.New("b").Register(steps), forgeqtest.WorkerOptions{Env: map[string]string{"HTTP_ADDR": "off"}})
+
+	if a.RedisURL() == b.RedisURL() {
+		t.Errorf("both workers on %s, want an embedded Redis each", a.RedisURL())
+	}
+	if a.HTTPAddr() == "" || b.HTTPAddr() != "" {
+		t.Errorf("HTTPAddr() = %q and %q, want one address and \"\" (HTTP_ADDR=off)", a.HTTPAddr(), b.HTTPAddr())
+	}
+}
