@@ -117,6 +117,7 @@ func addHelp(s *jsonschema.Schema, t reflect.Type, depth int) {
 // process read files or URLs.
 type rejectLoader struct{}
 
+// Load refuses url.
 func (rejectLoader) Load(url string) (any, error) {
 	return nil, fmt.Errorf("schema refers to %s: published schemas must be self-contained", url)
 }

@@ -75,12 +75,15 @@ func workerID() string {
 
 // publish publishes the worker's types and logs what it did: "task types
 // published", a warning for each type that another worker had published
-// differently or whose queue this worker does not serve, or a warning
-// when the catalogue cannot be written.
+// differently, a note for each whose default queue this worker does not
+// serve, or a warning when the catalogue cannot be written.
 func (p *publisher) publish(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, catalogTimeout)
+	pctx, cancel := context.WithTimeout(ctx, catalogTimeout)
 	defer cancel()
-	report, err := p.cat.Publish(ctx, p.reg, p.w)
+	report, err := p.cat.Publish(pctx, p.reg, p.w)
+	if err != nil && ctx.Err() != nil {
+		return // shutting down
+	}
 	if err != nil {
 		p.log.Warn("task catalogue not written; producers without these types cannot validate them until it is "+
 			"(a Redis ACL user needs ~forgeq:*); retrying every refresh",
@@ -93,11 +96,13 @@ func (p *publisher) publish(ctx context.Context) {
 			zap.String("task_type", t), zap.String("worker_id", p.w.ID))
 	}
 	for _, t := range report.Unserved {
+		// Info, not a warning: a worker may serve a type only on queues
+		// its tasks are enqueued on explicitly.
 		queue := ""
 		if d, ok := p.reg.Lookup(t); ok {
 			queue = d.Queue()
 		}
-		p.log.Warn("task type's queue is not among this worker's queues (WORKER_QUEUES): its tasks wait for another worker",
+		p.log.Info("task type's default queue is not among this worker's queues (WORKER_QUEUES): tasks enqueued there wait for another worker",
 			zap.String("task_type", t), zap.String("queue", queue), zap.Strings("worker_queues", p.w.Queues))
 	}
 	p.log.Info("task types published", zap.Strings("task_types", report.Types), zap.String("worker_id", p.w.ID))
@@ -134,12 +139,12 @@ func (p *publisher) run(ctx context.Context, started <-chan struct{}) error {
 // heartbeat refreshes the worker's entries, logging when that starts
 // failing and when it works again, not on every failure.
 func (p *publisher) heartbeat(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, catalogTimeout)
+	hctx, cancel := context.WithTimeout(ctx, catalogTimeout)
 	defer cancel()
-	err := p.cat.Heartbeat(ctx, p.reg, p.w)
+	err := p.cat.Heartbeat(hctx, p.reg, p.w)
 	switch {
-	case err != nil && ctx.Err() != nil && !p.failing:
-		// Shutting down, or Redis too slow: the next tick tells.
+	case err != nil && ctx.Err() != nil:
+		// Shutting down: the withdrawal follows.
 	case err != nil && !p.failing:
 		p.failing = true
 		p.log.Warn("task catalogue refresh failing", zap.String("worker_id", p.w.ID), zap.Error(err))

@@ -81,7 +81,7 @@ func TestPublisher(t *testing.T) {
 	if fields["worker_id"] != p.w.ID {
 		t.Errorf("worker_id = %v, want %q", fields["worker_id"], p.w.ID)
 	}
-	unserved := logs.FilterMessage("task type's queue is not among this worker's queues (WORKER_QUEUES): its tasks wait for another worker").All()
+	unserved := logs.FilterMessage("task type's default queue is not among this worker's queues (WORKER_QUEUES): tasks enqueued there wait for another worker").All()
 	if len(unserved) != 1 || unserved[0].ContextMap()["task_type"] != tasks.TypeWarm {
 		t.Errorf("unserved warnings %v, want one for cache:warm", unserved)
 	}

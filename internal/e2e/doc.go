@@ -6,7 +6,10 @@
 // quick start: a worker with nothing configured (so it embeds a Redis) and
 // the enqueue CLI finding it with no Redis setting, once with pipes and once
 // on pseudo-terminals, where the worker logs in console format and the CLI
-// draws its progress bar.
+// draws its progress bar. The reports test runs the example program
+// examples/reports (its own module) and enqueues its task types through
+// the stock enqueue CLI (which validates them against the task catalogue),
+// the program's own enqueue command and HTTP.
 //
 // It has no code besides its tests. The processes and private Redis servers
 // come from internal/proctest; the shared Cluster, TLS and ACL servers from

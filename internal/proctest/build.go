@@ -1,6 +1,7 @@
 package proctest
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"os/exec"
@@ -71,28 +72,66 @@ func Build(tb testing.TB, pkg string) string {
 	return e.path
 }
 
-func build(pkg string) (string, error) {
+// BuildModule runs `go build` on the main package at the root of the
+// module in dir (another module, such as examples/reports, which Build
+// cannot reach) once per test process, with -race when the tests run with
+// it, and returns the binary's path, named after dir. A relative dir is
+// taken from the test's working directory. It fails the test if the build
+// fails, and is safe for concurrent use.
+func BuildModule(tb testing.TB, dir string) string {
+	tb.Helper()
+
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		tb.Fatalf("proctest: build %s: %v", dir, err)
+	}
+	key := "module:" + abs
+	builds.mu.Lock()
+	if builds.byPk == nil {
+		builds.byPk = make(map[string]*buildEntry)
+	}
+	e := builds.byPk[key]
+	if e == nil {
+		e = &buildEntry{}
+		builds.byPk[key] = e
+	}
+	builds.mu.Unlock()
+
+	e.once.Do(func() { e.path, e.err = buildIn(abs, ".", filepath.Base(abs)) })
+	if e.err != nil {
+		tb.Fatal(e.err)
+	}
+	return e.path
+}
+
+func build(pkg string) (string, error) { return buildIn("", pkg, path.Base(pkg)) }
+
+// buildIn builds pkg with the working directory dir ("" for the test's)
+// into the binary name in the builds dir.
+func buildIn(dir, pkg, name string) (string, error) {
 	builds.mu.Lock()
 	if builds.dir == "" {
-		dir, err := os.MkdirTemp("", "forgeq-proctest-bin-")
+		tmp, err := os.MkdirTemp("", "forgeq-proctest-bin-")
 		if err != nil {
 			builds.mu.Unlock()
 			return "", fmt.Errorf("proctest: build %s: %w", pkg, err)
 		}
-		builds.dir = dir
+		builds.dir = tmp
 	}
-	dir := builds.dir
+	binDir := builds.dir
 	builds.mu.Unlock()
 
-	bin := filepath.Join(dir, path.Base(pkg))
+	bin := filepath.Join(binDir, name)
 	args := []string{"build", "-o", bin}
 	if raceEnabled {
 		args = append(args, "-race")
 	}
 	args = append(args, pkg)
-	out, err := exec.Command("go", args...).CombinedOutput()
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("proctest: go %v: %v\n%s", args, err, out)
+		return "", fmt.Errorf("proctest: go %v (in %s): %v\n%s", args, cmp.Or(dir, "."), err, out)
 	}
 	return bin, nil
 }

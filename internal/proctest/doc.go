@@ -10,7 +10,9 @@
 //
 // [BuildWorker] and [BuildEnqueue] build cmd/worker and cmd/enqueue once per
 // test process (with -race when the tests run with it) and return the
-// binary's path. The binaries live in one temp dir for the whole test
+// binary's path; [Build] does the same for another main package of the
+// module, and [BuildModule] for the main package of another module in the
+// tree (examples/reports). The binaries live in one temp dir for the whole test
 // process; a TestMain that calls [RemoveBuilds] after m.Run deletes it.
 //
 // # Processes

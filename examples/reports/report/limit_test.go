@@ -2,6 +2,7 @@ package report_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -65,20 +66,23 @@ func TestLimitDays(t *testing.T) {
 func TestLimitDaysGivesUpWithTheContext(t *testing.T) {
 	t.Parallel()
 	s, _ := newService(t, report.Options{MaxParallelDays: 1})
-	block := make(chan struct{})
-	defer close(block)
-	h := s.LimitDays()(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { <-block; return nil }))
-	go h.ProcessTask(context.Background(), asynq.NewTask(report.TypeDay, nil)) //nolint:errcheck // holds the slot
-	for {
-		// Wait until the first task holds the slot.
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		err := h.ProcessTask(ctx, asynq.NewTask(report.TypeDay, nil))
-		cancel()
-		if err != nil {
-			if err != context.DeadlineExceeded {
-				t.Errorf("error %v, want context.DeadlineExceeded", err)
-			}
-			return
-		}
+	holding, release := make(chan struct{}), make(chan struct{})
+	h := s.LimitDays()(asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
+		close(holding)
+		<-release
+		return nil
+	}))
+	done := make(chan error, 1)
+	go func() { done <- h.ProcessTask(context.Background(), asynq.NewTask(report.TypeDay, nil)) }()
+	<-holding // the one slot is taken
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := h.ProcessTask(ctx, asynq.NewTask(report.TypeDay, nil)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error %v, want context.DeadlineExceeded", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("the first task: %v", err)
 	}
 }

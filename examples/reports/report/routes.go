@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"time"
 
@@ -129,8 +130,8 @@ func (s *Service) getReport(m *cachemgr.Manager, log *zap.Logger) http.Handler {
 
 // PostReport is the route POST /reports, for worker.App.Handle: it checks
 // a CreateRequest as report:build will and enqueues the report:build task
-// (202 with a Created), or answers 400 naming the bad field, or 409 when
-// the report id is taken.
+// (202 with a Created), or answers 400 naming the bad field, 409 when the
+// report id is taken, or 415 for a body not sent as application/json.
 func (s *Service) PostReport(sv worker.Services) http.Handler {
 	return s.postReport(sv.Client, sv.Manager, sv.Logger)
 }
@@ -138,6 +139,10 @@ func (s *Service) PostReport(sv worker.Services) http.Handler {
 func (s *Service) postReport(enq tasks.Enqueuer, m *cachemgr.Manager, log *zap.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+			writeJSON(w, http.StatusUnsupportedMediaType, errorBody{"send the body as JSON, with Content-Type: application/json"})
+			return
+		}
 		var req CreateRequest
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 		dec.DisallowUnknownFields()
