@@ -24,9 +24,24 @@ func NewMux(r *Registry, deps Deps) *asynq.ServeMux {
 	mux := asynq.NewServeMux()
 	mux.Use(logTasks(deps.Logger))
 	for _, d := range r.Definitions() {
-		mux.Handle(d.typ, d.Handler(deps))
+		mux.Handle(d.typ, exactType(d.typ, d.Handler(deps)))
 	}
 	return mux
+}
+
+// exactType serves only tasks of type typ with h. asynq's ServeMux routes a
+// task to the handler of the longest registered prefix of its type, so
+// without this an unregistered "email:welcome:v2" would run the handler
+// of "email:welcome", decoded as its payload. Such a task fails as asynq
+// fails a type with no handler at all, and is retried: a worker that has
+// the type may take it.
+func exactType(typ string, h asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		if t.Type() != typ {
+			return fmt.Errorf("no handler for task type %q (this worker's nearest is %q)", t.Type(), typ)
+		}
+		return h.ProcessTask(ctx, t)
+	})
 }
 
 // Outcomes of a handler call, as NewMux's log lines and the task metrics

@@ -187,3 +187,31 @@ func TestNewRegistryDeclared(t *testing.T) {
 		t.Errorf("nil handle: no error")
 	}
 }
+
+// The mux serves a task only with the handler of exactly its type: asynq's
+// own prefix routing would hand "test:echo:v2" to the handler of
+// "test:echo".
+func TestMuxExactType(t *testing.T) {
+	t.Parallel()
+	calls := 0
+	echo := tasks.Define("test:echo", "echo", func(context.Context, tasks.Deps, note) ([]byte, error) {
+		calls++
+		return nil, nil
+	})
+	reg, err := tasks.NewRegistry(echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setupUnit(t)
+	mux := tasks.NewMux(reg, b.deps)
+	if err := mux.ProcessTask(context.Background(), asynq.NewTask("test:echo", []byte(`{"text":"a"}`))); err != nil {
+		t.Fatalf("own type: %v", err)
+	}
+	err = mux.ProcessTask(context.Background(), asynq.NewTask("test:echo:v2", []byte(`{"text":"a"}`)))
+	if err == nil || !strings.Contains(err.Error(), `no handler for task type "test:echo:v2"`) {
+		t.Errorf("prefixed type: %v, want no handler", err)
+	}
+	if calls != 1 {
+		t.Errorf("handler called %d times, want 1", calls)
+	}
+}
