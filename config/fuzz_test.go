@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/internal/redisurl"
+	"github.com/forgeq/forgeq/tasks"
 )
 
 // fuzzedEnv are the variables FuzzLoadEnv sets, in the order of its
@@ -244,8 +244,8 @@ func checkConfig(t testing.TB, c config.Config) {
 		t.Errorf("Worker.Queues is empty")
 	}
 	for name, weight := range w.Queues {
-		if !queueName.MatchString(name) || weight < 1 {
-			t.Errorf("Worker.Queues[%q] = %d: want a name of A-Z a-z 0-9 _ . : - and a weight of 1 or more", name, weight)
+		if tasks.CheckQueueName(name) != nil || weight < 1 {
+			t.Errorf("Worker.Queues[%q] = %d: want a name an enqueue may use (tasks.CheckQueueName) and a weight of 1 or more", name, weight)
 		}
 	}
 	if w.Concurrency < 0 || w.MaxRetry < 0 || w.ShutdownTimeout <= 0 || w.TaskCheckInterval <= 0 {
@@ -281,9 +281,6 @@ func checkConfig(t testing.TB, c config.Config) {
 		t.Errorf("Log = %+v", c.Log)
 	}
 }
-
-// queueName matches the queue names config accepts.
-var queueName = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
 
 // checkHostPort checks that addr is host:port with a port of 0 to 65535.
 func checkHostPort(t testing.TB, field, addr string) {

@@ -861,7 +861,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:     "queue name with a space",
 			giveArgs: []string{"--worker-queues", "my queue=1"},
-			wantErr:  []string{`--worker-queues: "my queue=1": queue name "my queue" has a character outside`},
+			wantErr:  []string{`--worker-queues: "my queue=1": queue name "my queue": has a character outside`},
 		},
 		{
 			name:     "no queues",
@@ -1263,5 +1263,36 @@ func TestPoolSizeUpperBound(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), `REDIS_POOL_SIZE: "3000000000" is too large`) {
 		t.Errorf("err = %v, want REDIS_POOL_SIZE too large", err)
+	}
+}
+
+func TestConcurrencyUpperBound(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		give    string
+		wantErr string // "" for none
+	}{
+		{give: "0"},
+		{give: "10000"},
+		{give: "10001", wantErr: `WORKER_CONCURRENCY: "10001" is too large; want 0 (one per CPU) to 10000`},
+		{give: "1000000000", wantErr: `WORKER_CONCURRENCY: "1000000000" is too large; want 0 (one per CPU) to 10000`},
+		{give: "-1", wantErr: `WORKER_CONCURRENCY: "-1" is too small; want 0 (one per CPU) to 10000`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.Load(nil, func(k string) string {
+				if k == "WORKER_CONCURRENCY" {
+					return tt.give
+				}
+				return ""
+			})
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("err = %v, want none", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
 	}
 }

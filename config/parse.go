@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/forgeq/forgeq/internal/redisurl"
+	"github.com/forgeq/forgeq/tasks"
 )
 
 // The value parsers below return errors that name the value but not its
@@ -220,8 +221,17 @@ func parseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// queueName matches the names asynq queues may have here.
-var queueName = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
+// checkQueueName checks a queue name the worker serves or a schedule
+// entry enqueues on with the rule of every enqueue
+// (tasks.CheckQueueName), so that the worker serves no queue a task could
+// not be enqueued on, and the reverse.
+func checkQueueName(name string) error {
+	var oe *tasks.OptionError
+	if err := tasks.CheckQueueName(name); errors.As(err, &oe) {
+		return oe.Named("queue name", name)
+	}
+	return nil
+}
 
 // parseQueues parses "name=weight,name=weight".
 func parseQueues(s string) (map[string]int, error) {
@@ -270,8 +280,9 @@ func addQueue(q map[string]int, name, weight string) error {
 	switch {
 	case name == "":
 		return fmt.Errorf("entry %q has no queue name", "="+weight)
-	case !queueName.MatchString(name):
-		return fmt.Errorf("queue name %q has a character outside A-Z a-z 0-9 _ . : -", name)
+	}
+	if err := checkQueueName(name); err != nil {
+		return err
 	}
 	if _, dup := q[name]; dup {
 		return fmt.Errorf("queue %q is listed twice", name)

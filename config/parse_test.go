@@ -73,7 +73,7 @@ func TestParseQueues(t *testing.T) {
 		{name: "trailing comma", give: "a=1,", wantErr: `"a=1,": entry "" is not name=weight`},
 		{name: "map with a fraction", give: map[string]any{"a": 1.5}, wantErr: `weight "1.5" of queue "a" is not a whole number`},
 		{name: "map with a list", give: map[string]any{"a": []any{1}}, wantErr: `queue "a": want a single value, got a list`},
-		{name: "map with a bad name", give: map[string]any{"a b": 1}, wantErr: `queue name "a b" has a character outside A-Z a-z 0-9 _ . : -`},
+		{name: "map with a bad name", give: map[string]any{"a b": 1}, wantErr: `queue name "a b": has a character outside A-Z a-z 0-9 . _ : -`},
 		{name: "list", give: []any{"a=1"}, wantErr: `want a single value, got a list`},
 	}
 	for _, tt := range tests {

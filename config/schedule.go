@@ -157,8 +157,11 @@ func parseScheduleEntry(raw json.RawMessage) (ScheduleEntry, error) {
 		return e, errors.New(`no spec; want "@every 30s" or a cron spec such as "*/5 * * * *"`)
 	case e.Type == "":
 		return e, errors.New("no task type")
-	case e.Queue != "" && !queueName.MatchString(e.Queue):
-		return e, fmt.Errorf("queue name %q has a character outside A-Z a-z 0-9 _ . : -", e.Queue)
+	}
+	if e.Queue != "" {
+		if err := checkQueueName(e.Queue); err != nil {
+			return e, err
+		}
 	}
 	if _, err := ParseScheduleSpec(e.Spec); err != nil {
 		return e, err

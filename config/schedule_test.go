@@ -151,7 +151,7 @@ func TestLoadScheduleErrors(t *testing.T) {
 		{
 			name:    "bad queue",
 			giveEnv: `[{"name": "a", "spec": "@hourly", "type": "t", "queue": "a b"}]`,
-			wantErr: []string{`WORKER_SCHEDULE: entry 1 ("a"): queue name "a b" has a character outside`},
+			wantErr: []string{`WORKER_SCHEDULE: entry 1 ("a"): queue name "a b": has a character outside`},
 		},
 		{
 			name: "every bad entry reported",

@@ -47,6 +47,12 @@ type spec struct {
 	apply func(c *Config, v any) error
 }
 
+// MaxConcurrency is the largest WORKER_CONCURRENCY. Every running task is
+// a goroutine with its own Redis traffic on a pool of at most
+// redisurl.MaxPoolSize connections: a larger value is a typo (an extra
+// zero or three), not a plan, and would only exhaust the process.
+const MaxConcurrency = 10000
+
 // specs is the table of every setting, in the order of Config's fields.
 var specs = withFlags([]spec{
 	{
@@ -136,9 +142,10 @@ var specs = withFlags([]spec{
 	},
 	{
 		Setting: Setting{Key: "worker.concurrency", Env: "WORKER_CONCURRENCY", Default: "0",
-			Help: "Tasks the worker runs at once; 0: one per CPU"},
-		kind:  "int",
-		apply: intValue(func(c *Config) *int { return &c.Worker.Concurrency }, 0, "want 0 (one per CPU) or more"),
+			Help: "Tasks the worker runs at once, up to 10000; 0: one per CPU"},
+		kind: "int",
+		apply: boundedIntValue(func(c *Config) *int { return &c.Worker.Concurrency }, 0, MaxConcurrency,
+			fmt.Sprintf("want 0 (one per CPU) to %d", MaxConcurrency)),
 	},
 	{
 		Setting: Setting{Key: "worker.queues", Env: "WORKER_QUEUES", Default: "critical=6,default=3,low=1",

@@ -159,8 +159,9 @@ func (p PublishedType) Validate(payload []byte) error {
 
 // NewTask validates payload and builds a task of the type with the
 // published defaults (Defaults) followed by opts. Errors wrap
-// ErrInvalidPayload, ErrInvalidCatalogEntry, or ErrInvalidOption for a
-// timeout under a second or a task group, as Definition.NewTask's do.
+// ErrInvalidPayload, ErrInvalidCatalogEntry, or ErrInvalidOption and an
+// *OptionError for an option CheckOption refuses, as Definition.NewTask's
+// do.
 func (p PublishedType) NewTask(payload []byte, opts ...asynq.Option) (*asynq.Task, error) {
 	if err := p.Validate(payload); err != nil {
 		return nil, err
@@ -172,7 +173,7 @@ func (p PublishedType) NewTask(payload []byte, opts ...asynq.Option) (*asynq.Tas
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidPayload, p.Type, err)
 	}
 	all := append(p.Defaults(), opts...)
-	if err := checkOptions(p.Type, all); err != nil {
+	if err := checkOptions(p.Type, all, time.Now()); err != nil {
 		return nil, err
 	}
 	return asynq.NewTask(p.Type, buf.Bytes(), all...), nil

@@ -246,7 +246,7 @@ func (d *Definition) Validate(payload []byte) error { return d.validate(payload)
 
 // NewTask validates payload and builds a task of the type with the type's
 // default options followed by opts. Errors wrap ErrInvalidPayload, or
-// ErrInvalidOption for a timeout under a second.
+// ErrInvalidOption and an *OptionError for an option CheckOption refuses.
 func (d *Definition) NewTask(payload []byte, opts ...asynq.Option) (*asynq.Task, error) {
 	if err := d.validate(payload); err != nil {
 		return nil, err
@@ -258,35 +258,10 @@ func (d *Definition) NewTask(payload []byte, opts ...asynq.Option) (*asynq.Task,
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidPayload, d.typ, err)
 	}
 	all := append(d.Defaults(), opts...)
-	if err := checkOptions(d.typ, all); err != nil {
+	if err := checkOptions(d.typ, all, time.Now()); err != nil {
 		return nil, err
 	}
 	return asynq.NewTask(d.typ, buf.Bytes(), all...), nil
-}
-
-// ErrInvalidOption is wrapped by the error of an option asynq would not
-// honour as given.
-var ErrInvalidOption = errors.New("tasks: invalid option")
-
-// checkOptions refuses options that asynq would silently change: it keeps
-// a task's timeout in whole seconds, so a timeout under a second becomes 0,
-// which asynq reads as "none given" and replaces with its 30-minute
-// default.
-//
-// It also refuses asynq.Group: a forgeq worker sets no group aggregator, so
-// asynq would keep a grouped task in its group forever and never run it.
-func checkOptions(typ string, opts []asynq.Option) error {
-	for _, o := range opts {
-		switch o.Type() {
-		case asynq.TimeoutOpt:
-			if t, _ := o.Value().(time.Duration); t < time.Second {
-				return fmt.Errorf("%w: %s: timeout %v is under asynq's resolution of 1s (asynq would run the task with its 30m default)", ErrInvalidOption, typ, t)
-			}
-		case asynq.GroupOpt:
-			return fmt.Errorf("%w: %s: group %q: task groups are not supported (the worker runs no group aggregator, so a grouped task would never run)", ErrInvalidOption, typ, o.Value())
-		}
-	}
-	return nil
 }
 
 // Handler returns the asynq handler of the type, bound to deps: Process,

@@ -4,10 +4,26 @@
 //
 // A task type is declared once with [Define]: a type name, a description, a
 // payload struct and a handler. Payloads decode strictly: unknown fields,
-// missing required fields (those whose json tag lacks omitempty) and wrong
-// types are errors, and a payload that can never parse fails its task with
-// asynq.SkipRetry, so it is archived with a clear message instead of being
-// retried forever.
+// missing required fields (those whose json tag lacks omitempty), wrong
+// types, a field given twice (at any depth) and strings that are not valid
+// UTF-8 are errors ([CheckJSON]; encoding/json alone would keep the last
+// of the two and turn bad bytes into U+FFFD), and a payload that can never
+// parse fails its task with asynq.SkipRetry, so it is archived with a
+// clear message instead of being retried forever.
+//
+// # Enqueue options
+//
+// Every task built by NewTask (a typed handle, a New...Task constructor, a
+// [Registry], a [PublishedType]), and so every task the enqueue CLI and
+// POST /api/tasks/{type} enqueue, has its asynq options checked by
+// [CheckOption], with the same rules and rule texts everywhere: queue
+// names and task ids of 1 to 128 of A-Z a-z 0-9 . _ : - ([CheckQueueName],
+// the rule of the worker's queue list too, and [CheckTaskID]), a
+// process-at time neither older than [ProcessAtSkew] nor more than 366
+// days ahead, a deadline in the future, timeouts and unique locks of at
+// least 1s, at most 1000 retries, and no task groups. The error is an
+// [*OptionError]; entry points show it naming the option their way
+// ([OptionError.Named]).
 //
 // # Task types
 //

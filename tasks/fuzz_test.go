@@ -47,7 +47,7 @@ var decodeSeeds = []string{
 	`{"\u212aey":"k","work":1}`,
 	`{"ke\u017f":"k","work":1}`,
 	`{"work":1,"key":"k","":1}`,
-	// Duplicate members: the last one wins.
+	// Duplicate members: refused.
 	`{"key":"\u0000","key":"k","work":1}`,
 	`{"key":"k","key":null,"work":1}`,
 	`{"key":null,"key":"k","work":1}`,
@@ -92,6 +92,12 @@ var decodeSeeds = []string{
 	``,
 	strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
 	`{"keys":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`,
+	// Nested duplicates, surrogate pairs and escapes in names.
+	`{"keys":[{"a":1,"a":2}]}`,
+	`{"key":"\ud83d\ude00\ud83d","work":1}`,
+	`{"key":"\udc00","work":1}`,
+	`{"k\u0065y":"k","k\u0065y":"j","work":1}`,
+	"{\"key\":\"k\",\"work\":1,\"\xed\xa0\x80\":1}",
 }
 
 // FuzzDecode checks every built-in task type's payload decoding. For any

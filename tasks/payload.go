@@ -33,8 +33,9 @@ type Field struct {
 }
 
 // decodeStrict decodes data into a new P: a JSON object with no unknown
-// fields, every required field present and non-null, no trailing data, and
-// P's own Validate passing.
+// fields, no field given twice (at any depth), only valid UTF-8 in its
+// strings, every required field present and non-null, no trailing data,
+// and P's own Validate passing.
 func decodeStrict[P any](typ string, data []byte) (P, error) {
 	var p P
 	if len(data) > MaxPayloadSize {
@@ -44,9 +45,12 @@ func decodeStrict[P any](typ string, data []byte) (P, error) {
 	if len(trimmed) == 0 {
 		trimmed = []byte("{}")
 	}
-	var present map[string]nonNull
-	if err := json.Unmarshal(trimmed, &present); err != nil {
-		return p, fmt.Errorf("%w: %s: %s", ErrInvalidPayload, typ, describeJSONError(err))
+	// One pass over the text finds the top-level members, duplicates and
+	// bad UTF-8, which encoding/json would let through.
+	var buf [16]member
+	present, msg := scanPayload(buf[:0], trimmed)
+	if msg != "" {
+		return p, fmt.Errorf("%w: %s: %s", ErrInvalidPayload, typ, msg)
 	}
 	fields := cachedFields(reflect.TypeFor[P]())
 	// encoding/json matches names case-insensitively, so "Key" would fill
@@ -58,7 +62,7 @@ func decodeStrict[P any](typ string, data []byte) (P, error) {
 		if !f.Required {
 			continue
 		}
-		if !present[f.Name] {
+		if !slices.ContainsFunc(present, func(m member) bool { return m.nonNull && string(m.name) == f.Name }) {
 			return p, fmt.Errorf("%w: %s: missing required field %q", ErrInvalidPayload, typ, f.Name)
 		}
 	}
@@ -76,7 +80,7 @@ func decodeStrict[P any](typ string, data []byte) (P, error) {
 }
 
 // nonNull records whether a JSON value is anything but null, without
-// copying it: the first of decodeStrict's two passes needs only the names.
+// copying it: scanPayload's slow path needs only the decoder's error.
 type nonNull bool
 
 func (n *nonNull) UnmarshalJSON(b []byte) error {
@@ -86,11 +90,11 @@ func (n *nonNull) UnmarshalJSON(b []byte) error {
 
 // checkFieldNames reports the first (by name) member of present that is not
 // exactly the name of a field.
-func checkFieldNames(fields []Field, present map[string]nonNull) error {
+func checkFieldNames(fields []Field, present []member) error {
 	var unknown []string
-	for name := range present {
-		if !slices.ContainsFunc(fields, func(f Field) bool { return f.Name == name }) {
-			unknown = append(unknown, name)
+	for _, m := range present {
+		if !slices.ContainsFunc(fields, func(f Field) bool { return f.Name == string(m.name) }) {
+			unknown = append(unknown, string(m.name))
 		}
 	}
 	if len(unknown) == 0 {

@@ -89,6 +89,12 @@ func badPayloads() []badPayload {
 		{"work over max", pd, `{"key":"k","work":50000001}`, []string{`field "work": 50000001 is out of range`}},
 		{"negative ttl", pd, `{"key":"k","work":1,"ttl_seconds":-1}`, []string{`field "ttl_seconds": -1 is out of range [0, 31536000]`}},
 		{"ttl over max", pd, `{"key":"k","work":1,"ttl_seconds":31536001}`, []string{`field "ttl_seconds": 31536001 is out of range`}},
+		{"field given twice", pd, `{"key":"k","work":1,"key":"j"}`, []string{pd, `duplicate field "key"`}},
+		{"field given twice, escaped", pd, `{"key":"k","work":1,"k\u0065y":"j"}`, []string{`duplicate field "key"`}},
+		{"key not UTF-8", pd, "{\"key\":\"a\xffb\",\"work\":1}", []string{`field "key": is not valid UTF-8`}},
+		{"key truncated UTF-8", pd, "{\"key\":\"\xc3\",\"work\":1}", []string{`field "key": is not valid UTF-8`}},
+		{"key with a lone surrogate", pd, `{"key":"\ud800","work":1}`, []string{`field "key": has an unpaired surrogate escape \ud800`}},
+		{"field name not UTF-8", pd, "{\"key\":\"k\",\"work\":1,\"\xff\":1}", []string{`field "\xff": name is not valid UTF-8`}},
 
 		// cache:invalidate
 		{"empty payload", inv, ``, []string{inv, `give one of the fields "keys" and "pattern"`}},
@@ -104,6 +110,8 @@ func badPayloads() []badPayload {
 		{"pattern of wrong type", inv, `{"pattern":["a*"]}`, []string{`field "pattern": want string, got array`}},
 		{"pattern with control character", inv, `{"pattern":"a\t*"}`, []string{`field "pattern"`, "control character"}},
 		{"pattern reaching the locks", inv, `{"pattern":"__lock__:*"}`, []string{`field "pattern"`, "reserved"}},
+		{"key given twice in the list's object", inv, `{"keys":["a"],"pattern":null,"keys":["b"]}`, []string{`duplicate field "keys"`}},
+		{"list item not UTF-8", inv, "{\"keys\":[\"a\",\"\xfe\"]}", []string{`field "keys[1]": is not valid UTF-8`}},
 
 		// cache:warm
 		{"empty payload", wrm, ``, []string{wrm, `missing required field "keys"`}},
@@ -193,7 +201,7 @@ func TestNewTaskRefusesSubSecondTimeout(t *testing.T) {
 	if !errors.Is(err, tasks.ErrInvalidOption) {
 		t.Fatalf("Timeout(500ms): error %v, want ErrInvalidOption", err)
 	}
-	const want = "tasks: invalid option: data:process: timeout 500ms is under asynq's resolution of 1s (asynq would run the task with its 30m default)"
+	const want = `tasks: invalid option: data:process: timeout "500ms": want at least 1s (asynq counts whole seconds, and would run the task with its 30m default)`
 	if diff := cmp.Diff(want, err.Error()); diff != "" {
 		t.Errorf("error (-want +got):\n%s", diff)
 	}

@@ -162,6 +162,11 @@ func validateSchema(typ string, sch *validator.Schema, payload []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s: malformed JSON: %v", ErrInvalidPayload, typ, err)
 	}
+	// What the decoder lets through (a field twice, bad UTF-8), refused
+	// as the worker's own decoding refuses it.
+	if err := CheckJSON(trimmed); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrInvalidPayload, typ, err)
+	}
 	err = sch.Validate(v)
 	if err == nil {
 		return nil

@@ -125,7 +125,7 @@ func TestRefusedOptions(t *testing.T) {
 		wantMsg string
 	}{
 		{"group", asynq.Group("nightly"), `group "nightly": task groups are not supported`},
-		{"timeout under a second", asynq.Timeout(500 * time.Millisecond), "timeout 500ms is under asynq's resolution of 1s"},
+		{"timeout under a second", asynq.Timeout(500 * time.Millisecond), `timeout "500ms": want at least 1s`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,13 +2,17 @@ package web
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/pbkdf2"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,13 +30,53 @@ const SessionCookie = "forgeq_session"
 const authKeyPrefix = "web:auth:"
 
 // credentials are the configured username and password, kept as SHA-256
-// sums so that comparing them takes the same time whatever is given.
+// sums so that comparing them takes the same time whatever is given, and
+// the binding of the sessions they make.
 type credentials struct {
 	user, pass [sha256.Size]byte
+	// binding returns sessionBinding(user, pass), derived on first use:
+	// the derivation is slow on purpose.
+	binding func() string
 }
 
 func newCredentials(user, pass string) *credentials {
-	return &credentials{user: sha256.Sum256([]byte(user)), pass: sha256.Sum256([]byte(pass))}
+	return &credentials{
+		user:    sha256.Sum256([]byte(user)),
+		pass:    sha256.Sum256([]byte(pass)),
+		binding: sync.OnceValue(func() string { return sessionBinding(user, pass) }),
+	}
+}
+
+// bindingIterations is the PBKDF2 work of sessionBinding: about 20ms once
+// per process, and as much per guess to anyone who reads a session's
+// binding from Redis and tries to find the password from it.
+const bindingIterations = 100_000
+
+// bindingSalt begins the PBKDF2 salt of sessionBinding; the username
+// follows.
+const bindingSalt = "forgeq web session binding v1\x00"
+
+// sessionBinding returns the binding of the sessions that user and pass
+// make: the HMAC-SHA-256 of user keyed with a secret derived from pass
+// (PBKDF2-HMAC-SHA-256), in unpadded base64url. Every process with the same
+// credentials computes the same binding, and it changes with either of
+// them. Neither the password nor the secret is kept or shown anywhere.
+func sessionBinding(user, pass string) string {
+	secret, err := pbkdf2.Key(sha256.New, pass, []byte(bindingSalt+user), bindingIterations, sha256.Size)
+	if err != nil {
+		// Only in FIPS 140-only mode, which refuses short passwords: then
+		// no session is ever accepted.
+		return ""
+	}
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(user))
+	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// bound reports whether binding, from a session, is that of c's sessions.
+func (c *credentials) bound(binding string) bool {
+	want := c.binding()
+	return want != "" && subtle.ConstantTimeCompare([]byte(binding), []byte(want)) == 1
 }
 
 // match compares user and pass with the configured ones in constant time.
@@ -45,6 +89,11 @@ func (c *credentials) match(user, pass string) bool {
 type session struct {
 	User    string    `json:"user"`
 	Created time.Time `json:"created"`
+	// Binding is the sessionBinding of the credentials the session was
+	// made with. A session whose binding is not that of the server's
+	// credentials (changed since, or a session from before bindings) is
+	// refused and deleted.
+	Binding string `json:"binding"`
 }
 
 // The reasons a request is not authenticated; their text is the client's
@@ -90,9 +139,13 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 		var sess session
 		err := s.m.TouchSession(ctx, c.Value, &sess, s.o.SessionTTL)
 		switch {
-		case err == nil && sess.User == s.o.AuthUsername:
+		case err == nil && sess.User == s.o.AuthUsername && s.auth.bound(sess.Binding):
 			return sess.User, nil
-		case err == nil, errors.Is(err, cachemgr.ErrInvalidArgument), errors.Is(err, cachemgr.ErrDecode):
+		case err == nil:
+			// Made with other credentials: they have changed since.
+			s.endSession(ctx, r, c.Value)
+			why = errExpiredSession
+		case errors.Is(err, cachemgr.ErrInvalidArgument), errors.Is(err, cachemgr.ErrDecode):
 			why = errBadSession
 		case errors.Is(err, cachemgr.ErrMiss):
 			why = errExpiredSession
@@ -108,6 +161,14 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 		return user, nil
 	}
 	return "", why
+}
+
+// endSession deletes session id, which the request r showed, logging a
+// failure: the session is refused either way.
+func (s *Server) endSession(ctx context.Context, r *http.Request, id string) {
+	if err := s.m.DeleteSession(ctx, id); err != nil {
+		s.log.Warn("session delete failed", zap.String("request_id", stateOf(r).id), zap.Error(err))
+	}
 }
 
 // checkPassword checks user and pass, allowing Options.LoginLimit attempts
@@ -238,7 +299,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	id, err := s.m.CreateSession(r.Context(), session{User: req.Username, Created: time.Now().UTC()}, s.o.SessionTTL)
+	sess := session{User: req.Username, Created: time.Now().UTC(), Binding: s.auth.binding()}
+	id, err := s.m.CreateSession(r.Context(), sess, s.o.SessionTTL)
 	if err != nil {
 		s.unavailable(w, r, "session store", err)
 		return

@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/netip"
@@ -12,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/internal/redistest"
 	"github.com/forgeq/forgeq/tasks"
 	"github.com/forgeq/forgeq/web"
 )
@@ -417,5 +421,90 @@ func TestAPIOpenWithoutConfiguredCredentials(t *testing.T) {
 		Body: `{"payload":{"key":"k","work":1}}`})
 	if resp.Status != http.StatusAccepted {
 		t.Errorf("enqueue: status %d, want 202: %s", resp.Status, resp.Body)
+	}
+}
+
+// TestSessionEndsWhenThePasswordChanges checks that a session is bound to
+// the credentials it was made with: servers sharing one Redis accept it
+// while they have the same password, and one with another password ends
+// it.
+func TestSessionEndsWhenThePasswordChanges(t *testing.T) {
+	t.Parallel()
+	t.Run("miniredis", func(t *testing.T) {
+		t.Parallel()
+		mr := miniredis.RunT(t)
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		t.Cleanup(func() { rdb.Close() })
+		testSessionEndsWhenThePasswordChanges(t, func(tb testing.TB, mods ...func(*web.Options)) *testBundle {
+			tb.Helper()
+			return setupOn(tb, mr, rdb, mods...)
+		})
+	})
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		rdb := realRedis(t, sessionsDB)
+		prefix := redistest.Prefix(t) // one for every server: they share the sessions
+		testSessionEndsWhenThePasswordChanges(t, func(tb testing.TB, mods ...func(*web.Options)) *testBundle {
+			tb.Helper()
+			return setupPrefixed(tb, nil, rdb, prefix, mods...)
+		})
+	})
+}
+
+// testSessionEndsWhenThePasswordChanges is the test's body; every setup
+// builds a server on the same Redis and key prefix.
+func testSessionEndsWhenThePasswordChanges(t *testing.T, setup setupFunc) {
+	const otherPass = "another password entirely"
+	withOtherPass := func(o *web.Options) { o.AuthUsername, o.AuthPassword = testUser, otherPass }
+
+	first := setup(t, withAuth)
+	cookie := first.login(t)
+	raw, err := first.rdb.Get(context.Background(), first.m.KeyPrefix()+"session:"+cookie).Result()
+	if err != nil {
+		t.Fatalf("read the session: %v", err)
+	}
+	if strings.Contains(raw, testPass) || !strings.Contains(raw, testUser) {
+		t.Errorf("the session %s holds the password, or not the user", raw)
+	}
+
+	// A restart with the same password keeps the session.
+	same := setup(t, withAuth)
+	if resp := same.send(t, req{Path: "/api/task-types", Cookie: cookie}); resp.Status != http.StatusOK {
+		t.Fatalf("same password: status %d, want 200: %s", resp.Status, resp.Body)
+	}
+
+	// A restart with another password ends it, on every route that
+	// authenticates, and deletes it.
+	changed := setup(t, withOtherPass)
+	for _, path := range []string{"/api/task-types", "/monitoring/api/queues"} {
+		resp := changed.send(t, req{Path: path, Cookie: cookie})
+		msg := wantError(t, resp, http.StatusUnauthorized, "unauthorized")
+		if strings.Contains(msg, testPass) || strings.Contains(msg, otherPass) {
+			t.Errorf("%s: the message %q holds a password", path, msg)
+		}
+	}
+	var sess struct{ User string }
+	if err := changed.m.GetSession(context.Background(), cookie, &sess); !errors.Is(err, cachemgr.ErrMiss) {
+		t.Errorf("GetSession after a refusal = %+v, %v; want ErrMiss", sess, err)
+	}
+	// Not even the old password brings it back.
+	resp := same.send(t, req{Path: "/api/task-types", Cookie: cookie})
+	wantError(t, resp, http.StatusUnauthorized, "unauthorized")
+
+	// The new password's sessions work on its servers only.
+	resp = changed.send(t, req{Method: http.MethodPost, Path: "/login", Header: jsonHeader,
+		Body: `{"username":"` + testUser + `","password":"` + otherPass + `"}`})
+	newCookie := cookieOf(t, resp).Value
+	if resp := changed.send(t, req{Path: "/api/task-types", Cookie: newCookie}); resp.Status != http.StatusOK {
+		t.Errorf("new password's session on its server: status %d, want 200: %s", resp.Status, resp.Body)
+	}
+	resp = first.send(t, req{Path: "/api/task-types", Cookie: newCookie})
+	wantError(t, resp, http.StatusUnauthorized, "unauthorized")
+	for _, b := range []*testBundle{first, same, changed} {
+		for _, e := range b.logs.All() {
+			if s := fmt.Sprint(e.Message, e.ContextMap()); strings.Contains(s, testPass) || strings.Contains(s, otherPass) {
+				t.Errorf("log line %s holds a password", s)
+			}
+		}
 	}
 }

@@ -143,3 +143,69 @@ func testCacheAsideComputesOnce(t *testing.T, setup setupFunc) {
 		t.Errorf("%d computations for %d concurrent requests of one cold key, want 1", got, callers)
 	}
 }
+
+// TestCrossSiteCacheAsideIsRefused checks that a browser cannot be made to
+// compute and store a value by a page of another site, as SameSite=Lax
+// sends the session cookie on a top-level GET: the cache-aside route
+// refuses cross-origin browser requests as the mutations do, while other
+// clients and same-origin pages get their value. The program's own GET
+// routes keep http.CrossOriginProtection's rule (safe methods pass).
+func TestCrossSiteCacheAsideIsRefused(t *testing.T) {
+	t.Parallel()
+	const self = "self" // giveOrigin for the server's own origin
+	tests := []struct {
+		name       string
+		giveMethod string
+		givePath   string
+		giveSite   string // Sec-Fetch-Site
+		giveOrigin string
+		wantStatus int
+	}{
+		{name: "cross-site", givePath: "/api/cache/x?work=1000", giveSite: "cross-site", wantStatus: http.StatusForbidden},
+		{name: "cross-site HEAD", giveMethod: http.MethodHead, givePath: "/api/cache/x?work=1000", giveSite: "cross-site", wantStatus: http.StatusForbidden},
+		{name: "same-site", givePath: "/api/cache/x", giveSite: "same-site", wantStatus: http.StatusForbidden},
+		{name: "foreign origin, old browser", givePath: "/api/cache/x", giveOrigin: "https://evil.example", wantStatus: http.StatusForbidden},
+		{name: "same-origin", givePath: "/api/cache/x", giveSite: "same-origin", wantStatus: http.StatusOK},
+		{name: "typed into the address bar", givePath: "/api/cache/x", giveSite: "none", wantStatus: http.StatusOK},
+		{name: "own origin, old browser", givePath: "/api/cache/x", giveOrigin: self, wantStatus: http.StatusOK},
+		{name: "no browser headers", givePath: "/api/cache/x", wantStatus: http.StatusOK},
+		{name: "program's GET route, cross-site", givePath: "/reports/1", giveSite: "cross-site", wantStatus: http.StatusOK},
+		{name: "program's POST route, cross-site", giveMethod: http.MethodPost, givePath: "/reports/1", giveSite: "cross-site", wantStatus: http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+			b := setup(t, withAuth, func(o *web.Options) {
+				o.Routes = []web.Route{{Pattern: "GET /reports/{id}", Handler: ok}, {Pattern: "POST /reports/{id}", Handler: ok}}
+			})
+			cookie := b.login(t)
+			before := b.state(t)
+
+			h := map[string]string{}
+			if tt.giveSite != "" {
+				h["Sec-Fetch-Site"] = tt.giveSite
+			}
+			switch tt.giveOrigin {
+			case "":
+			case self:
+				h["Origin"] = b.ts.URL
+			default:
+				h["Origin"] = tt.giveOrigin
+			}
+			resp := b.send(t, req{Method: tt.giveMethod, Path: tt.givePath, Header: h, Cookie: cookie})
+			if resp.Status != tt.wantStatus {
+				t.Fatalf("status %d, want %d: %s", resp.Status, tt.wantStatus, resp.Body)
+			}
+			if tt.wantStatus != http.StatusForbidden {
+				return
+			}
+			if tt.giveMethod != http.MethodHead {
+				wantError(t, resp, http.StatusForbidden, "cross_origin")
+			}
+			if diff := cmp.Diff(before, b.state(t)); diff != "" {
+				t.Errorf("Redis changed by a refused request (-before +after):\n%s", diff)
+			}
+		})
+	}
+}

@@ -6,6 +6,8 @@
 //
 // # Routes
 //
+//	GET  /                         an index pointing to the dashboard, these routes and /health/ready
+//	                               (HTML; JSON for Accept: application/json), unless Options.Routes serve GET /
 //	GET  /health/live              200 {"status":"ok"} while serving
 //	GET  /health/ready             200 {"status":"ready","checks":{"redis":"ok","worker":"ok","server":"ok"}};
 //	                               503 "unready" while Redis or the worker is down, or once shutdown has begun
@@ -49,7 +51,11 @@
 // id or unique lock is taken); request_too_large (413);
 // unsupported_media_type (415); rate_limited (429, with Retry-After);
 // internal (500); unavailable, shutting_down (503). The health checks
-// answer their own bodies, with 503 when unhealthy.
+// answer their own bodies, with 503 when unhealthy. When Redis is
+// unreachable, they tell only clients with the credentials (a session, or
+// basic auth, which alone works while Redis is down) what the error is;
+// everyone else gets "redis unreachable", and the log gets the error, once
+// per outage and then at most once a minute.
 //
 // # Authentication
 //
@@ -61,7 +67,14 @@
 // per client address (Options.LoginLimit). Without credentials nothing
 // needs them, which [New] allows only on a loopback address. Cross-origin
 // browser requests that change state are refused
-// ([http.CrossOriginProtection]).
+// ([http.CrossOriginProtection]), and so are those of GET /api/cache/{key},
+// which computes and stores: a page of another site could otherwise make a
+// browser send one, with its SameSite=Lax session cookie, by a link.
+//
+// A session is bound to the credentials it was made with: it holds the
+// HMAC-SHA-256 of the username keyed with a secret derived from the
+// password (PBKDF2), never either of them. Once the credentials change,
+// every older session is refused (401) and deleted, on every server.
 //
 // # Usage
 //

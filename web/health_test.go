@@ -2,9 +2,11 @@ package web_test
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -112,7 +114,98 @@ func TestHealthWhenRedisIsDown(t *testing.T) {
 	if got.Status != "unready" || got.Checks["redis"] == "ok" || got.Checks["worker"] != "ok" {
 		t.Errorf("GET /health/ready = %+v, want unready because of redis", got)
 	}
-	if !strings.Contains(got.Checks["redis"], "ping") {
-		t.Errorf("redis check %q does not say what failed", got.Checks["redis"])
+	if got.Checks["redis"] != "redis unreachable" {
+		t.Errorf("redis check %q, want the generic reason for an anonymous client", got.Checks["redis"])
+	}
+}
+
+// TestHealthShowsRedisErrorsOnlyToAuthenticatedClients checks that the
+// health checks tell anonymous clients only that Redis is unreachable, not
+// the error (which names internal addresses), while clients with the
+// credentials get it, and the log gets it once per outage.
+func TestHealthShowsRedisErrorsOnlyToAuthenticatedClients(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		giveAuth   bool // configure credentials
+		giveUser   string
+		givePass   string
+		giveCookie bool
+		wantDetail bool
+	}{
+		{name: "anonymous", giveAuth: true},
+		{name: "wrong password", giveAuth: true, giveUser: testUser, givePass: "wrong"},
+		// A session cannot be checked while Redis is unreachable.
+		{name: "session", giveAuth: true, giveCookie: true},
+		{name: "basic auth", giveAuth: true, giveUser: testUser, givePass: testPass, wantDetail: true},
+		{name: "no credentials configured", giveUser: testUser, givePass: testPass},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, func(o *web.Options) {
+				if tt.giveAuth {
+					withAuth(o)
+				}
+				o.Ready = func() error { return nil }
+			})
+			var cookie string
+			if tt.giveCookie {
+				cookie = b.login(t)
+			}
+			addr := b.mr.Addr()
+			b.mr.Close()
+
+			for _, path := range []string{"/health/redis", "/health/ready"} {
+				resp := b.send(t, req{Path: path, User: tt.giveUser, Pass: tt.givePass, Cookie: cookie})
+				if resp.Status != http.StatusServiceUnavailable {
+					t.Errorf("GET %s: status %d, want 503", path, resp.Status)
+				}
+				got := decode[healthBody](t, resp)
+				reason := got.Error + got.Checks["redis"]
+				if got.Status != "unhealthy" && got.Status != "unready" {
+					t.Errorf("GET %s: status %q", path, got.Status)
+				}
+				// The error names the address, unless the ping timed out
+				// first on a slow machine.
+				switch detail := reason != "redis unreachable"; {
+				case detail != tt.wantDetail:
+					t.Errorf("GET %s: reason %q; want the error: %v", path, reason, tt.wantDetail)
+				case detail && !strings.Contains(reason, addr) && !strings.Contains(reason, "deadline"):
+					t.Errorf("GET %s: reason %q is not the ping's error", path, reason)
+				}
+			}
+			// The log has the detail, once for the outage however many
+			// checks fail.
+			b.send(t, req{Path: "/health/redis"})
+			failed := b.logs.FilterMessage("redis health check failed").All()
+			if len(failed) != 1 {
+				t.Fatalf("%d log lines %q for one outage, want 1", len(failed), "redis health check failed")
+			}
+			if msg := fmt.Sprint(failed[0].ContextMap()["error"]); !strings.Contains(msg, addr) && !strings.Contains(msg, "deadline") {
+				t.Errorf("the logged error %q is not the ping's error", msg)
+			}
+
+			// Once Redis is back, that is logged once too.
+			if err := b.mr.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			// The client's pool may wait a little before it dials again.
+			deadline := time.Now().Add(15 * time.Second)
+			for b.send(t, req{Path: "/health/redis"}).Status != http.StatusOK {
+				if time.Now().After(deadline) {
+					t.Fatal("GET /health/redis still fails 15s after Redis is back")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			for range 2 {
+				if resp := b.send(t, req{Path: "/health/redis"}); resp.Status != http.StatusOK {
+					t.Fatalf("GET /health/redis after a restart: status %d: %s", resp.Status, resp.Body)
+				}
+			}
+			if n := b.logs.FilterMessage("redis health check passes again").Len(); n != 1 {
+				t.Errorf("%d log lines %q, want 1", n, "redis health check passes again")
+			}
+		})
 	}
 }

@@ -11,10 +11,11 @@ import (
 	"github.com/forgeq/forgeq/web"
 )
 
-// This package owns databases 12 and 13 of the test Redis.
+// This package owns databases 12, 13 and 22 of the test Redis.
 const (
 	tasksDB     = 12
 	dashboardDB = 13
+	sessionsDB  = 22 // TestSessionEndsWhenThePasswordChanges only
 )
 
 // realRedis returns a client on db of the test Redis, flushed, or skips

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+
+	"github.com/forgeq/forgeq/tasks"
 )
 
 // writeJSON writes v as the JSON body of a response with status. The
@@ -42,8 +45,10 @@ func isJSONType(mt string) bool {
 }
 
 // decodeJSON decodes r's body, which must be exactly one JSON value of
-// Content-Type application/json, into dst, refusing unknown fields. On
-// failure it writes the error response (400, 413 or 415) and returns false.
+// Content-Type application/json, into dst, refusing unknown fields and a
+// field given twice (tasks.CheckEnvelope: encoding/json would keep the
+// last). On failure it writes the error response (400, 413 or 415) and
+// returns false.
 func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
 	if !isJSONType(mediaType(r)) {
 		fail(w, r, http.StatusUnsupportedMediaType, codeUnsupportedMedia,
@@ -51,13 +56,24 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
 		return false
 	}
 	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(dst)
+	var raw json.RawMessage
+	err := dec.Decode(&raw)
 	if err == nil {
 		if err = dec.Decode(new(json.RawMessage)); err == io.EOF {
-			return true
+			err = nil
 		} else if err == nil {
 			err = errors.New("trailing data after the JSON value")
+		}
+	}
+	if err == nil {
+		if err := tasks.CheckEnvelope(raw); err != nil {
+			fail(w, r, http.StatusBadRequest, codeMalformedJSON, err.Error())
+			return false
+		}
+		strict := json.NewDecoder(bytes.NewReader(raw))
+		strict.DisallowUnknownFields()
+		if err = strict.Decode(dst); err == nil {
+			return true
 		}
 	}
 	var tooLarge *http.MaxBytesError

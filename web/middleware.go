@@ -24,6 +24,7 @@ import (
 //	gate         503 once shutdown has begun (except /health/)
 //	limitBody    413 for bodies over MaxBodyBytes
 //	crossOrigin  403 for cross-origin browser requests that change state
+//	             (and, per route, for those of the cache-aside GET: see crossSiteGET)
 //	shapeErrors  the router's and asynqmon's plain-text errors into JSON
 //	mux          the routes; per route: rate limit, authentication
 
@@ -238,9 +239,29 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 // authenticate: see http.CrossOriginProtection. Requests from other
 // clients (no Sec-Fetch-Site or Origin header) pass.
 func (s *Server) crossOrigin(next http.Handler) http.Handler {
-	cop := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := cop.Check(r); err != nil {
+		if err := s.cop.Check(r); err != nil {
+			fail(w, r, http.StatusForbidden, codeCrossOrigin, "cross-origin request refused: "+err.Error())
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// crossSiteGET refuses cross-origin browser requests of every method, as
+// crossOrigin refuses those with unsafe ones: for GET routes that compute
+// or write (the cache-aside route), which a page of another site could
+// otherwise make a browser run with its SameSite=Lax session cookie, by a
+// link or a redirect. Sec-Fetch-Site cross-site or same-site, or without
+// it an Origin other than the server's, is a 403 cross_origin; requests
+// from other clients (no Sec-Fetch-Site or Origin header) pass.
+func (s *Server) crossSiteGET(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// CrossOriginProtection lets safe methods through unchecked; ask
+		// it about the request as if it were a POST.
+		asPost := r.WithContext(r.Context())
+		asPost.Method = http.MethodPost
+		if err := s.cop.Check(asPost); err != nil {
 			fail(w, r, http.StatusForbidden, codeCrossOrigin, "cross-origin request refused: "+err.Error())
 			return
 		}

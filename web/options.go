@@ -102,7 +102,8 @@ type Options struct {
 	// AuthUsername and AuthPassword are the credentials of POST /login and
 	// of HTTP basic auth (HTTP_AUTH_USERNAME, HTTP_AUTH_PASSWORD). Give
 	// both or neither; with neither, nothing requires authentication, which
-	// New allows only on a loopback Addr.
+	// New allows only on a loopback Addr. Sessions are bound to them:
+	// changing either ends every session made with the old ones.
 	AuthUsername, AuthPassword string
 	// SessionTTL is how long a session lives after its last use (sliding
 	// expiry). Default 12h.

@@ -39,9 +39,13 @@ type Server struct {
 	log       *zap.Logger
 	auth      *credentials // nil when no credentials are configured
 	ids       *requestIDs
+	cop       *http.CrossOriginProtection
 	handler   http.Handler
 
 	draining atomic.Bool // shutdown has begun
+
+	redisLog    redisLog      // see noteRedis
+	localLogins *localLimiter // see checkPasswordLocally
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -63,7 +67,9 @@ func New(o Options) (*Server, error) {
 		inspector: o.Inspector,
 		log:       o.Logger,
 		ids:       newRequestIDs(),
+		cop:       http.NewCrossOriginProtection(),
 	}
+	s.localLogins = &localLimiter{limit: o.LoginLimit}
 	if o.AuthUsername != "" {
 		s.auth = newCredentials(o.AuthUsername, o.AuthPassword)
 	}
@@ -84,7 +90,9 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	mux.HandleFunc("GET /health/ready", s.ready)
 	mux.HandleFunc("GET /health/redis", s.redisHealth)
 
-	mux.Handle("GET /api/cache/{key...}", s.api(http.HandlerFunc(s.cached)))
+	// Cross-site first: a refused request neither counts against the rate
+	// limit nor slides a session.
+	mux.Handle("GET /api/cache/{key...}", s.crossSiteGET(s.api(http.HandlerFunc(s.cached))))
 	mux.Handle("POST /api/tasks/{type}", s.api(http.HandlerFunc(s.enqueue)))
 	mux.Handle("GET /api/tasks/{queue}/{id}", s.api(http.HandlerFunc(s.taskStatus)))
 	mux.Handle("GET /api/task-types", s.api(http.HandlerFunc(s.taskTypes)))
@@ -106,6 +114,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 			return nil, fmt.Errorf("%w: route %q: %v", ErrInvalidOptions, r.Pattern, err)
 		}
 	}
+	s.handleIndex(mux)
 	return mux, nil
 }
 
@@ -207,7 +216,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	s.log.Info("web listening", zap.String("addr", ln.Addr().String()))
+	s.log.Info("web listening", zap.String("addr", ln.Addr().String()), zap.String("dashboard", dashboardURL(ln.Addr().String())))
 
 	select {
 	case err := <-served:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -17,13 +18,6 @@ import (
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/tasks"
-)
-
-// Limits of the enqueue options.
-const (
-	maxNameLen  = 128                  // queue names and task ids
-	maxDuration = 366 * 24 * time.Hour // delay, unique, timeout, retention
-	maxRetries  = 1000
 )
 
 // enqueueRequest is the body of POST /api/tasks/{type}. Every field but
@@ -170,93 +164,94 @@ func statusURL(queue, id string) string {
 	return "/api/tasks/" + url.PathEscape(queue) + "/" + url.PathEscape(id)
 }
 
-// options turns the request's options into asynq's, checking each. now is
-// the reference for delays and deadlines. The error names the field.
+// options turns the request's options into asynq's, checking each with
+// the rules of every enqueue (tasks.CheckOption) at now, the reference
+// for process_at and deadline. The error names the field and the value
+// as given: `field "queue" "bad queue!": has a character outside ...`.
 func (q enqueueRequest) options(now time.Time) ([]asynq.Option, error) {
 	var opts []asynq.Option
+	// add checks o, given as raw in field, and keeps it.
+	add := func(field, raw string, o asynq.Option) error {
+		if err := checkedAs(field, raw, tasks.CheckOption(o, now)); err != nil {
+			return err
+		}
+		opts = append(opts, o)
+		return nil
+	}
+	type duration struct {
+		field, raw string
+		option     func(time.Duration) asynq.Option
+	}
 	if q.Queue != "" {
-		if err := checkName("queue", q.Queue); err != nil {
+		if err := add("queue", q.Queue, asynq.Queue(q.Queue)); err != nil {
 			return nil, err
 		}
-		opts = append(opts, asynq.Queue(q.Queue))
 	}
 	if q.ID != "" {
-		if err := checkName("id", q.ID); err != nil {
+		if err := add("id", q.ID, asynq.TaskID(q.ID)); err != nil {
 			return nil, err
 		}
-		opts = append(opts, asynq.TaskID(q.ID))
 	}
 	if q.Delay != "" && q.ProcessAt != "" {
 		return nil, errors.New(`give "delay" or "process_at", not both`)
 	}
-	if q.Delay != "" {
-		d, err := parseDuration("delay", q.Delay, 0)
+	for _, t := range [...]struct {
+		field, raw string
+		option     func(time.Time) asynq.Option
+	}{{"process_at", q.ProcessAt, asynq.ProcessAt}, {"deadline", q.Deadline, asynq.Deadline}} {
+		if t.raw == "" {
+			continue
+		}
+		at, err := parseTime(t.field, t.raw)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, asynq.ProcessIn(d))
-	}
-	if q.ProcessAt != "" {
-		t, err := parseTime("process_at", q.ProcessAt)
-		if err != nil {
+		if err := add(t.field, t.raw, t.option(at)); err != nil {
 			return nil, err
 		}
-		if t.Sub(now) > maxDuration {
-			return nil, fmt.Errorf("field %q: %s is more than %v away", "process_at", q.ProcessAt, maxDuration)
-		}
-		opts = append(opts, asynq.ProcessAt(t))
-	}
-	if q.Unique != "" {
-		d, err := parseDuration("unique", q.Unique, time.Second)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, asynq.Unique(d))
 	}
 	if q.MaxRetry != nil {
-		if n := *q.MaxRetry; n < 0 || n > maxRetries {
-			return nil, fmt.Errorf("field %q: %d is outside [0, %d]", "max_retry", n, maxRetries)
+		// asynq.MaxRetry makes a negative number 0: check the number.
+		if err := checkedAs("max_retry", strconv.Itoa(*q.MaxRetry), tasks.CheckMaxRetry(*q.MaxRetry)); err != nil {
+			return nil, err
 		}
 		opts = append(opts, asynq.MaxRetry(*q.MaxRetry))
 	}
-	if q.Timeout != "" {
-		d, err := parseDuration("timeout", q.Timeout, time.Second)
+	for _, d := range [...]duration{
+		{"delay", q.Delay, asynq.ProcessIn},
+		{"unique", q.Unique, asynq.Unique},
+		{"timeout", q.Timeout, asynq.Timeout},
+		{"retention", q.Retention, asynq.Retention},
+	} {
+		if d.raw == "" {
+			continue
+		}
+		v, err := parseDuration(d.field, d.raw)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, asynq.Timeout(d))
-	}
-	if q.Deadline != "" {
-		t, err := parseTime("deadline", q.Deadline)
-		if err != nil {
+		if err := add(d.field, d.raw, d.option(v)); err != nil {
 			return nil, err
 		}
-		if !t.After(now) {
-			return nil, fmt.Errorf("field %q: %s is in the past", "deadline", q.Deadline)
-		}
-		opts = append(opts, asynq.Deadline(t))
-	}
-	if q.Retention != "" {
-		d, err := parseDuration("retention", q.Retention, 0)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, asynq.Retention(d))
 	}
 	return opts, nil
 }
 
-// parseDuration parses the Go duration s of field, which must lie in
-// [least, maxDuration].
-func parseDuration(field, s string, least time.Duration) (time.Duration, error) {
+// checkedAs returns err, the error of a tasks check, as the message of
+// field given as raw; nil when err is.
+func checkedAs(field, raw string, err error) error {
+	var oe *tasks.OptionError
+	if errors.As(err, &oe) {
+		return oe.Named(fmt.Sprintf("field %q", field), raw)
+	}
+	return err
+}
+
+// parseDuration parses the Go duration s of field.
+func parseDuration(field, s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("field %q: %q is not a duration such as \"90s\" or \"1h30m\"", field, s)
-	case d < least:
-		return 0, fmt.Errorf("field %q: %s is below %v", field, s, least)
-	case d > maxDuration:
-		return 0, fmt.Errorf("field %q: %s is over %v", field, s, maxDuration)
+	if err != nil {
+		return 0, fmt.Errorf("field %q %q: not a duration such as \"90s\" or \"1h30m\"", field, s)
 	}
 	return d, nil
 }
@@ -265,25 +260,9 @@ func parseDuration(field, s string, least time.Duration) (time.Duration, error) 
 func parseTime(field, s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("field %q: %q is not an RFC 3339 time such as \"2026-01-02T15:04:05Z\"", field, s)
+		return time.Time{}, fmt.Errorf("field %q %q: not an RFC 3339 time such as \"2026-01-02T15:04:05Z\"", field, s)
 	}
 	return t, nil
-}
-
-// checkName checks a queue name or task id given to enqueue: 1 to
-// maxNameLen of A-Z a-z 0-9 . _ : -, so that it is safe in status URLs,
-// logs and Redis keys.
-func checkName(field, v string) error {
-	if len(v) > maxNameLen {
-		return fmt.Errorf("field %q: %d bytes, over the %d-byte limit", field, len(v), maxNameLen)
-	}
-	for i := range len(v) {
-		c := v[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
-			return fmt.Errorf("field %q: %q has a character other than A-Z a-z 0-9 . _ : -", field, v)
-		}
-	}
-	return nil
 }
 
 // hasOption reports whether opts has an option of type t.

@@ -19,6 +19,7 @@ import (
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/internal/enqueue"
+	"github.com/forgeq/forgeq/internal/termtext"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -178,9 +179,9 @@ func (e Env) withDefaults() Env {
 }
 
 // Main runs the program with os.Args and the process's environment and
-// exits with Run's exit code. SIGINT and SIGTERM shut the worker down
-// gracefully (a second one kills it) and end the enqueue command's wait.
-// Call it last in main.
+// exits with Run's exit code. SIGINT, SIGTERM and SIGHUP shut the worker
+// down gracefully (a second one kills it); SIGINT and SIGTERM end the
+// enqueue command's wait. Call it last in main.
 func (a *App) Main() {
 	args := os.Args[1:]
 	if len(args) > 0 && args[0] == "enqueue" {
@@ -210,11 +211,18 @@ func (a *App) mainEnqueue(args []string) int {
 //	NAME [flags]                  the worker (see --help)
 //	NAME worker [flags]           the same
 //	NAME enqueue [flags] TYPE ... the enqueue command for the App's types (see enqueue --help)
+//	NAME --version                the program's version (NAME enqueue --version too)
 //
-// The worker returns when ctx ends or SIGINT or SIGTERM arrives and it
-// has shut down: 0 after a clean shutdown, 2 for bad flags, settings or
-// App configuration, 1 for any other failure. The enqueue command's codes
-// are in its --help.
+// The worker returns when ctx ends or SIGINT, SIGTERM or SIGHUP arrives
+// and it has shut down: 0 after a clean shutdown, 2 for bad flags,
+// settings or App configuration, 1 for any other failure. The enqueue
+// command's codes are in its --help. Error messages escape the control
+// characters of what they quote.
+//
+// While the worker runs, go-redis's own log lines go through the worker's
+// logger as warnings, at most one of a kind every few seconds: Run sets
+// go-redis's process-wide logger (redis.SetLogger), and drops its lines
+// between runs.
 func (a *App) Run(ctx context.Context, args []string, env Env) int {
 	env = env.withDefaults()
 	if len(args) > 0 {
@@ -229,7 +237,7 @@ func (a *App) Run(ctx context.Context, args []string, env Env) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintf(env.Stderr, "%s: %v\n", a.name, err)
+	fmt.Fprintf(env.Stderr, "%s: %s\n", a.name, termtext.Escape(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return 2
@@ -245,7 +253,7 @@ func (a *App) RunEnqueue(ctx context.Context, args []string, env Env) int {
 	env = env.withDefaults()
 	reg, err := a.registry()
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "%s enqueue: %v\n", a.name, err)
+		fmt.Fprintf(env.Stderr, "%s enqueue: %s\n", a.name, termtext.Escape(err.Error()))
 		return 2
 	}
 	prog := a.name + " enqueue"

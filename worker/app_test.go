@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -874,5 +875,98 @@ func TestAppUseNil(t *testing.T) {
 	code, _, stderr := runApp(t, app, nil, "--redis-url", "redis://127.0.0.1:1", "--http-addr", "off")
 	if code != 2 || !strings.Contains(stderr, "middleware 1 is nil") {
 		t.Errorf("Run = %d, stderr:\n%s\nwant 2 and a message about the nil middleware", code, stderr)
+	}
+}
+
+// TestAppVersion checks --version for the worker and its enqueue command:
+// the program's name, the module's version and the Go version.
+func TestAppVersion(t *testing.T) {
+	t.Parallel()
+
+	app := worker.New("reports").Register(tasks.Builtin()...)
+	for _, tt := range []struct {
+		giveArgs  []string
+		wantFirst string
+	}{
+		{[]string{"--version"}, "reports "},
+		{[]string{"worker", "--version"}, "reports "},
+		{[]string{"--log-level", "debug", "--version"}, "reports "},
+		{[]string{"enqueue", "--version"}, "reports enqueue "},
+	} {
+		code, stdout, stderr := runApp(t, app, nil, tt.giveArgs...)
+		if code != 0 {
+			t.Errorf("Run(%q) = %d; stderr:\n%s", tt.giveArgs, code, stderr)
+		}
+		if !strings.HasPrefix(stdout, tt.wantFirst) {
+			t.Errorf("Run(%q) output does not start with %q:\n%s", tt.giveArgs, tt.wantFirst, stdout)
+		}
+		if !strings.Contains(stdout, "go:       "+runtime.Version()) {
+			t.Errorf("Run(%q) output lacks the Go version:\n%s", tt.giveArgs, stdout)
+		}
+	}
+}
+
+// TestBinaryVersion runs --version on both binaries: the module and, when
+// the build recorded them, the commit it was built from.
+func TestBinaryVersion(t *testing.T) {
+	t.Parallel()
+
+	for _, tt := range []struct {
+		bin       string
+		giveArgs  []string
+		wantFirst string
+	}{
+		{proctest.BuildWorker(t), []string{"--version"}, "worker "},
+		{proctest.BuildWorker(t), []string{"enqueue", "--version"}, "worker enqueue "},
+		{proctest.BuildEnqueue(t), []string{"--version"}, "enqueue "},
+	} {
+		p := proctest.Start(t, tt.bin, nil, tt.giveArgs...)
+		code, err := p.Wait(30 * time.Second)
+		if err != nil || code != 0 {
+			t.Fatalf("%s %q: exit %d, %v:\n%s", tt.bin, tt.giveArgs, code, err, p.Logs())
+		}
+		out := p.Stdout()
+		for _, want := range []string{"module:   github.com/forgeq/forgeq", "go:       " + runtime.Version()} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%q: output lacks %q:\n%s", tt.giveArgs, want, out)
+			}
+		}
+		if !strings.HasPrefix(out, tt.wantFirst) {
+			t.Errorf("%q: output does not start with %q:\n%s", tt.giveArgs, tt.wantFirst, out)
+		}
+	}
+}
+
+// TestAppNoTerminalEscapes: the worker's errors about its flags and
+// settings never write the control characters of what was given raw.
+func TestAppNoTerminalEscapes(t *testing.T) {
+	t.Parallel()
+
+	const evil = "\x1b]0;pwned\x07"
+	app := worker.New("reports").Register(tasks.Builtin()...)
+	for _, tt := range []struct {
+		name     string
+		giveArgs []string
+		giveEnv  map[string]string
+	}{
+		{"unknown flag", []string{"--x" + evil}, nil},
+		{"argument", []string{evil}, nil},
+		{"flag value", []string{"--worker-concurrency", evil}, nil},
+		{"setting", nil, map[string]string{"WORKER_QUEUES": "q=" + evil, "HTTP_ADDR": evil}},
+		{"config file", []string{"--config", "/nonexistent/" + evil + ".yaml"}, nil},
+		{"schedule", nil, map[string]string{"WORKER_SCHEDULE": `[{"name": "n", "spec": "@daily", "type": "x` + evil + `"}]`}},
+		{"redis URL", []string{"--redis-url", "redis:/" + evil}, nil},
+		{"enqueue", []string{"enqueue", "--x" + evil}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, stdout, stderr := runApp(t, app, tt.giveEnv, tt.giveArgs...)
+			if code != 2 {
+				t.Errorf("Run = %d, want 2; stderr:\n%s", code, stderr)
+			}
+			if strings.ContainsAny(stdout+stderr, "\x1b\x07") {
+				t.Errorf("raw ESC or BEL in the output: %q %q", stdout, stderr)
+			}
+		})
 	}
 }

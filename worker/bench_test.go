@@ -491,7 +491,7 @@ func newBenchServer[P any](tb testing.TB, impl, url string, env map[string]strin
 		}
 		return &benchServer{
 			srv:     asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger)),
-			handler: newInflight(newMux(reg, tasks.Deps{Cache: m, Logger: logger}, x, nil)),
+			handler: newInflight(newMux(reg, tasks.Deps{Cache: m, Logger: logger}, x, nil, nil)),
 			close:   func() { m.Close() },
 		}
 

@@ -9,7 +9,7 @@
 //
 // A program's main builds an [App] with [New], adds to it and calls
 // [App.Main], which reads the flags, the environment and the optional
-// config file, runs until SIGINT or SIGTERM and exits:
+// config file, runs until SIGINT, SIGTERM or SIGHUP and exits:
 //
 //	var Resize = tasks.Define("image:resize", "Resizes an image.",
 //		func(ctx context.Context, deps tasks.Deps, p ResizePayload) ([]byte, error) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -366,6 +367,36 @@ func TestBinaryBadConfig(t *testing.T) {
 func TestRunRedisUnreachable(t *testing.T) {
 	t.Parallel()
 
+	t.Run("cause and time taken", func(t *testing.T) {
+		t.Parallel()
+		// go-redis gives up on a refused port well before the socket
+		// timeout; with a timeout of a second, the ping's own deadline
+		// ends it first. Either way the error says how long it took and
+		// that the connection was refused.
+		for _, timeout := range []string{"1", "10s"} {
+			var stderr bytes.Buffer
+			start := time.Now()
+			err := run(context.Background(), nil, env(map[string]string{
+				"REDIS_CONNECTION_URL": "redis://" + freeAddr(t), "REDIS_SOCKET_TIMEOUT": timeout, "LOG_FORMAT": "json", "HTTP_ADDR": "off",
+			}), &bytes.Buffer{}, &stderr)
+			took := time.Since(start)
+			if err == nil {
+				t.Fatal("run succeeded with no Redis")
+			}
+			if !strings.Contains(err.Error(), "connection refused") {
+				t.Errorf("REDIS_SOCKET_TIMEOUT=%s: error hides the cause: %v", timeout, err)
+			}
+			m := regexp.MustCompile(`gave up after ([0-9.]+m?s)`).FindStringSubmatch(err.Error())
+			if m == nil {
+				t.Errorf("REDIS_SOCKET_TIMEOUT=%s: error does not say how long it took: %v", timeout, err)
+				continue
+			}
+			if d, perr := time.ParseDuration(m[1]); perr != nil || d > took {
+				t.Errorf("REDIS_SOCKET_TIMEOUT=%s: error says %s, but run took %v: %v", timeout, m[1], took, err)
+			}
+		}
+	})
+
 	addr := freeAddr(t)
 	var stderr bytes.Buffer
 	start := time.Now()
@@ -375,7 +406,7 @@ func TestRunRedisUnreachable(t *testing.T) {
 	if err == nil {
 		t.Fatal("run succeeded with no Redis")
 	}
-	for _, want := range []string{"redis://" + addr + " is unreachable within 2s", "REDIS_EMBEDDED=false", "REDIS_CONNECTION_URL=redis://host:6379"} {
+	for _, want := range []string{"redis://" + addr + " is unreachable (gave up after ", "REDIS_EMBEDDED=false", "REDIS_CONNECTION_URL=redis://host:6379"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}

@@ -22,7 +22,9 @@ import (
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/internal/bootstrap"
+	"github.com/forgeq/forgeq/internal/buildinfo"
 	"github.com/forgeq/forgeq/internal/metrics"
+	"github.com/forgeq/forgeq/internal/redisurl"
 	"github.com/forgeq/forgeq/tasks"
 	"github.com/forgeq/forgeq/web"
 )
@@ -42,12 +44,18 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
+// shutdownSignals shut the worker down gracefully. SIGHUP is among them:
+// it is what a worker gets when the terminal it runs in is closed, and its
+// default action would kill it with tasks running and its server entry
+// left in Redis.
+var shutdownSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
 // run is the whole worker: it returns when ctx ends or a signal arrives and
 // everything has shut down, or when something fails. Logs go to stderr,
-// --help to stdout.
+// --help and --version to stdout.
 func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	getenv, stdout, stderr := env.Getenv, env.Stdout, env.Stderr
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(ctx, shutdownSignals...)
 	defer stop()
 
 	if len(args) > 0 && (args[0] == "--probe" || strings.HasPrefix(args[0], "--probe=")) {
@@ -70,7 +78,7 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	}
 	cfg, err := a.loadConfig(args, reg.Types(), getenv, stdout)
 	if err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
+		if errors.Is(err, pflag.ErrHelp) || errors.Is(err, errVersion) {
 			return nil
 		}
 		return err
@@ -81,6 +89,10 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		return usageError{err}
 	}
 	defer func() { _ = logger.Sync() }() // Sync fails on a terminal or pipe; nothing to do about it
+	// go-redis's own log lines (a pool that cannot dial, a sentinel
+	// switch) go through this logger, at most one of a kind every
+	// redisLogEvery, rather than raw to stderr.
+	defer redisLogs.route(logger.Named("go-redis"))()
 
 	// Check the schedule before touching Redis, so a bad entry fails fast.
 	entries, err := a.scheduleEntries(cfg.Worker.Schedule)
@@ -160,7 +172,8 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 
 	srv := asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger))
 	deps := tasks.Deps{Cache: m, Logger: logger, Enqueuer: client}
-	handlers := newInflight(newMux(reg, deps, x, a.middleware))
+	rec := newRecoveries(inspector, logger, x.CountRecovered)
+	handlers := newInflight(newMux(reg, deps, x, rec, a.middleware))
 	var sched *scheduler
 	if len(periodics) > 0 {
 		sched = newScheduler(client, periodics, logger)
@@ -261,6 +274,7 @@ func (a *App) loadConfig(args []string, types []string, getenv func(string) stri
 	fs := pflag.NewFlagSet(a.name, pflag.ContinueOnError)
 	fs.SortFlags = false
 	config.RegisterFlags(fs)
+	version := fs.Bool("version", false, "print the program's version and exit")
 	fs.SetOutput(io.Discard) // run reports parse errors itself
 	fs.Usage = func() {
 		usage := strings.ReplaceAll(`Usage: NAME [flags]
@@ -268,8 +282,8 @@ func (a *App) loadConfig(args []string, types []string, getenv func(string) stri
 
 Runs the task handlers of NAME's task types (TYPES), its periodic
 tasks and the web process (health, API, /metrics, the dashboard under
-/monitoring/) until SIGINT or SIGTERM. "NAME enqueue" puts tasks on
-their queues.
+/monitoring/) until SIGINT, SIGTERM or SIGHUP. "NAME enqueue" puts tasks
+on their queues.
 
 With no Redis URL set, the worker uses the Redis answering at
 REDIS_EMBEDDED_ADDR (127.0.0.1:6379), or starts an embedded in-memory one
@@ -299,6 +313,10 @@ Flags:
 		}
 		return config.Config{}, usageError{fmt.Errorf("%w (see %s --help)", err, a.name)}
 	}
+	if *version {
+		fmt.Fprint(stdout, buildinfo.Text(a.name))
+		return config.Config{}, errVersion
+	}
 	if fs.NArg() > 0 {
 		return config.Config{}, usageError{fmt.Errorf("unexpected argument %q: the worker takes only flags (see %s --help)", fs.Arg(0), a.name)}
 	}
@@ -309,25 +327,51 @@ Flags:
 	return cfg, nil
 }
 
+// errVersion is loadConfig's answer to --version, which it has printed.
+var errVersion = errors.New("worker: --version")
+
 // indent puts each line of err on its own indented line, for several joined
 // config errors.
 func indent(err error) error {
 	return errors.New("  " + strings.ReplaceAll(err.Error(), "\n", "\n  "))
 }
 
-// ping checks that Redis answers within the socket timeout.
+// ping checks that Redis answers within the socket timeout. Its error says
+// how long it tried (go-redis gives up on a refused connection well before
+// the timeout) and why: when the timeout cut go-redis's own attempts short,
+// the ping only knows its deadline passed, so the Redis addresses are
+// dialled once more to learn the cause, such as a refused connection.
 func ping(ctx context.Context, m *cachemgr.Manager, cfg config.Config, target redisTarget) error {
 	timeout := cfg.Redis.SocketTimeout
+	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := m.Ping(pctx); err != nil {
-		hint := ""
-		if target.implicit {
-			hint = fmt.Sprintf(" (no Redis URL is set and REDIS_EMBEDDED=false; set REDIS_CONNECTION_URL=redis://host:6379, or REDIS_EMBEDDED=auto to start an embedded Redis at %s)", cfg.Redis.EmbeddedAddr)
-		}
-		return fmt.Errorf("redis %s is unreachable within %v%s: %w", cfg.Redis.Redacted(), timeout, hint, err)
+	err := m.Ping(pctx)
+	if err == nil {
+		return nil
 	}
-	return nil
+	took := time.Since(start).Round(time.Millisecond)
+	if ctx.Err() != nil {
+		return fmt.Errorf("redis %s: ping: %w", cfg.Redis.Redacted(), ctx.Err())
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("no answer within %v (REDIS_SOCKET_TIMEOUT): %w", timeout, err)
+		if p, perr := redisurl.Parse(target.url); perr == nil {
+			// A second at most: a refused dial answers at once, and one
+			// that times out says as much.
+			dctx, dcancel := context.WithTimeout(ctx, min(timeout, time.Second))
+			derr := p.DialError(dctx)
+			dcancel()
+			if derr != nil {
+				err = fmt.Errorf("%w (%w)", derr, err)
+			}
+		}
+	}
+	hint := ""
+	if target.implicit {
+		hint = fmt.Sprintf(" (no Redis URL is set and REDIS_EMBEDDED=false; set REDIS_CONNECTION_URL=redis://host:6379, or REDIS_EMBEDDED=auto to start an embedded Redis at %s)", cfg.Redis.EmbeddedAddr)
+	}
+	return fmt.Errorf("redis %s is unreachable (gave up after %v)%s: %w", cfg.Redis.Redacted(), took, hint, err)
 }
 
 // closeEmbedded stops the embedded Redis; its data is gone afterwards.

@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/forgeq/forgeq/internal/proctest"
+	"github.com/forgeq/forgeq/internal/redistest"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -202,4 +205,40 @@ func TestGracefulShutdown(t *testing.T) {
 			t.Errorf("handlers outlived the grace period: %v", ws)
 		}
 	})
+}
+
+// TestBinarySIGHUP: a hangup (the worker's terminal closed) shuts the
+// worker down as SIGTERM does: it exits 0 once stopped, and its server
+// entry is gone from Redis.
+func TestBinarySIGHUP(t *testing.T) {
+	t.Parallel()
+
+	url := redistest.URL(t, 24)
+	rdb := redisClient(t, url)
+	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := proctest.Start(t, proctest.BuildWorker(t), []string{
+		"REDIS_CONNECTION_URL=" + url, "HTTP_ADDR=off", "LOG_FORMAT=json", "WORKER_SHUTDOWN_TIMEOUT=2s",
+	})
+	if !p.WaitForLog(`"worker started"`, 30*time.Second) {
+		t.Fatalf("worker did not start:\n%s", p.Logs())
+	}
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	if servers, err := insp.Servers(); err != nil || len(servers) != 1 {
+		t.Fatalf("servers before SIGHUP: %v, %v; want 1", servers, err)
+	}
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	code, err := p.Wait(30 * time.Second)
+	if err != nil || code != 0 {
+		t.Fatalf("exit %d, %v after SIGHUP; want 0", code, err)
+	}
+	if len(proctest.WithMsg(p.JSONLogLines(), "worker stopped")) != 1 {
+		t.Errorf("no \"worker stopped\" line:\n%s", p.Logs())
+	}
+	if servers, err := insp.Servers(); err != nil || len(servers) != 0 {
+		t.Errorf("servers after SIGHUP: %v, %v; want none", servers, err)
+	}
 }

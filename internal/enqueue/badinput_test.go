@@ -288,3 +288,58 @@ func abbrev2k(s string) string {
 	}
 	return s
 }
+
+// TestNoTerminalEscapes: user input echoed back (a --file line, a TYPE, a
+// queue or id, a flag, a file name) never reaches the terminal with its
+// control characters raw: an ESC or BEL there could retitle the terminal
+// or worse.
+func TestNoTerminalEscapes(t *testing.T) {
+	t.Parallel()
+	const evil = "\x1b]0;pwned\x07"
+	const evilJSON = `\u001b]0;pwned\u0007` // the same, escaped in JSON text
+	good := `{"key": "k", "work": 1}`
+	up := setupCatalog(t, false).env
+	down := map[string]string{"REDIS_CONNECTION_URL": closedURL(t)}
+	file := writeFile(t, "evil.jsonl", strings.Join([]string{
+		evil,
+		`{"type": "data:process", "payload": {"key": "k", "work": 1}}` + evil,
+		`{"type": "` + evilJSON + `", "payload": {}}`,
+		`{"type": "data:process", "payload": {"key": "k", "work": 1}, "delay": "` + evilJSON + `"}`,
+		`{"type": "data:process", "payload": {"key": "k", "work": 1, "` + evilJSON + `": 1}}`,
+		`"` + evilJSON + `"`,
+	}, "\n"))
+	okFile := writeFile(t, "ok.jsonl", `{"type": "data:process", "payload": {"key": "k", "work": 1}, "queue": "`+evilJSON+`", "id": "`+evilJSON+`"}`+"\n")
+	tests := []struct {
+		name     string
+		giveEnv  map[string]string
+		giveArgs []string
+	}{
+		{"bad file lines", up, []string{"--file", file}},
+		{"bad file lines, JSON", up, []string{"--file", file, "--json"}},
+		{"bad file lines, Redis down", down, []string{"--file", file}},
+		{"file with an odd queue and id", up, []string{"--file", okFile, "--json"}},
+		{"type", up, []string{evil, "{}"}},
+		{"type, Redis down", down, []string{evil, "{}"}},
+		{"type, JSON", up, []string{evil, "{}", "--json"}},
+		{"queue", up, []string{"data:process", good, "--queue", evil}},
+		{"id", up, []string{"data:process", good, "--id", evil, "--delay", "1h"}},
+		{"delay", up, []string{"data:process", good, "--delay", evil}},
+		{"unknown flag", up, []string{"--x" + evil, "data:process"}},
+		{"payload file", up, []string{"data:process", "--payload-file", "/nonexistent/" + evil}},
+		{"task file", up, []string{"--file", "/nonexistent/" + evil}},
+		{"progress", up, []string{"--list", "--progress", evil}},
+		{"payload", up, []string{"data:process", `{"key": "k", "work": "` + evilJSON + `"}`}},
+		{"redis URL", map[string]string{"REDIS_CONNECTION_URL": "redis://" + evil}, []string{"data:process", good}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := runCmd(t, tt.giveEnv, "", tt.giveArgs...)
+			for name, out := range map[string]string{"stdout": r.stdout, "stderr": r.stderr} {
+				if strings.ContainsAny(out, "\x1b\x07") {
+					t.Errorf("%s has a raw ESC or BEL (exit %d): %q", name, r.code, out)
+				}
+			}
+		})
+	}
+}

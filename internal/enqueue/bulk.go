@@ -22,12 +22,17 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/forgeq/forgeq/internal/termtext"
 	"github.com/forgeq/forgeq/tasks"
 )
 
 // maxLineSize bounds one --file line: the largest payload plus room for
 // the other fields.
 const maxLineSize = tasks.MaxPayloadSize + 64<<10
+
+// byteOrderMark is the UTF-8 encoding of U+FEFF, which some editors write
+// at the start of a file; a --file or --payload-file may start with it.
+var byteOrderMark = []byte("\ufeff")
 
 // bulkTask is one checked line of a --file.
 type bulkTask struct {
@@ -86,6 +91,9 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 		return badInput("--file %s: %w", name, err)
 	}
 	if err := types.failed(); err != nil {
+		if hint := types.typoHint(); hint != "" {
+			return fmt.Errorf("%w\n  %s", err, hint)
+		}
 		return err
 	}
 	if len(bad) > 0 {
@@ -132,6 +140,8 @@ func (c *cli) checkLines(r io.Reader, types *typeSource) (list []bulkTask, bad [
 	if err != nil {
 		return nil, nil, err
 	}
+	// Some editors start a UTF-8 file with a byte order mark.
+	data = bytes.TrimPrefix(data, byteOrderMark)
 	type line struct {
 		n    int
 		text []byte
@@ -266,10 +276,15 @@ func (c *cli) checkLine(line []byte, now time.Time, types *typeSource) (bulkTask
 		}
 		return t, []error{fmt.Errorf("field %q: want %s, got %s", typeErr.Field, want, typeErr.Value)}
 	case errors.As(err, &typeErr):
-		return t, []error{fmt.Errorf("want a JSON object such as {\"type\": \"...\", \"payload\": {...}}, got %s", abbrev(string(bytes.TrimSpace(line))))}
+		return t, []error{fmt.Errorf("want a JSON object such as {\"type\": \"...\", \"payload\": {...}}, got %q", abbrev(string(bytes.TrimSpace(line))))}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return t, []error{fmt.Errorf("unknown field %s; a line has %s", strings.TrimPrefix(err.Error(), "json: unknown field "), lineFields)}
 	default:
+		return t, []error{err}
+	}
+	// encoding/json keeps the last of a field given twice; the payload's
+	// own fields are checked as a payload.
+	if err := tasks.CheckEnvelope(line); err != nil {
 		return t, []error{err}
 	}
 	// A duration is a string or a number of seconds.
@@ -542,7 +557,7 @@ func (c *cli) report(res bulkResult) error {
 		writeJSON(c.stdout, out)
 	} else {
 		for _, e := range errs {
-			fmt.Fprintf(c.stderr, "%s: line %d: %s\n", c.prog, e.Line, e.Error)
+			fmt.Fprintf(c.stderr, "%s: line %d: %s\n", c.prog, e.Line, termtext.Escape(e.Error))
 		}
 		fmt.Fprintf(c.stdout, "enqueued %d of %d %s in %v (%.0f tasks/s)", res.enqueued, total, plural(total, "task", "tasks"), res.took.Round(time.Millisecond), rate)
 		if res.failed > 0 {

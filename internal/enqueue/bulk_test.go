@@ -216,3 +216,19 @@ func TestBulkOwnRetry(t *testing.T) {
 		t.Errorf("held lock: %v, want asynq.ErrDuplicateTask naming the lock", err)
 	}
 }
+
+// TestBulkByteOrderMark: a file saved with a UTF-8 byte order mark, as
+// some Windows editors do, is read as if it had none.
+func TestBulkByteOrderMark(t *testing.T) {
+	t.Parallel()
+	b := setupCatalog(t, false)
+	file := writeFile(t, "bom.jsonl", "\ufeff"+`{"type": "data:process", "payload": {"key": "bom", "work": 1}}`+"\n"+
+		`{"type": "data:process", "payload": {"key": "bom2", "work": 1}}`+"\n")
+	r := runCmd(t, b.env, "", "--file", file)
+	if r.code != exitOK {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	if got := len(b.pending(t, "default")); got != 2 {
+		t.Errorf("%d tasks pending, want 2", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -55,10 +56,14 @@ func (c *cli) lookupPublished(ctx context.Context, k *conn, typ string) (publish
 	case errors.As(err, &unpub):
 		return publishedType{}, badInput("%s (see %s --list)", c.unknownType(typ, unpub.Published), c.prog)
 	case err != nil:
-		return publishedType{}, fmt.Errorf("task type %q is not one of this program's, and the task catalogue cannot be read: %w", typ, err)
+		err = fmt.Errorf("task type %q is not one of this program's, and the task catalogue cannot be read: %w", typ, err)
+		if s := tasks.SuggestType(typ, c.reg.Types()); s != "" {
+			err = fmt.Errorf("%w; did you mean %q?", err, s)
+		}
+		return publishedType{}, err
 	}
 	if len(p.Workers) == 0 {
-		fmt.Fprintf(c.stderr, "%s: warning: no running worker serves %s (every one that published it has stopped); the task waits until one starts\n", c.prog, typ)
+		fmt.Fprintf(c.stderr, "%s: warning: no running worker serves %q (every one that published it has stopped); the task waits until one starts\n", c.prog, typ)
 	}
 	return publishedType{p}, nil
 }
@@ -73,6 +78,17 @@ func (c *cli) unknownType(typ string, published []string) string {
 		msg += fmt.Sprintf("; did you mean %q?", s)
 	}
 	return msg
+}
+
+// typoHint says that typ, which the program lacks, is one typo away from
+// one of its types, for an error that stops the command before the task
+// catalogue has been read: "" when typ is close to none.
+func (c *cli) typoHint(typ string) string {
+	s := tasks.SuggestType(typ, c.reg.Types())
+	if s == "" {
+		return ""
+	}
+	return fmt.Sprintf("task type %q is not one of this program's; did you mean %q?", typ, s)
 }
 
 // listOrNone joins names with commas, or says none.
@@ -94,6 +110,9 @@ type typeSource struct {
 	once sync.Once
 	view *catalogView
 	err  error
+
+	mu     sync.Mutex
+	missed []string // types looked up that the program lacks
 }
 
 // catalogView is the catalogue as read once.
@@ -112,8 +131,15 @@ func (s *typeSource) lookup(typ string) (taskType, error) {
 	if d, ok := s.c.reg.Lookup(typ); ok {
 		return localType{d}, nil
 	}
+	s.mu.Lock()
+	s.missed = append(s.missed, typ)
+	s.mu.Unlock()
 	if s.read == nil {
-		return nil, fmt.Errorf("unknown task type %q; known types: %s", typ, strings.Join(s.c.reg.Types(), ", "))
+		msg := fmt.Sprintf("unknown task type %q; known types: %s", typ, strings.Join(s.c.reg.Types(), ", "))
+		if sug := tasks.SuggestType(typ, s.c.reg.Types()); sug != "" {
+			msg += fmt.Sprintf("; did you mean %q?", sug)
+		}
+		return nil, errors.New(msg)
 	}
 	s.once.Do(func() { s.view, s.err = s.read() })
 	if s.err != nil {
@@ -123,6 +149,21 @@ func (s *typeSource) lookup(typ string) (taskType, error) {
 		return publishedType{p}, nil
 	}
 	return nil, errors.New(s.c.unknownType(typ, s.view.names))
+}
+
+// typoHint returns the typoHint of the first type, in sort order, that
+// lookup was asked for, the program lacks, and is close to one of its
+// types; "" when there is none.
+func (s *typeSource) typoHint() string {
+	s.mu.Lock()
+	missed := slices.Sorted(slices.Values(s.missed))
+	s.mu.Unlock()
+	for _, typ := range missed {
+		if h := s.c.typoHint(typ); h != "" {
+			return h
+		}
+	}
+	return ""
 }
 
 // failed returns the error of reading the catalogue, if it was read and

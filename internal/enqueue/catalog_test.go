@@ -273,3 +273,45 @@ func TestListPublished(t *testing.T) {
 		t.Errorf("--list --json (-want +got):\n%s", diff)
 	}
 }
+
+// TestUnknownTypeSuggestion: a type one typo away from a known one gets a
+// "did you mean" wherever the command names it unknown: the TYPE argument
+// and --file lines, with the catalogue readable or not.
+func TestUnknownTypeSuggestion(t *testing.T) {
+	t.Parallel()
+	up := setupCatalog(t, true).env
+	down := map[string]string{"REDIS_CONNECTION_URL": closedURL(t)}
+	file := writeFile(t, "typo.jsonl", `{"type": "data:proces", "payload": {"key": "k", "work": 1}}`+"\n")
+	tests := []struct {
+		name     string
+		giveEnv  map[string]string
+		giveArgs []string
+		wantCode int
+	}{
+		{"argument", up, []string{"data:proces", `{"key": "k", "work": 1}`}, exitUsage},
+		{"argument, Redis down", down, []string{"data:proces", `{"key": "k", "work": 1}`}, exitFailure},
+		{"argument, other case", up, []string{"Data:Process", `{"key": "k", "work": 1}`}, exitUsage},
+		{"file line", up, []string{"--file", file}, exitUsage},
+		{"file line, Redis down", down, []string{"--file", file}, exitFailure},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := runCmd(t, tt.giveEnv, "", tt.giveArgs...)
+			if r.code != tt.wantCode {
+				t.Errorf("exit %d, want %d", r.code, tt.wantCode)
+			}
+			if !strings.Contains(r.stderr, `did you mean "data:process"?`) {
+				t.Errorf("stderr lacks the suggestion: %q", r.stderr)
+			}
+		})
+	}
+
+	t.Run("program's types only", func(t *testing.T) {
+		c := &cli{reg: tasks.Default()}
+		_, err := c.localTypes().lookup("cache:wram")
+		if err == nil || !strings.Contains(err.Error(), `did you mean "cache:warm"?`) {
+			t.Errorf("lookup error = %v, want a suggestion", err)
+		}
+	})
+}

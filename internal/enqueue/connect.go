@@ -2,6 +2,7 @@ package enqueue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/internal/bootstrap"
+	"github.com/forgeq/forgeq/internal/redisurl"
 )
 
 // fallbackPingTimeout bounds the first ping when no socket timeout is set.
@@ -69,10 +71,23 @@ func (c *cli) connect(ctx context.Context, cfg config.Config) (*conn, error) {
 	defer cancel()
 	start := time.Now()
 	if err := m.Ping(pctx); err != nil {
+		took := time.Since(start).Round(time.Millisecond)
 		_ = m.Close()
 		_ = log.Sync()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// The timeout cut go-redis's attempts short: learn why they
+			// failed, such as a refused connection.
+			if p, perr := redisurl.Parse(url); perr == nil {
+				// A second at most: a refused dial answers at once.
+				dctx, dcancel := context.WithTimeout(ctx, min(timeout, time.Second))
+				if derr := p.DialError(dctx); derr != nil {
+					err = fmt.Errorf("%w (%w)", derr, err)
+				}
+				dcancel()
+			}
+		}
 		return nil, fmt.Errorf("cannot reach Redis at %s (%s) after %v: %w\n%s",
-			shown, where, time.Since(start).Round(time.Millisecond), err, hint)
+			shown, where, took, err, hint)
 	}
 	return &conn{
 		m:      m,

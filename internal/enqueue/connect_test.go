@@ -157,3 +157,14 @@ func TestEmbeddedAddr(t *testing.T) {
 		}
 	})
 }
+
+// TestRedisRefusedShortTimeout: with a socket timeout shorter than
+// go-redis's own dial attempts, the ping only sees its deadline; the
+// error still says the connection was refused.
+func TestRedisRefusedShortTimeout(t *testing.T) {
+	t.Parallel()
+	r := runCmd(t, map[string]string{"REDIS_CONNECTION_URL": closedURL(t), "REDIS_SOCKET_TIMEOUT": "0.2"}, "", "data:process", `{"key": "k", "work": 1}`)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "connection refused") {
+		t.Errorf("exit %d, stderr %q; want 1 and connection refused", r.code, r.stderr)
+	}
+}

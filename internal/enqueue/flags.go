@@ -1,6 +1,7 @@
 package enqueue
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -78,6 +79,7 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 	fs.BoolVar(&f.list, "list", false, "list the task types, this program's and those running workers published, with their payload fields")
 	fs.StringVar(&f.progress, "progress", "auto", "progress bar on stderr: `MODE` auto (on a terminal, not with --json), always or never")
 	help := fs.BoolP("help", "h", false, "show this help")
+	version := fs.Bool("version", false, "print the program's version and exit")
 
 	cfs := pflag.NewFlagSet("config", pflag.ContinueOnError)
 	cfs.SortFlags = false
@@ -97,6 +99,9 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 	}
 	if *help {
 		return fs, pflag.ErrHelp
+	}
+	if *version {
+		return fs, errVersion
 	}
 	f.args = fs.Args()
 
@@ -129,6 +134,9 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 	}
 	return fs, c.checkCombinations(fs)
 }
+
+// errVersion is parse's answer to --version.
+var errVersion = errors.New("enqueue: --version")
 
 // checkCombinations rejects flags and arguments that do not go together.
 func (c *cli) checkCombinations(fs *pflag.FlagSet) error {

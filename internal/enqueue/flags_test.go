@@ -101,3 +101,19 @@ func TestJSONErrors(t *testing.T) {
 		t.Errorf("error = %q", got.Error)
 	}
 }
+
+// TestVersion: --version prints the program's name and version and exits
+// 0, whatever else is on the command line, without reaching for Redis.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"REDIS_CONNECTION_URL": closedURL(t)}
+	for _, args := range [][]string{{"--version"}, {"data:process", "--version"}, {"--file", "x.jsonl", "--version"}} {
+		r := runCmd(t, env, "", args...)
+		if r.code != exitOK || r.stderr != "" {
+			t.Errorf("%q: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+		if !strings.HasPrefix(r.stdout, "enqueue ") || !strings.Contains(r.stdout, "  go:       go") {
+			t.Errorf("%q: stdout = %q", args, r.stdout)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/forgeq/forgeq/internal/termtext"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -96,7 +97,8 @@ func (c *cli) listType(w io.Writer, first *bool, typ, queue, description, origin
 		fmt.Fprintln(w)
 	}
 	*first = false
-	fmt.Fprintf(w, "%s (queue %s%s)\n  %s\n", typ, queue, origin, description)
+	esc := termtext.Escape
+	fmt.Fprintf(w, "%s (queue %s%s)\n  %s\n", esc(typ), esc(queue), origin, esc(description))
 	if len(fields) == 0 {
 		fmt.Fprintln(w, "  payload: none")
 		return nil
@@ -108,7 +110,7 @@ func (c *cli) listType(w io.Writer, first *bool, typ, queue, description, origin
 		if f.Required {
 			req = "required"
 		}
-		fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\n", f.Name, f.Type, req, f.Help)
+		fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\n", esc(f.Name), esc(f.Type), req, esc(f.Help))
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("list: %w", err)
@@ -124,7 +126,7 @@ func listWorkers(w io.Writer, workers []tasks.WorkerSeen, now time.Time) {
 	}
 	seen := make([]string, len(workers))
 	for i, ws := range workers {
-		seen[i] = fmt.Sprintf("worker %s, seen %s", ws.ID, seenAgo(now, ws.LastSeen))
+		seen[i] = fmt.Sprintf("worker %s, seen %s", termtext.Escape(ws.ID), seenAgo(now, ws.LastSeen))
 	}
 	fmt.Fprintf(w, "  served by: %s\n", strings.Join(seen, "; "))
 }

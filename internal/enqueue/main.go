@@ -18,6 +18,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/forgeq/forgeq/internal/buildinfo"
+	"github.com/forgeq/forgeq/internal/termtext"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -115,13 +117,12 @@ type lineError struct {
 }
 
 // reportError writes err to stderr and, under --json, also as a JSON object
-// to stdout so that scripts reading stdout see it.
+// to stdout so that scripts reading stdout see it. Its control characters
+// are escaped on stderr, as they are in the JSON.
 func (c *cli) reportError(err error, lines []lineError) {
-	fmt.Fprintf(c.stderr, "%s: %v\n", c.prog, err)
-	if len(lines) > 0 {
-		for _, l := range lines {
-			fmt.Fprintf(c.stderr, "  line %d: %s\n", l.Line, l.Error)
-		}
+	fmt.Fprintf(c.stderr, "%s: %s\n", c.prog, termtext.Escape(err.Error()))
+	for _, l := range lines {
+		fmt.Fprintf(c.stderr, "  line %d: %s\n", l.Line, termtext.Escape(l.Error))
 	}
 	if c.f.json && !errors.As(err, new(silentError)) {
 		writeJSON(c.stdout, struct {
@@ -135,6 +136,10 @@ func (c *cli) run(ctx context.Context, args []string) error {
 	fs, err := c.parse(args)
 	if errors.Is(err, pflag.ErrHelp) {
 		c.usage(c.stdout, fs)
+		return nil
+	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprint(c.stdout, buildinfo.Text(c.prog))
 		return nil
 	}
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/forgeq/forgeq/tasks"
 )
 
 // rawOptions are the task options as given, by a flag or by a field of a
@@ -63,9 +65,10 @@ type taskOptions struct {
 	retention *time.Duration
 }
 
-// parse checks o at time now. name turns an option's name ("max_retry")
-// into how the user wrote it ("--max-retry" or `field "max_retry"`); each
-// error names it and the bad value.
+// parse reads o and checks it at time now with the rules of every enqueue
+// (tasks.CheckOption). name turns an option's name ("max_retry") into how
+// the user wrote it ("--max-retry" or `field "max_retry"`); each error
+// names it and the bad value as given.
 func (o rawOptions) parse(now time.Time, name func(string) string) (taskOptions, []error) {
 	var (
 		t    taskOptions
@@ -74,90 +77,90 @@ func (o rawOptions) parse(now time.Time, name func(string) string) (taskOptions,
 	fail := func(opt, val string, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s %q: %s", name(opt), val, fmt.Sprintf(format, args...)))
 	}
-	nonBlank := func(opt string, v *string) string {
-		if v == nil {
-			return ""
+	// named records err, the error of a tasks check, naming opt and raw.
+	named := func(opt, raw string, err error) bool {
+		var oe *tasks.OptionError
+		if errors.As(err, &oe) {
+			errs = append(errs, oe.Named(name(opt), raw))
+			return false
 		}
-		if strings.TrimSpace(*v) == "" {
-			fail(opt, *v, "must not be empty")
-		}
-		return *v
+		return err == nil
 	}
-	duration := func(opt string, v *string, min time.Duration, what string) (time.Duration, bool) {
+	// check applies the rule of every enqueue to ao, given as raw.
+	check := func(opt, raw string, ao asynq.Option) bool {
+		return named(opt, raw, tasks.CheckOption(ao, now))
+	}
+	duration := func(opt string, v *string, option func(time.Duration) asynq.Option) (time.Duration, bool) {
 		if v == nil {
 			return 0, false
 		}
-		d, err := parseDuration(*v)
-		switch {
-		case err != nil:
+		d, err := parseSignedDuration(*v)
+		if err != nil {
 			fail(opt, *v, "%v", err)
 			return 0, false
-		case d < min:
-			fail(opt, *v, "%s", what)
-			return 0, false
 		}
-		return d, true
+		return d, check(opt, *v, option(d))
 	}
 
-	t.queue = nonBlank("queue", o.Queue)
-	t.id = nonBlank("id", o.ID)
+	if o.Queue != nil && check("queue", *o.Queue, asynq.Queue(*o.Queue)) {
+		t.queue = *o.Queue
+	}
+	if o.ID != nil && check("id", *o.ID, asynq.TaskID(*o.ID)) {
+		t.id = *o.ID
+	}
 	if o.Group != nil {
-		// asynq leaves a grouped task in its group until an aggregator
-		// merges the group, and the worker runs none: it would never run.
-		fail("group", *o.Group, "task groups are not supported: the worker runs no group aggregator, so a grouped task would never run")
+		check("group", *o.Group, asynq.Group(*o.Group))
 	}
 	if o.Delay != nil && o.At != nil {
 		errs = append(errs, fmt.Errorf("%s %q and %s %q: give one or the other", name("delay"), *o.Delay, name("at"), *o.At))
 	}
-	t.delay, _ = duration("delay", o.Delay, 0, "must not be negative")
+	if d, ok := duration("delay", o.Delay, asynq.ProcessIn); ok {
+		t.delay = d
+	}
 	if o.At != nil {
 		at, err := time.Parse(time.RFC3339, strings.TrimSpace(*o.At))
 		switch {
 		case err != nil:
 			fail("at", *o.At, "want an RFC 3339 time such as %q", now.Add(time.Hour).UTC().Format(time.RFC3339))
-		case !at.After(now):
-			fail("at", *o.At, "is in the past (now is %s); use --delay 0 or leave it out to run now", now.UTC().Format(time.RFC3339))
-		default:
+		case check("at", *o.At, asynq.ProcessAt(at)):
 			t.at = at
 		}
 	}
-	if o.MaxRetry != nil {
-		if *o.MaxRetry < 0 {
-			fail("max_retry", strconv.Itoa(*o.MaxRetry), "must not be negative")
-		} else {
-			t.maxRetry = o.MaxRetry
+	// asynq.MaxRetry makes a negative number 0: check the number itself.
+	if o.MaxRetry != nil && named("max_retry", strconv.Itoa(*o.MaxRetry), tasks.CheckMaxRetry(*o.MaxRetry)) {
+		t.maxRetry = o.MaxRetry
+	}
+	if d, ok := duration("timeout", o.Timeout, asynq.Timeout); ok {
+		t.timeout = d
+	}
+	if o.Deadline != nil {
+		at, err := parseDeadline(*o.Deadline, now)
+		switch {
+		case err != nil:
+			fail("deadline", *o.Deadline, "%v", err)
+		case check("deadline", *o.Deadline, asynq.Deadline(at)):
+			t.deadline = at
 		}
 	}
-	t.timeout, _ = duration("timeout", o.Timeout, time.Second, "want at least 1s (asynq counts whole seconds)")
-	if o.Deadline != nil {
-		t.deadline = parseDeadline(*o.Deadline, now, func(format string, args ...any) { fail("deadline", *o.Deadline, format, args...) })
+	if d, ok := duration("unique", o.Unique, asynq.Unique); ok {
+		t.unique = d
 	}
-	t.unique, _ = duration("unique", o.Unique, time.Second, "want at least 1s (asynq's minimum)")
-	if r, ok := duration("retention", o.Retention, 0, "must not be negative"); ok {
+	if r, ok := duration("retention", o.Retention, asynq.Retention); ok {
 		t.retention = &r
 	}
 	return t, errs
 }
 
 // parseDeadline reads an RFC 3339 time or a duration from now.
-func parseDeadline(s string, now time.Time, fail func(format string, args ...any)) time.Time {
+func parseDeadline(s string, now time.Time) (time.Time, error) {
 	if at, err := time.Parse(time.RFC3339, strings.TrimSpace(s)); err == nil {
-		if !at.After(now) {
-			fail("is in the past (now is %s)", now.UTC().Format(time.RFC3339))
-			return time.Time{}
-		}
-		return at
+		return at, nil
 	}
-	d, err := parseDuration(s)
-	switch {
-	case err != nil:
-		fail("want an RFC 3339 time or a duration from now (\"10m\")")
-		return time.Time{}
-	case d <= 0:
-		fail("must be in the future")
-		return time.Time{}
+	d, err := parseSignedDuration(s)
+	if err != nil {
+		return time.Time{}, errors.New("want an RFC 3339 time or a duration from now (\"10m\")")
 	}
-	return now.Add(d)
+	return now.Add(d), nil
 }
 
 // asynq returns the asynq options of t, which override the task type's.
@@ -199,24 +202,29 @@ var errNegative = errors.New("must not be negative")
 // parseDuration reads a Go duration ("1m30s") or a number of seconds
 // ("90", "0.5"). A negative value is errNegative.
 func parseDuration(s string) (time.Duration, error) {
+	d, err := parseSignedDuration(s)
+	if err == nil && d < 0 {
+		return 0, errNegative
+	}
+	return d, err
+}
+
+// parseSignedDuration reads a duration as parseDuration does, negative
+// ones too: the options leave their range to tasks.CheckOption.
+func parseSignedDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return 0, errors.New("empty; want a duration such as \"90s\" or a number of seconds")
 	}
-	var d time.Duration
 	if secs, err := strconv.ParseFloat(s, 64); err == nil {
 		if math.IsNaN(secs) || math.IsInf(secs, 0) || math.Abs(secs) > math.MaxInt64/float64(time.Second) {
 			return 0, errors.New("not a usable number of seconds")
 		}
-		d = time.Duration(secs * float64(time.Second))
-	} else {
-		d, err = time.ParseDuration(s)
-		if err != nil {
-			return 0, errors.New("not a duration; want Go's form (\"90s\", \"1h30m\") or a number of seconds")
-		}
+		return time.Duration(secs * float64(time.Second)), nil
 	}
-	if d < 0 {
-		return 0, errNegative
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, errors.New("not a duration; want Go's form (\"90s\", \"1h30m\") or a number of seconds")
 	}
 	return d, nil
 }

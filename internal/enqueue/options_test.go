@@ -92,8 +92,18 @@ func TestRawOptionsParse(t *testing.T) {
 		},
 		{
 			name:     "at in the past",
-			give:     rawOptions{At: str("2030-01-02T03:04:05Z")},
-			wantErrs: []string{`--at "2030-01-02T03:04:05Z": is in the past`},
+			give:     rawOptions{At: str("2030-01-02T03:02:05Z")},
+			wantErrs: []string{`--at "2030-01-02T03:02:05Z": is in the past (now is 2030-01-02T03:04:05Z)`},
+		},
+		{
+			name: "at within tasks.ProcessAtSkew of now",
+			give: rawOptions{At: str("2030-01-02T03:03:35Z")},
+			want: taskOptions{at: time.Date(2030, 1, 2, 3, 3, 35, 0, time.UTC)},
+		},
+		{
+			name:     "at too far ahead",
+			give:     rawOptions{At: str("2031-06-01T00:00:00Z")},
+			wantErrs: []string{`--at "2031-06-01T00:00:00Z": is more than 366 days ahead`},
 		},
 		{
 			name:     "at unparsable",
@@ -109,9 +119,9 @@ func TestRawOptionsParse(t *testing.T) {
 			name: "several at once",
 			give: rawOptions{Queue: str(" "), MaxRetry: num(-1), Unique: str("500ms"), Deadline: str("-1m"), Retention: str("x")},
 			wantErrs: []string{
-				`--queue " ": must not be empty`,
+				`--queue " ": has a character outside A-Z a-z 0-9 . _ : -`,
 				`--max-retry "-1": must not be negative`,
-				`--deadline "-1m": want an RFC 3339 time or a duration`,
+				`--deadline "-1m": is in the past`,
 				`--unique "500ms": want at least 1s`,
 				`--retention "x": not a duration`,
 			},

@@ -8,6 +8,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/forgeq/forgeq/internal/bootstrap"
+	"github.com/forgeq/forgeq/internal/termtext"
 )
 
 // showProgress reports whether progress bars are drawn: on stderr, when it
@@ -33,6 +34,7 @@ type percentBar struct {
 }
 
 func (c *cli) newPercentBar(desc string) *percentBar {
+	desc = termtext.Escape(desc)
 	if !c.showProgress() {
 		return &percentBar{w: c.stderr}
 	}
@@ -62,8 +64,10 @@ func (p *percentBar) set(percent float64, message string) {
 	p.describe(message)
 }
 
-// describe changes the text beside the bar.
+// describe changes the text beside the bar. The task's own messages come
+// here: their control characters are escaped.
 func (p *percentBar) describe(desc string) {
+	desc = termtext.Escape(desc)
 	if p.bar == nil || desc == p.desc {
 		return
 	}
@@ -73,6 +77,7 @@ func (p *percentBar) describe(desc string) {
 
 // println writes a line to stderr, above the bar if there is one.
 func (p *percentBar) println(line string) {
+	line = termtext.Escape(line)
 	if p.bar == nil {
 		fmt.Fprintln(p.w, line)
 		return

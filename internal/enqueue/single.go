@@ -1,6 +1,7 @@
 package enqueue
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/forgeq/forgeq/internal/termtext"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -74,6 +76,9 @@ func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
 
 	k, err := c.connect(ctx, cfg)
 	if err != nil {
+		if hint := c.typoHint(typ); !local && hint != "" {
+			return fmt.Errorf("%w\n  %s", err, hint)
+		}
 		return err
 	}
 	defer k.close()
@@ -104,9 +109,9 @@ func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
 		}
 		return badInput("--id %q: queue %q already has a task with this id%s; asynq keeps an id until its task is deleted", opts.id, queue, state)
 	case errors.Is(err, asynq.ErrDuplicateTask):
-		return badInput("unique task: queue %q already has a %s task with the same payload, and its uniqueness lock (--unique) has not expired", queue, typ)
+		return badInput("unique task: queue %q already has a %q task with the same payload, and its uniqueness lock (--unique) has not expired", queue, typ)
 	case err != nil:
-		return fmt.Errorf("enqueue %s on queue %q: %w", typ, queue, err)
+		return fmt.Errorf("enqueue %q on queue %q: %w", typ, queue, err)
 	}
 
 	if !c.f.json || !c.f.wait {
@@ -135,7 +140,7 @@ func (c *cli) payload() ([]byte, string, error) {
 			return nil, "", badInput("--payload-file: %w", err)
 		}
 		defer file.Close()
-		return c.readPayload(file, "--payload-file "+f.payloadFile)
+		return c.readPayload(file, fmt.Sprintf("--payload-file %q", f.payloadFile))
 	case !isTerminal(c.stdin):
 		return c.readPayload(c.stdin, "stdin")
 	default:
@@ -152,7 +157,7 @@ func (c *cli) readPayload(r io.Reader, from string) ([]byte, string, error) {
 	if len(b) > tasks.MaxPayloadSize {
 		return nil, "", badInput("payload (%s): over the %d-byte limit", from, tasks.MaxPayloadSize)
 	}
-	return b, from, nil
+	return bytes.TrimPrefix(b, byteOrderMark), from, nil
 }
 
 // isTerminal reports whether r is a terminal.
@@ -212,7 +217,8 @@ func (c *cli) printEnqueued(info *asynq.TaskInfo) {
 	case asynq.TaskStateAggregating:
 		when = fmt.Sprintf(", in group %q", info.Group)
 	}
-	fmt.Fprintf(c.stdout, "enqueued task %s\n  type:  %s\n  queue: %s\n  state: %s%s\n", info.ID, info.Type, info.Queue, info.State, when)
+	fmt.Fprintf(c.stdout, "enqueued task %s\n  type:  %s\n  queue: %s\n  state: %s%s\n",
+		termtext.Escape(info.ID), termtext.Escape(info.Type), termtext.Escape(info.Queue), info.State, when)
 }
 
 // sortedKeys returns the keys of m, sorted.

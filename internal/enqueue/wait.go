@@ -9,6 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/forgeq/forgeq/internal/termtext"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -87,21 +88,21 @@ func (c *cli) finished(last, ti *asynq.TaskInfo, took time.Duration) error {
 	case ti == nil:
 		out.State = "gone"
 		if !c.f.json {
-			fmt.Fprintf(c.stdout, "task %s finished after %v and is gone from Redis (no retention), so its result is unknown\n", last.ID, took.Round(time.Millisecond))
+			fmt.Fprintf(c.stdout, "task %s finished after %v and is gone from Redis (no retention), so its result is unknown\n", termtext.Escape(last.ID), took.Round(time.Millisecond))
 		}
 	case ti.State == asynq.TaskStateArchived:
 		err = fmt.Errorf("task %s failed and was archived after %d %s: %s", ti.ID, ti.Retried+1, plural(ti.Retried+1, "attempt", "attempts"), ti.LastErr)
 		if !c.f.json {
-			fmt.Fprintf(c.stdout, "task %s archived after %v\n", ti.ID, took.Round(time.Millisecond))
+			fmt.Fprintf(c.stdout, "task %s archived after %v\n", termtext.Escape(ti.ID), took.Round(time.Millisecond))
 		}
 	default:
 		out.Result = resultJSON(ti.Result)
 		if !c.f.json {
-			fmt.Fprintf(c.stdout, "task %s completed after %v\n", ti.ID, took.Round(time.Millisecond))
+			fmt.Fprintf(c.stdout, "task %s completed after %v\n", termtext.Escape(ti.ID), took.Round(time.Millisecond))
 			if len(ti.Result) == 0 {
 				fmt.Fprintln(c.stdout, "result: none")
 			} else {
-				fmt.Fprintf(c.stdout, "result: %s\n", ti.Result)
+				fmt.Fprintf(c.stdout, "result: %s\n", termtext.Escape(string(ti.Result)))
 			}
 		}
 	}

@@ -27,12 +27,18 @@ const (
 	leaseCutoff       = 30 * time.Second
 	maxFirstRetry     = 45 * time.Second
 	forwarderInterval = 5 * time.Second
+	heartbeatInterval = 5 * time.Second // how often a server extends its leases
 )
+
+// msgRecovered is the worker's log line for a task that asynq's recoverer
+// took back from a dead worker, when it runs again.
+const msgRecovered = "task recovered after its worker died"
 
 // TestSIGKILLMidTask kills worker A with SIGKILL while it runs long
 // data:process tasks; worker B, already running, finishes them after their
-// lease has expired, once each, as a retry. It takes about two minutes,
-// most of it waiting for asynq's recoverer.
+// lease has expired, once each, as a retry, and logs and counts each
+// recovery. It takes about two minutes, most of it waiting for asynq's
+// recoverer.
 func TestSIGKILLMidTask(t *testing.T) {
 	t.Parallel()
 
@@ -59,7 +65,8 @@ func TestSIGKILLMidTask(t *testing.T) {
 	// after: its last lease extension is (almost always) older than B's
 	// start, so B's first periodic recovery takes the tasks back.
 	bSpawn := time.Now()
-	b := startWorker(t, url, env...)
+	// B serves /metrics, for its count of recovered tasks.
+	b := startWorker(t, url, env[:2]...)
 	bStarted := time.Now()
 	a.Kill()
 	killed := time.Now()
@@ -168,6 +175,7 @@ func TestSIGKILLMidTask(t *testing.T) {
 			}
 		}
 	}
+	checkRecoveries(t, b, ids, killed)
 	if code := b.stop(t, 30*time.Second); code != 0 {
 		t.Errorf("B exited %d after SIGTERM, want 0", code)
 	}
@@ -203,4 +211,51 @@ func sortedDurations(m map[string]time.Duration) string {
 	}
 	slices.Sort(ds)
 	return fmt.Sprint(ds)
+}
+
+// checkRecoveries checks that w logged one recovery line for each of ids,
+// and no other, whose orphaned_for is within the precision the worker
+// documents, and that its /metrics counts them.
+func checkRecoveries(t *testing.T, w *worker, ids []string, killed time.Time) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, l := range w.LogLinesWithMsg(msgRecovered) {
+		id, _ := l["task_id"].(string)
+		if !slices.Contains(ids, id) || seen[id] {
+			t.Errorf("%s: unexpected %q line: %v", w, msgRecovered, l)
+			continue
+		}
+		seen[id] = true
+		if l["task_type"] != tasks.TypeProcessData || l["queue"] != "default" {
+			t.Errorf("%s: task %s recovered with type %v and queue %v, want %s on default", w, id, l["task_type"], l["queue"], tasks.TypeProcessData)
+		}
+		ts, _ := l["time"].(string)
+		at, err := time.Parse(logTime, ts)
+		orphaned, ok := l["orphaned_for"].(float64)
+		if err != nil || !ok {
+			t.Errorf("%s: %q line without time or orphaned_for: %v", w, msgRecovered, l)
+			continue
+		}
+		// orphaned_for counts from A's last lease extension, at most one
+		// heartbeat before the kill, and undercounts by at most one
+		// recoverer interval (the lease may have expired just after a
+		// recovery ran) and a second (asynq stores the recovery in whole
+		// seconds).
+		since := at.Sub(killed)
+		lo := max(since-recovererInterval-time.Second, 2*leaseCutoff)
+		hi := since + heartbeatInterval + time.Second
+		if d := time.Duration(orphaned * float64(time.Second)); d < lo || d > hi {
+			t.Errorf("%s: task %s orphaned_for %v, %v after the kill; want within [%v, %v]", w, id, d.Round(time.Millisecond),
+				since.Round(time.Millisecond), lo.Round(time.Millisecond), hi.Round(time.Millisecond))
+		}
+	}
+	t.Logf("%s logged %q for %d tasks", w, msgRecovered, len(seen))
+	if len(seen) != len(ids) {
+		t.Errorf("%s logged %q for %d of the %d killed tasks", w, msgRecovered, len(seen), len(ids))
+	}
+	res := get(w.base+"/metrics", 10*time.Second)
+	want := fmt.Sprintf(`forgeq_tasks_recovered_total{queue="default",task_type=%q} %d`, tasks.TypeProcessData, len(ids))
+	if res.err != nil || !slices.Contains(strings.Split(string(res.body), "\n"), want) {
+		t.Errorf("%s /metrics: %v; no line %s", w, res.err, want)
+	}
 }

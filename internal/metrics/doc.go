@@ -24,13 +24,33 @@
 //
 // # What is read when
 //
-// Cache and queue metrics are read at scrape time: the cache collector
-// reads [cachemgr.Manager.Stats] (so nothing is counted twice) and the queue
-// collector asks the Inspector, bounded by Options.QueueScrapeTimeout. A
-// queue read that fails or is too slow counts in
-// forgeq_queue_scrape_errors_total and leaves the queue metrics out of that
-// scrape; the rest of the scrape is served. Task and HTTP metrics are
-// counted as tasks and requests finish.
+// Cache metrics are read at scrape time from [cachemgr.Manager.Stats] (so
+// nothing is counted twice). Task and HTTP metrics are counted as tasks and
+// requests finish.
+//
+// Queue metrics come from reads of every queue through the Inspector,
+// which take time in Redis (about 0.9s for 2,000 queues), so a scrape
+// serves the last completed read instead of always reading:
+//
+//   - at most one read runs at a time, and reads start at most once per
+//     Options.QueueScrapeInterval (default 5s, [DefaultQueueScrapeInterval]):
+//     a scrape that comes sooner, or while a read runs, serves the last read
+//     at once, however many clients scrape;
+//   - the scrape that starts a read waits for it up to
+//     Options.QueueScrapeTimeout (default 2s), then serves the last read;
+//     the slow read goes on and is served once it completes;
+//   - forgeq_queue_scrape_age_seconds is the age of the read served (+Inf
+//     before the first good read) and forgeq_queue_scrape_duration_seconds
+//     how long it took;
+//   - a read with any error serves nothing new: each error, and each read
+//     slower than the timeout, counts in forgeq_queue_scrape_errors_total,
+//     and the scrapes keep serving the last good read, whose age grows for
+//     as long as the reads fail. Alert on the age (e.g. above a minute), not
+//     on missing series. Before the first good read no queue series is
+//     served;
+//   - the cause (the error, or the slowness) is logged as a warning at most
+//     once per [QueueWarnInterval] (a minute), with the number of errors
+//     since the last warning, and an info line when reads work again.
 //
 // # Series from the first scrape
 //
@@ -38,8 +58,8 @@
 // rate() without a starting point and dashboards with gaps. So the series
 // of Options.TaskTypes and Options.Queues exist with zero values from the
 // first scrape: forgeq_tasks_in_progress for every type;
-// forgeq_tasks_processed_total and forgeq_task_duration_seconds for every
-// type and queue; forgeq_tasks_failed_total for every type, queue and
+// forgeq_tasks_processed_total, forgeq_tasks_recovered_total and
+// forgeq_task_duration_seconds for every type and queue; forgeq_tasks_failed_total for every type, queue and
 // outcome (retry, archived, skip_retry, canceled, panic); and, with an
 // Inspector, the forgeq_queue_* and asynq_* series of every configured
 // queue, zero until its first task creates it in Redis.
@@ -61,12 +81,15 @@
 //	forgeq_tasks_failed_total{task_type,queue,outcome}   counter
 //	forgeq_task_duration_seconds{task_type,queue}        histogram
 //	forgeq_tasks_in_progress{task_type}                  gauge
+//	forgeq_tasks_recovered_total{task_type,queue}        counter
 //	forgeq_queue_tasks{queue,state}                      gauge
 //	forgeq_queue_latency_seconds{queue}                  gauge
 //	forgeq_queue_paused{queue}                           gauge
 //	forgeq_queue_processed_total{queue}                  counter
 //	forgeq_queue_failed_total{queue}                     counter
 //	forgeq_queue_scrape_errors_total                     counter
+//	forgeq_queue_scrape_age_seconds                      gauge
+//	forgeq_queue_scrape_duration_seconds                 gauge
 //	forgeq_http_requests_total{route,method,code}        counter
 //	forgeq_http_request_duration_seconds{route,method}   histogram
 //

@@ -24,22 +24,40 @@ const DefaultNamespace = "forgeq"
 // Options.QueueScrapeTimeout is zero.
 const DefaultQueueScrapeTimeout = 2 * time.Second
 
+// DefaultQueueScrapeInterval is the least time between the starts of two
+// queue reads when Options.QueueScrapeInterval is zero: scrapes in between
+// serve the last read.
+const DefaultQueueScrapeInterval = 5 * time.Second
+
+// QueueWarnInterval is the least time between two warnings of the queue
+// collector about failing or slow reads; the reads in between are counted
+// in forgeq_queue_scrape_errors_total and summed up in the next warning.
+const QueueWarnInterval = time.Minute
+
 // Options configures New. The zero value of each optional field means "use
 // the default".
 type Options struct {
 	// Manager is the process's cache manager (required). Its Stats are
 	// read on every scrape.
 	Manager *cachemgr.Manager
-	// Inspector, when set, adds the queue metrics, read on every scrape.
-	// The caller keeps owning it.
+	// Inspector, when set, adds the queue metrics, read by scrapes at
+	// most once per QueueScrapeInterval, one read at a time (see the
+	// package doc). The caller keeps owning it.
 	Inspector *asynq.Inspector
 	// Namespace prefixes every forgeq metric name (default "forgeq"). It
 	// must match [a-zA-Z_][a-zA-Z0-9_]*.
 	Namespace string
-	// QueueScrapeTimeout bounds how long one scrape waits for the queue
-	// reads (default 2s). A slower read is left out of the scrape and
-	// counted as a scrape error.
+	// QueueScrapeTimeout bounds how long a scrape waits for the queue read
+	// it started (default 2s). A slower read is counted as a scrape error
+	// once and goes on: the scrape serves the last completed read, and
+	// the slow read's result is served once it completes.
 	QueueScrapeTimeout time.Duration
+	// QueueScrapeInterval is the least time between the starts of two
+	// queue reads (default 5s, DefaultQueueScrapeInterval). Scrapes in
+	// between serve the last completed read, stamped with its age in
+	// forgeq_queue_scrape_age_seconds, so that the cost of the reads in
+	// Redis does not grow with the number of scrapers.
+	QueueScrapeInterval time.Duration
 	// Logger receives scrape errors (default: none).
 	Logger *zap.Logger
 	// TaskTypes are the task types the process serves. Their task series
@@ -76,6 +94,12 @@ func (o *Options) init() error {
 	}
 	if o.QueueScrapeTimeout == 0 {
 		o.QueueScrapeTimeout = DefaultQueueScrapeTimeout
+	}
+	if o.QueueScrapeInterval < 0 {
+		return fmt.Errorf("metrics: negative QueueScrapeInterval %v", o.QueueScrapeInterval)
+	}
+	if o.QueueScrapeInterval == 0 {
+		o.QueueScrapeInterval = DefaultQueueScrapeInterval
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -114,14 +138,49 @@ type Metrics struct {
 	http    *httpMetrics
 }
 
+// Option sets a rarely changed collaborator of New.
+type Option interface {
+	apply(*options)
+}
+
+// options are what Option sets.
+type options struct {
+	now func() time.Time
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// WithClock makes the queue collector read the time from now instead of
+// time.Now: for the spacing of its reads (Options.QueueScrapeInterval),
+// the age and duration of a read and the spacing of its warnings
+// (QueueWarnInterval). How long a scrape waits for a read
+// (Options.QueueScrapeTimeout) is always real time. It is meant for
+// tests; now must be safe for concurrent use.
+func WithClock(now func() time.Time) Option {
+	return optionFunc(func(o *options) { o.now = now })
+}
+
 // New builds a Metrics and registers every collector on a new registry,
 // with the zero series of o.TaskTypes and o.Queues. It returns an error
 // when o.Manager is nil, when o.Namespace is not a valid metric name prefix,
-// o.QueueScrapeTimeout is negative or o.TaskTypes or o.Queues holds an
-// empty name, and when a collector cannot be registered.
-func New(o Options) (*Metrics, error) {
+// o.QueueScrapeTimeout or o.QueueScrapeInterval is negative or o.TaskTypes
+// or o.Queues holds an empty name, and when a collector cannot be
+// registered.
+func New(o Options, opts ...Option) (*Metrics, error) {
 	if err := o.init(); err != nil {
 		return nil, err
+	}
+	oo := options{now: time.Now}
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, fmt.Errorf("metrics: nil Option")
+		}
+		opt.apply(&oo)
+	}
+	if oo.now == nil {
+		return nil, fmt.Errorf("metrics: WithClock(nil)")
 	}
 	x := &Metrics{
 		reg:   prometheus.NewRegistry(),
@@ -137,7 +196,9 @@ func New(o Options) (*Metrics, error) {
 		x.http,
 	}
 	if o.Inspector != nil {
-		cs = append(cs, newQueueCollector(o.Namespace, o.Inspector, o.QueueScrapeTimeout, o.Queues, o.Logger))
+		cs = append(cs, newQueueCollector(o.Namespace, o.Inspector, queueReads{
+			timeout: o.QueueScrapeTimeout, interval: o.QueueScrapeInterval, now: oo.now,
+		}, o.Queues, o.Logger))
 	}
 	for _, c := range cs {
 		if err := x.reg.Register(c); err != nil {

@@ -4,18 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/internal/metrics"
@@ -105,7 +110,7 @@ forgeq_queue_processed_total{queue="default"} 0
 # TYPE forgeq_queue_failed_total counter
 forgeq_queue_failed_total{queue="critical"} 0
 forgeq_queue_failed_total{queue="default"} 0
-# HELP forgeq_queue_scrape_errors_total Reads of asynq queue statistics that failed or took too long, leaving queues out of a scrape.
+# HELP forgeq_queue_scrape_errors_total Errors of asynq queue reads, and reads slower than the scrape timeout; the last good read is served meanwhile.
 # TYPE forgeq_queue_scrape_errors_total counter
 forgeq_queue_scrape_errors_total 0
 `), "forgeq_queue_paused", "forgeq_queue_processed_total", "forgeq_queue_failed_total", "forgeq_queue_scrape_errors_total")
@@ -136,7 +141,7 @@ func TestQueueMetricsWithoutInspector(t *testing.T) {
 
 func TestQueueScrapeErrorKeepsScrape(t *testing.T) {
 	t.Parallel()
-	b := setup(t, metrics.Options{})
+	b := setup(t, metrics.Options{QueueScrapeInterval: time.Nanosecond}) // a read per scrape
 	enqueue(t, b.rdb, "default", 1)
 	b.mr.SetError("ERR injected")
 	defer b.mr.SetError("")
@@ -154,6 +159,9 @@ func TestQueueScrapeErrorKeepsScrape(t *testing.T) {
 		}
 		if !strings.Contains(body, `forgeq_cache_calls_total{op="get"} 0`) {
 			t.Errorf("scrape %d: cache metrics missing", i)
+		}
+		if !strings.Contains(body, "\nforgeq_queue_scrape_age_seconds +Inf\n") {
+			t.Errorf("scrape %d: no infinite forgeq_queue_scrape_age_seconds before the first good read", i)
 		}
 	}
 }
@@ -207,15 +215,15 @@ func TestQueueScrapeTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The second scrape finds the first read still running and does not
-	// start another.
+	// The second scrape finds the first read still running: it does not
+	// start another, and the slow read counts as one error.
 	for i := 1; i <= 2; i++ {
 		start := time.Now()
 		got := samples(t, x.Registry(), "forgeq_queue_tasks", "forgeq_queue_scrape_errors_total")
 		if took := time.Since(start); took > time.Second {
 			t.Errorf("scrape %d took %v with a 50ms queue timeout", i, took)
 		}
-		if diff := cmp.Diff(map[string]float64{"forgeq_queue_scrape_errors_total": float64(i)}, got); diff != "" {
+		if diff := cmp.Diff(map[string]float64{"forgeq_queue_scrape_errors_total": 1}, got); diff != "" {
 			t.Errorf("scrape %d (-want +got):\n%s", i, diff)
 		}
 	}
@@ -241,7 +249,8 @@ func TestQueueMetricsRedis(t *testing.T) {
 	}
 	t.Cleanup(func() { m.Close() })
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	x, err := metrics.New(metrics.Options{Manager: m, Inspector: insp, Logger: zaptest.NewLogger(t)})
+	// A read per scrape, so that the loop below sees the totals move.
+	x, err := metrics.New(metrics.Options{Manager: m, Inspector: insp, Logger: zaptest.NewLogger(t), QueueScrapeInterval: time.Nanosecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,9 +414,21 @@ func TestQueueScrapesBackToBack(t *testing.T) {
 
 // TestQueueSeriesFromStart checks that the configured queues that Redis
 // does not know yet are scraped with zero values beside the queues it
-// knows, and that a failing read still leaves every queue out.
+// knows, and that a read that fails before any good one leaves every queue
+// out: zeros would hide the failure.
 func TestQueueSeriesFromStart(t *testing.T) {
 	t.Parallel()
+	names := []string{
+		"forgeq_queue_tasks", "forgeq_queue_paused", "forgeq_queue_processed_total", "forgeq_queue_failed_total",
+		"forgeq_queue_scrape_errors_total",
+		"asynq_tasks_enqueued_total", "asynq_queue_size", "asynq_tasks_processed_total", "asynq_tasks_failed_total",
+	}
+	failing := setup(t, metrics.Options{Queues: []string{"critical", "default", "low"}})
+	failing.mr.SetError("ERR injected")
+	if diff := cmp.Diff(map[string]float64{"forgeq_queue_scrape_errors_total": 1}, samples(t, failing.x.Registry(), names...)); diff != "" {
+		t.Errorf("queue series while Redis fails from the start (-want +got):\n%s", diff)
+	}
+
 	b := setup(t, metrics.Options{Queues: []string{"critical", "default", "low"}})
 	enqueue(t, b.rdb, "default", 2)
 	enqueue(t, b.rdb, "other", 1) // not configured: read from Redis as before
@@ -429,11 +450,6 @@ func TestQueueSeriesFromStart(t *testing.T) {
 			want[fmt.Sprintf("%s{queue=%q}", name, q.name)] = 0
 		}
 	}
-	names := []string{
-		"forgeq_queue_tasks", "forgeq_queue_paused", "forgeq_queue_processed_total", "forgeq_queue_failed_total",
-		"forgeq_queue_scrape_errors_total",
-		"asynq_tasks_enqueued_total", "asynq_queue_size", "asynq_tasks_processed_total", "asynq_tasks_failed_total",
-	}
 	if diff := cmp.Diff(want, samples(t, b.x.Registry(), names...)); diff != "" {
 		t.Errorf("queue series (-want +got):\n%s", diff)
 	}
@@ -447,13 +463,251 @@ func TestQueueSeriesFromStart(t *testing.T) {
 			}
 		}
 	}
+}
 
-	// A read that fails reports no queue, configured or not: zeros would
-	// hide the failure.
+// slowReads is a go-redis hook that delays every command by delay, and
+// records how many run at once and how many reads of the queue
+// list (the first command of every queue read) were sent.
+type slowReads struct {
+	delay                time.Duration
+	running, peak, reads atomic.Int32
+}
+
+func (h *slowReads) enter(cmd string) func() {
+	if cmd == "smembers" {
+		h.reads.Add(1)
+	}
+	n := h.running.Add(1)
+	for {
+		p := h.peak.Load()
+		if n <= p || h.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	time.Sleep(h.delay)
+	return func() { h.running.Add(-1) }
+}
+
+func (h *slowReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *slowReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		switch cmd.Name() {
+		case "hello", "client", "auth", "select": // a new connection's handshake, inside a command
+			return next(ctx, cmd)
+		}
+		defer h.enter(cmd.Name())()
+		return next(ctx, cmd)
+	}
+}
+
+// ProcessPipelineHook passes pipelines on: the Inspector's reads send
+// none.
+func (h *slowReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// slowInspector returns an Inspector on b's Redis whose commands each take
+// delay longer, and the hook that slows them.
+func slowInspector(tb testing.TB, b *testBundle, delay time.Duration) (*asynq.Inspector, *slowReads) {
+	tb.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: b.mr.Addr()})
+	hook := &slowReads{delay: delay}
+	rdb.AddHook(hook)
+	tb.Cleanup(func() { rdb.Close() })
+	return asynq.NewInspectorFromRedisClient(rdb), hook
+}
+
+// TestQueueConcurrentScrapesKeepSeries scrapes from four clients at once
+// while every queue read is slow: each scrape has the queue series (the
+// last completed read), and no two reads run at once.
+func TestQueueConcurrentScrapesKeepSeries(t *testing.T) {
+	t.Parallel()
+	b := setup(t, metrics.Options{})
+	enqueue(t, b.rdb, "default", 1)
+	insp, hook := slowInspector(t, b, 20*time.Millisecond)
+	obs, logs := observer.New(zap.WarnLevel)
+	// Reads back to back: a new one starts as soon as the last has
+	// finished, so that most scrapes find one running.
+	x, err := metrics.New(metrics.Options{Manager: b.m, Inspector: insp, Logger: zap.New(obs), QueueScrapeInterval: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const clients, scrapes = 4, 10
+	var (
+		wg      sync.WaitGroup
+		missing atomic.Int32
+	)
+	for range clients {
+		wg.Go(func() {
+			for range scrapes {
+				code, body := scrape(t, x.Handler())
+				if code != 200 || !strings.Contains(body, `forgeq_queue_tasks{queue="default",state="pending"} 1`) {
+					missing.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := missing.Load(); n != 0 {
+		t.Errorf("%d of %d scrapes had no forgeq_queue_tasks series", n, clients*scrapes)
+	}
+	if p := hook.peak.Load(); p > 1 {
+		t.Errorf("%d queue reads ran at once, want at most 1", p)
+	}
+	if n := hook.reads.Load(); n < 2 || n > clients*scrapes {
+		t.Errorf("%d queue reads for %d scrapes, want several and at most one per scrape", n, clients*scrapes)
+	}
+	if n := logs.Len(); n != 0 {
+		t.Errorf("%d warnings about reads that were slow but within the timeout: %v", n, logs.All())
+	}
+}
+
+// fakeClock is a clock for metrics.WithClock that moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// clockBundle is a Metrics on b's Redis whose queue collector reads the
+// time from a fake clock, through an Inspector whose reads are counted.
+type clockBundle struct {
+	*testBundle
+	x     *metrics.Metrics
+	clock *fakeClock
+	hook  *slowReads
+}
+
+func setupClock(tb testing.TB, o metrics.Options) *clockBundle {
+	tb.Helper()
+	b := setup(tb, metrics.Options{})
+	insp, hook := slowInspector(tb, b, 0)
+	clock := newFakeClock()
+	o.Manager, o.Inspector = b.m, insp
+	x, err := metrics.New(o, metrics.WithClock(clock.now))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &clockBundle{testBundle: b, x: x, clock: clock, hook: hook}
+}
+
+// TestQueueReadsSpaced checks that reads start at most once per
+// QueueScrapeInterval, and that the scrapes in between serve the last read
+// with its age.
+func TestQueueReadsSpaced(t *testing.T) {
+	t.Parallel()
+	b := setupClock(t, metrics.Options{})
+	enqueue(t, b.rdb, "default", 1)
+
+	for _, tt := range []struct {
+		giveAdvance time.Duration
+		wantReads   int32
+		wantAge     float64
+		wantPending float64
+	}{
+		{giveAdvance: 0, wantReads: 1, wantAge: 0, wantPending: 1},
+		{giveAdvance: time.Second, wantReads: 1, wantAge: 1, wantPending: 1},
+		{giveAdvance: 3900 * time.Millisecond, wantReads: 1, wantAge: 4.9, wantPending: 1}, // 3 enqueued by now
+		// A task is enqueued after each step: the reads see them all.
+		{giveAdvance: 100 * time.Millisecond, wantReads: 2, wantAge: 0, wantPending: 4},
+		{giveAdvance: 4 * time.Second, wantReads: 2, wantAge: 4, wantPending: 4},
+		{giveAdvance: 10 * time.Second, wantReads: 3, wantAge: 0, wantPending: 6},
+	} {
+		b.clock.advance(tt.giveAdvance)
+		got := samples(t, b.x.Registry(), "forgeq_queue_scrape_age_seconds", "forgeq_queue_tasks", "forgeq_queue_scrape_errors_total")
+		if n := b.hook.reads.Load(); n != tt.wantReads {
+			t.Errorf("after %v more: %d reads, want %d", tt.giveAdvance, n, tt.wantReads)
+		}
+		want := map[string]float64{
+			"forgeq_queue_scrape_age_seconds":                         tt.wantAge,
+			"forgeq_queue_scrape_errors_total":                        0,
+			`forgeq_queue_tasks{queue="default",state="pending"}`:     tt.wantPending,
+			`forgeq_queue_tasks{queue="default",state="active"}`:      0,
+			`forgeq_queue_tasks{queue="default",state="scheduled"}`:   0,
+			`forgeq_queue_tasks{queue="default",state="retry"}`:       0,
+			`forgeq_queue_tasks{queue="default",state="archived"}`:    0,
+			`forgeq_queue_tasks{queue="default",state="completed"}`:   0,
+			`forgeq_queue_tasks{queue="default",state="aggregating"}`: 0,
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+			t.Errorf("after %v more (-want +got):\n%s", tt.giveAdvance, diff)
+		}
+		enqueue(t, b.rdb, "default", 1)
+	}
+}
+
+// TestQueueServesLastGoodRead checks what a scrape serves while reads
+// fail: the last good read, with its growing age, and every failed read
+// counted; once a read is good again, it is served.
+func TestQueueServesLastGoodRead(t *testing.T) {
+	t.Parallel()
+	b := setupClock(t, metrics.Options{Queues: []string{"default", "low"}})
+	enqueue(t, b.rdb, "default", 2)
+	names := []string{"forgeq_queue_tasks", "asynq_queue_size", "forgeq_queue_scrape_age_seconds", "forgeq_queue_scrape_errors_total"}
+	good := samples(t, b.x.Registry(), names...)
+	if good[`forgeq_queue_tasks{queue="default",state="pending"}`] != 2 || good["forgeq_queue_scrape_age_seconds"] != 0 {
+		t.Fatalf("first scrape: %v", good)
+	}
+
 	b.mr.SetError("ERR injected")
-	got = samples(t, b.x.Registry(), names...)
+	for i, adv := range []time.Duration{5 * time.Second, 10 * time.Minute} {
+		b.clock.advance(adv)
+		want := maps.Clone(good)
+		want["forgeq_queue_scrape_errors_total"] = float64(i + 1)
+		want["forgeq_queue_scrape_age_seconds"] = good["forgeq_queue_scrape_age_seconds"] + b.clock.now().Sub(newFakeClock().now()).Seconds()
+		if diff := cmp.Diff(want, samples(t, b.x.Registry(), names...)); diff != "" {
+			t.Errorf("failing read %d (-want +got):\n%s", i+1, diff)
+		}
+	}
+
 	b.mr.SetError("")
-	if diff := cmp.Diff(map[string]float64{"forgeq_queue_scrape_errors_total": 1}, got); diff != "" {
-		t.Errorf("queue series while Redis fails (-want +got):\n%s", diff)
+	enqueue(t, b.rdb, "default", 1)
+	b.clock.advance(5 * time.Second)
+	got := samples(t, b.x.Registry(), names...)
+	if got[`forgeq_queue_tasks{queue="default",state="pending"}`] != 3 || got["forgeq_queue_scrape_age_seconds"] != 0 ||
+		got["forgeq_queue_scrape_errors_total"] != 2 {
+		t.Errorf("after Redis answers again: %v", got)
+	}
+}
+
+// TestQueueWarningsRateLimited scrapes while Redis fails, a read per
+// scrape: every failed read counts in forgeq_queue_scrape_errors_total,
+// but the cause is logged at most once per QueueWarnInterval, with the
+// number of errors not logged since the last warning.
+func TestQueueWarningsRateLimited(t *testing.T) {
+	t.Parallel()
+	obs, logs := observer.New(zap.WarnLevel)
+	b := setupClock(t, metrics.Options{Logger: zap.New(obs)})
+	b.mr.SetError("ERR injected")
+	const n = 20
+	for range n { // reads at 6s, 12s, ... 120s
+		b.clock.advance(6 * time.Second)
+		scrape(t, b.x.Handler())
+	}
+	if got := samples(t, b.x.Registry(), "forgeq_queue_scrape_errors_total")["forgeq_queue_scrape_errors_total"]; got != n {
+		t.Errorf("forgeq_queue_scrape_errors_total = %v, want %d", got, n)
+	}
+	// Warnings at 6s and 66s; the reads at 12s to 60s (9) are summed up
+	// in the second.
+	var got []int64
+	for _, e := range logs.All() {
+		got = append(got, e.ContextMap()["errors_since_last_warning"].(int64))
+	}
+	if diff := cmp.Diff([]int64{0, 9}, got); diff != "" {
+		t.Errorf("warnings' errors_since_last_warning over %d failing reads in 2 minutes (-want +got):\n%s", n, diff)
 	}
 }

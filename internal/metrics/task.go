@@ -34,6 +34,7 @@ type taskMetrics struct {
 	failed     *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
 	inProgress *prometheus.GaugeVec
+	recovered  *prometheus.CounterVec
 }
 
 func newTaskMetrics(ns string) *taskMetrics {
@@ -55,17 +56,22 @@ func newTaskMetrics(ns string) *taskMetrics {
 			Namespace: ns, Subsystem: "tasks", Name: "in_progress",
 			Help: "Tasks being processed by this worker.",
 		}, []string{"task_type"}),
+		recovered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "tasks", Name: "recovered_total",
+			Help: "Tasks this worker ran again after asynq's recoverer took them back from a worker that died (their lease expired).",
+		}, []string{"task_type", "queue"}),
 	}
 }
 
 // precreate creates the series of every type in types with zero values:
-// in progress, and for every queue in queues processed, duration and
-// failed with every outcome.
+// in progress, and for every queue in queues processed, recovered, duration
+// and failed with every outcome.
 func (m *taskMetrics) precreate(types, queues []string) {
 	for _, typ := range types {
 		m.inProgress.WithLabelValues(typ)
 		for _, q := range queues {
 			m.processed.WithLabelValues(typ, q)
+			m.recovered.WithLabelValues(typ, q)
 			m.duration.WithLabelValues(typ, q)
 			for _, outcome := range failureOutcomes {
 				m.failed.WithLabelValues(typ, q, outcome)
@@ -80,6 +86,7 @@ func (m *taskMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.failed.Describe(ch)
 	m.duration.Describe(ch)
 	m.inProgress.Describe(ch)
+	m.recovered.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -88,6 +95,18 @@ func (m *taskMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.failed.Collect(ch)
 	m.duration.Collect(ch)
 	m.inProgress.Collect(ch)
+	m.recovered.Collect(ch)
+}
+
+// CountRecovered counts one task of taskType on queue in
+// forgeq_tasks_recovered_total: a task that asynq's recoverer took back
+// from a worker that died, run again in this one. An empty queue counts as
+// "unknown". It is safe for concurrent use.
+func (x *Metrics) CountRecovered(taskType, queue string) {
+	if queue == "" {
+		queue = unknownQueue
+	}
+	x.tasks.recovered.WithLabelValues(taskType, queue).Inc()
 }
 
 // TaskMiddleware returns asynq middleware that counts every task the

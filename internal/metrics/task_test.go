@@ -160,6 +160,7 @@ func TestTaskSeriesFromStart(t *testing.T) {
 		for _, q := range []string{"default", "critical"} {
 			labels := fmt.Sprintf("{queue=%q,task_type=%q}", q, typ)
 			want["forgeq_tasks_processed_total"+labels] = 0
+			want["forgeq_tasks_recovered_total"+labels] = 0
 			want["forgeq_task_duration_seconds_count"+labels] = 0
 			want["forgeq_task_duration_seconds_sum"+labels] = 0
 			for _, outcome := range []string{"retry", "archived", "skip_retry", "canceled", "panic"} {
@@ -167,7 +168,8 @@ func TestTaskSeriesFromStart(t *testing.T) {
 			}
 		}
 	}
-	names := []string{"forgeq_tasks_processed_total", "forgeq_tasks_failed_total", "forgeq_tasks_in_progress", "forgeq_task_duration_seconds"}
+	names := []string{"forgeq_tasks_processed_total", "forgeq_tasks_failed_total", "forgeq_tasks_in_progress", "forgeq_task_duration_seconds",
+		"forgeq_tasks_recovered_total"}
 	if diff := cmp.Diff(want, samples(t, b.x.Registry(), names...)); diff != "" {
 		t.Errorf("task series before any task (-want +got):\n%s", diff)
 	}
@@ -188,5 +190,23 @@ func TestTaskSeriesFromStart(t *testing.T) {
 	delete(got, `forgeq_task_duration_seconds_sum{queue="unknown",task_type="other:type"}`)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("task series after a task (-want +got):\n%s", diff)
+	}
+}
+
+// TestCountRecovered checks that each recovery counts once, under its type
+// and queue, and that an empty queue is "unknown" as for the other task
+// series.
+func TestCountRecovered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, metrics.Options{TaskTypes: []string{"a:x"}, Queues: []string{"default"}})
+	b.x.CountRecovered("a:x", "default")
+	b.x.CountRecovered("a:x", "default")
+	b.x.CountRecovered("b:y", "")
+	want := map[string]float64{
+		`forgeq_tasks_recovered_total{queue="default",task_type="a:x"}`: 2,
+		`forgeq_tasks_recovered_total{queue="unknown",task_type="b:y"}`: 1,
+	}
+	if diff := cmp.Diff(want, samples(t, b.x.Registry(), "forgeq_tasks_recovered_total")); diff != "" {
+		t.Errorf("forgeq_tasks_recovered_total (-want +got):\n%s", diff)
 	}
 }

@@ -15,11 +15,13 @@
 package redisurl
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -77,6 +79,12 @@ func parse(raw string) (*Parsed, error) {
 	}
 	given, rest, ok := strings.Cut(raw, "://")
 	if !ok {
+		if scheme, after, ok := schemeWithoutSlashes(raw); ok {
+			return nil, fmt.Errorf(`"//" missing after the scheme: want %s`, Redact(scheme+"://"+after))
+		}
+		if _, _, err := net.SplitHostPort(raw); err == nil && !strings.ContainsAny(raw, "/@") {
+			return nil, fmt.Errorf("no scheme; want redis://%s", raw)
+		}
 		return nil, fmt.Errorf("no scheme; want one of %s", strings.Join(Schemes, ", "))
 	}
 	// Schemes are case-insensitive (RFC 3986); url.Parse lowers them too.
@@ -192,6 +200,21 @@ func checkPool(poolSize, minIdle, maxIdle, maxActive int) error {
 	return nil
 }
 
+// schemeWithoutSlashes recognises a URL written with one of Schemes but
+// without the "//" after it ("redis:/host", "redis:host:6379"), returning
+// the scheme as written and the rest without its leading slashes.
+func schemeWithoutSlashes(raw string) (scheme, rest string, ok bool) {
+	given, after, found := strings.Cut(raw, ":")
+	if !found || !slices.Contains(Schemes, strings.ToLower(given)) {
+		return "", "", false
+	}
+	rest = strings.TrimLeft(after, "/")
+	if rest == "" {
+		return "", "", false
+	}
+	return given, rest, true
+}
+
 // split parses "userinfo@h1:p1,h2:p2/path?query" into a URL on the first host
 // with scheme base, and the list of all host:port addresses.
 func split(base, rest string) (*url.URL, []string, error) {
@@ -251,6 +274,12 @@ func scrub(err error, raw string) string {
 func secrets(raw string) []string {
 	var out []string
 	_, rest, hasScheme := strings.Cut(raw, "://")
+	if !hasScheme {
+		if _, after, ok := schemeWithoutSlashes(raw); ok {
+			// "redis:/user:pw@host" carries its password as a URL does.
+			rest, hasScheme = after, true
+		}
+	}
 	if !hasScheme {
 		// A URL without its scheme ("user:pw@host", "//user:pw@host")
 		// still carries the password.
@@ -370,4 +399,40 @@ func (p *Parsed) TLS() bool {
 	default:
 		return p.Single.TLSConfig != nil
 	}
+}
+
+// Addrs returns the network ("tcp" or "unix") and the addresses a client
+// for the URL dials first: the server, the sentinels or the cluster's seed
+// nodes.
+func (p *Parsed) Addrs() (network string, addrs []string) {
+	switch p.Kind {
+	case Cluster:
+		return "tcp", p.Cluster.Addrs
+	case Sentinel:
+		return "tcp", p.Failover.SentinelAddrs
+	default:
+		network = p.Single.Network
+		if network == "" {
+			network = "tcp"
+		}
+		return network, []string{p.Single.Addr}
+	}
+}
+
+// DialError dials each of the URL's Addrs once, without TLS or any Redis
+// command, and returns the first failure, such as "dial tcp 10.0.0.5:6379:
+// connect: connection refused"; nil when every address takes a connection.
+// It tells why a client could not connect when all the client reports is
+// its deadline. ctx bounds the dials.
+func (p *Parsed) DialError(ctx context.Context) error {
+	network, addrs := p.Addrs()
+	var d net.Dialer
+	for _, a := range addrs {
+		conn, err := d.DialContext(ctx, network, a)
+		if err != nil {
+			return err
+		}
+		conn.Close()
+	}
+	return nil
 }

@@ -1,7 +1,9 @@
 package redisurl
 
 import (
+	"context"
 	"crypto/tls"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -87,7 +89,11 @@ func TestParseErrors(t *testing.T) {
 		wantPart string
 	}{
 		{give: "", wantPart: "empty"},
-		{give: "localhost:6379", wantPart: "no scheme"},
+		{give: "localhost:6379", wantPart: "no scheme; want redis://localhost:6379"},
+		{give: "redis:/host", wantPart: `"//" missing after the scheme: want redis://host`},
+		{give: "redis:host:6379", wantPart: `want redis://host:6379`},
+		{give: "rediss:/u:hunter2@host:6380/1", wantPart: `want rediss://u:xxxxx@host:6380/1`},
+		{give: "REDIS+CLUSTER:/h1:1,h2:2", wantPart: `want REDIS+CLUSTER://h1:1,h2:2`},
 		{give: "http://u:hunter2@h:1", wantPart: `unknown scheme "http"`},
 		{give: "redis://u:hunter2@h:1/notadb", wantPart: "database"},
 		{give: "redis://u:hunter2@h:1?bogus=1", wantPart: "bogus"},
@@ -125,6 +131,8 @@ func TestRedact(t *testing.T) {
 		{"redis://h:1", "redis://h:1"},
 		{"redis+sentinel://h:1/m?sentinel_password=sp", "redis+sentinel://h:1/m?sentinel_password=xxxxx"},
 		{"not a url at all :pw@", "not a url at all :pw@"},
+		{"redis:/u:pw@h:1", "redis:/u:xxxxx@h:1"},
+		{"rediss:u:pw@h:1", "rediss:u:xxxxx@h:1"},
 	}
 	for _, tt := range tests {
 		if got := Redact(tt.give); got != tt.want {
@@ -147,5 +155,48 @@ func TestNewClientAppliesSettings(t *testing.T) {
 	}
 	if o.TLSConfig == nil || !o.TLSConfig.InsecureSkipVerify || o.TLSConfig.ServerName != "h" {
 		t.Errorf("tls config not merged: %+v", o.TLSConfig)
+	}
+}
+
+func TestDialError(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	tests := []struct {
+		give    string
+		wantErr string // "" for none
+	}{
+		{give: "redis://" + l.Addr().String() + "/0"},
+		{give: "redis://" + closedAddr, wantErr: "connection refused"},
+		{give: "redis+cluster://" + l.Addr().String() + "," + closedAddr, wantErr: "dial tcp " + closedAddr},
+		{give: "redis+sentinel://" + closedAddr + "/m", wantErr: "connection refused"},
+		{give: "unix:///nonexistent/redis.sock", wantErr: "dial unix /nonexistent/redis.sock"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			t.Parallel()
+			p, err := Parse(tt.give)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err = p.DialError(ctx)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("DialError = %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("DialError = %v, want %q", err, tt.wantErr)
+			}
+		})
 	}
 }
