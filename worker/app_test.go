@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,24 +28,8 @@ import (
 	"github.com/forgeq/forgeq/worker"
 )
 
-// syncBuffer is a bytes.Buffer safe for concurrent use: Run writes its log
-// from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a bytes.Buffer that is safe for concurrent use.
+type syncBuffer = proctest.Buffer
 
 // miniredisURL starts a miniredis for the test and returns its URL.
 func miniredisURL(tb testing.TB) string {

@@ -1,17 +1,16 @@
 package enqueue
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/forgeq/forgeq/internal/proctest"
 	"github.com/forgeq/forgeq/internal/redistest"
 )
 
@@ -52,22 +51,7 @@ func runCmdTo(tb testing.TB, stdout, stderr *syncBuffer, env map[string]string, 
 }
 
 // syncBuffer is a bytes.Buffer that is safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = proctest.Buffer
 
 // testBundle is a real Redis database, flushed, with the environment that
 // points the command at it.
