@@ -218,7 +218,9 @@ func TestBadInput(t *testing.T) {
 		{
 			name:     "file with an id already in Redis",
 			giveArgs: []string{"--file", "FILE"},
-			giveFile: jsonl(good, `{"type": "data:process", "payload": {"key": "k", "work": 1}, "id": "taken-2"}`, good),
+			// Another payload: the task in Redis is not this line's, sent
+			// before (that would count as enqueued, see TestBulkFrozenRedis).
+			giveFile: jsonl(good, `{"type": "data:process", "payload": {"key": "other", "work": 1}, "id": "taken-2"}`, good),
 			want:     []string{"1 task id is already in use; nothing was enqueued", `line 2: field "id" "taken-2": queue "default" already has a task with this id`},
 		},
 		{

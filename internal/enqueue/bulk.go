@@ -43,6 +43,7 @@ type bulkTask struct {
 	ownID  bool   // id was generated here, not given
 	unique bool   // under a uniqueness lock
 	task   *asynq.Task
+	text   []byte // the line as read, for the resend file
 }
 
 // bulk enqueues every task of --file, or none if any line is bad.
@@ -107,10 +108,10 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 			return err
 		}
 	}
-	client, insp, stop := k.pipelined()
-	defer stop()
+	bc := k.bulk()
+	defer bc.close()
 
-	taken, err := c.takenIDs(ctx, insp, list)
+	taken, err := c.takenIDs(ctx, bc.insp, list)
 	if err != nil {
 		return err
 	}
@@ -126,7 +127,8 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 	}
 	c.warnUnserved(k, sortedKeys(queues), false)
 
-	return c.report(c.enqueueAll(ctx, client, insp, list))
+	res := c.enqueueAll(ctx, bc.io(), list)
+	return c.report(res, c.resend(res))
 }
 
 // checkLines reads and checks every line of r, finding their task types
@@ -182,7 +184,7 @@ func (c *cli) checkLines(r io.Reader, types *typeSource) (list []bulkTask, bad [
 						continue
 					}
 					res.task, res.errs = c.checkLine(lines[i].text, now, types)
-					res.task.line = lines[i].n
+					res.task.line, res.task.text = lines[i].n, lines[i].text
 				}
 			}
 		})
@@ -380,8 +382,10 @@ func lineHas(o rawOptions, opt string) bool {
 }
 
 // takenIDs returns a lineError for every task whose id is already used in
-// its queue in Redis.
-func (c *cli) takenIDs(ctx context.Context, insp *asynq.Inspector, list []bulkTask) ([]lineError, error) {
+// its queue in Redis by another task. A task with the same id, type and
+// payload is not an error: it is this line, enqueued by an earlier run (a
+// rerun of a resend file), and enqueueAll counts it as enqueued.
+func (c *cli) takenIDs(ctx context.Context, insp taskLookup, list []bulkTask) ([]lineError, error) {
 	var withID []bulkTask
 	for _, t := range list {
 		if !t.ownID {
@@ -405,6 +409,8 @@ func (c *cli) takenIDs(ctx context.Context, insp *asynq.Inspector, list []bulkTa
 				return nil
 			case err != nil:
 				return fmt.Errorf("line %d: look up task id %q: %w", t.line, t.id, err)
+			case sameTask(ti, t):
+				return nil
 			}
 			mu.Lock()
 			taken = append(taken, lineError{t.line, fmt.Sprintf("field \"id\" %q: queue %q already has a task with this id (a %s task, %s)", t.id, t.queue, ti.Type, ti.State)})
@@ -419,78 +425,202 @@ func (c *cli) takenIDs(ctx context.Context, insp *asynq.Inspector, list []bulkTa
 	return taken, nil
 }
 
+// outcome is what became of one task of a --file.
+type outcome int
+
+const (
+	notAttempted outcome = iota
+	enqueued             // in Redis
+	failed               // refused, or looked up and not in Redis: resend it
+	unknown              // written, but whether Redis has it is not known
+)
+
 // bulkResult is the outcome of enqueueAll.
 type bulkResult struct {
 	tasks    []bulkTask
-	states   []string // by index of tasks: the state of an enqueued task, else ""
-	errs     []error  // by index of tasks
+	outcomes []outcome // by index of tasks
+	states   []string  // by index of tasks: the state of an enqueued task, else ""
+	errs     []error   // by index of tasks
 	took     time.Duration
 	enqueued int
 	failed   int
+	unknown  int
 	stopped  error // why enqueueing stopped early, if it did
 }
 
+// count sets the counts of r from its outcomes.
+func (r *bulkResult) count() {
+	r.enqueued, r.failed, r.unknown = 0, 0, 0
+	for _, o := range r.outcomes {
+		switch o {
+		case enqueued:
+			r.enqueued++
+		case failed:
+			r.failed++
+		case unknown:
+			r.unknown++
+		}
+	}
+}
+
+// enqueuer enqueues a task: an *asynq.Client.
+type enqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// taskLookup finds a task by queue and id: an *asynq.Inspector.
+type taskLookup interface {
+	GetTaskInfo(queue, id string) (*asynq.TaskInfo, error)
+}
+
+// bulkIO is what enqueueAll uses of Redis.
+type bulkIO struct {
+	client enqueuer   // writes; each call fails within about a socket timeout
+	insp   taskLookup // look-ups, each within about a socket timeout
+	// probe reports whether Redis answers.
+	probe func(ctx context.Context) error
+	// settle ends the writes and waits until Redis has run everything they
+	// sent; an error means some may still be run.
+	settle func(ctx context.Context) error
+}
+
 // enqueueAll enqueues list with c.f.concurrency goroutines (asynq has no
-// batch API) on client, which should be autopipelined so that their
+// batch API) on io.client, which should be autopipelined so that their
 // commands share round trips. A conflict that the checks before could not
-// see (a uniqueness lock in Redis, an id taken since) fails one task; any
-// other error stops the rest, since it means Redis is in trouble.
+// see (a uniqueness lock in Redis, an id taken since) fails one task.
 //
-// A pipeline that fails on a network error is sent again, so a task may
-// reach Redis twice; the second attempt then conflicts with the first (on
-// its id, or on its own uniqueness lock). So on a conflict the task's id is
-// looked up with insp: when its queue holds a task of that id with the same
-// type and payload, the task is there, and counts as enqueued.
-func (c *cli) enqueueAll(ctx context.Context, client *asynq.Client, insp *asynq.Inspector, list []bulkTask) bulkResult {
-	res := bulkResult{tasks: list, states: make([]string, len(list)), errs: make([]error, len(list))}
+// Any other error leaves the outcome of its write unknown: the write may
+// sit in a socket that Redis reads later. It stops the run, since it means
+// Redis is in trouble; the writes in flight end within about two socket
+// timeouts (theirs and the one of the pipeline before them). Then the
+// unknown outcomes are resolved (see resolve).
+//
+// A task may reach Redis twice, when a rerun sends it again; the second
+// attempt then conflicts with the first (on its id, or on its own
+// uniqueness lock). So on a conflict the task's id is looked up: when its
+// queue holds a task of that id with the same type and payload, the task is
+// there, and counts as enqueued.
+func (c *cli) enqueueAll(ctx context.Context, io bulkIO, list []bulkTask) bulkResult {
+	res := bulkResult{tasks: list, outcomes: make([]outcome, len(list)), states: make([]string, len(list)), errs: make([]error, len(list))}
 	bar := c.newCountBar(len(list))
 	start := time.Now()
-	var next, enqueued, failed atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
+	var (
+		next      atomic.Int64
+		stop      atomic.Bool
+		stopOnce  sync.Once
+		probing   bool // set under stopOnce
+		probeDone = make(chan error, 1)
+		wg        sync.WaitGroup
+	)
 	for range min(c.f.concurrency, len(list)) {
-		g.Go(func() error {
-			for {
+		wg.Go(func() {
+			for !stop.Load() && ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
-				if i >= len(list) || gctx.Err() != nil {
-					return nil
+				if i >= len(list) {
+					return
 				}
-				info, err := client.EnqueueContext(gctx, list[i].task)
+				o, state, err := enqueueOne(ctx, io, list[i])
+				res.outcomes[i], res.states[i], res.errs[i] = o, state, err
 				if bar != nil {
 					_ = bar.Add(1)
 				}
-				var state string
-				switch {
-				case err == nil:
-					state = info.State.String()
-				case isConflict(err):
-					state, err = landed(insp, list[i], err)
-					if isConflict(err) { // this task alone fails
-						res.errs[i] = err
-						failed.Add(1)
-						continue
-					}
+				if o == unknown {
+					stopOnce.Do(func() {
+						stop.Store(true)
+						probing = true
+						res.stopped = fmt.Errorf("line %d: %w", list[i].line, err)
+						// Learn at once whether Redis answers, while the
+						// writes in flight time out.
+						go func() { probeDone <- io.probe(ctx) }()
+					})
 				}
-				if err != nil {
-					res.errs[i] = err
-					failed.Add(1)
-					return err
-				}
-				res.states[i] = state
-				enqueued.Add(1)
 			}
 		})
 	}
-	res.stopped = g.Wait()
+	wg.Wait()
 	if res.stopped == nil && ctx.Err() != nil {
 		res.stopped = ctx.Err()
 	}
-	res.took = time.Since(start)
-	res.enqueued, res.failed = int(enqueued.Load()), int(failed.Load())
 	if bar != nil {
 		_ = bar.Exit()
 		fmt.Fprintln(c.stderr)
 	}
+	if probing {
+		c.resolve(ctx, io, &res, <-probeDone)
+	}
+	res.took = time.Since(start)
+	res.count()
 	return res
+}
+
+// enqueueOne enqueues t.
+func enqueueOne(ctx context.Context, io bulkIO, t bulkTask) (outcome, string, error) {
+	info, err := io.client.EnqueueContext(ctx, t.task)
+	switch {
+	case err == nil:
+		return enqueued, info.State.String(), nil
+	case isConflict(err):
+		state, err := landed(io.insp, t, err)
+		switch {
+		case err == nil:
+			return enqueued, state, nil
+		case isConflict(err): // this task alone fails
+			return failed, "", err
+		}
+		return unknown, "", err
+	}
+	return unknown, "", fmt.Errorf("outcome unknown: %w", err)
+}
+
+// resolve looks up the tasks whose outcome is unknown, when Redis answered
+// the probe (perr nil) and within about a socket timeout each. A task in
+// its queue with its id, type and payload is enqueued. One that is not
+// there failed, if settle confirmed that Redis has run every write sent;
+// otherwise, or if it cannot be looked up, its outcome stays unknown.
+func (c *cli) resolve(ctx context.Context, io bulkIO, res *bulkResult, perr error) {
+	var idx []int
+	for i, o := range res.outcomes {
+		if o == unknown {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return
+	}
+	if perr != nil {
+		for _, i := range idx {
+			res.errs[i] = fmt.Errorf("%w; not looked up: Redis did not answer (%v)", res.errs[i], perr)
+		}
+		return
+	}
+	serr := io.settle(ctx)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, c.f.concurrency)
+	for _, i := range idx {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			t, cause := res.tasks[i], res.errs[i]
+			ti, err := io.insp.GetTaskInfo(t.queue, t.id)
+			switch {
+			case err == nil && sameTask(ti, t):
+				res.outcomes[i], res.states[i], res.errs[i] = enqueued, ti.State.String(), nil
+			case err == nil:
+				res.outcomes[i] = failed
+				res.errs[i] = fmt.Errorf("%w; queue %q holds another task (%s) with id %q", cause, t.queue, ti.Type, t.id)
+			case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+				if serr == nil {
+					res.outcomes[i] = failed
+					res.errs[i] = fmt.Errorf("%w; looked up: not enqueued", cause)
+				} else {
+					res.errs[i] = fmt.Errorf("%w; not in Redis yet, but Redis may still run the write: %v", cause, serr)
+				}
+			default:
+				res.errs[i] = fmt.Errorf("%w; look up task id %q: %v", cause, t.id, err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // newCountBar returns a bar counting n tasks, or nil when bars are off.
@@ -510,15 +640,23 @@ func (c *cli) newCountBar(n int) *progressbar.ProgressBar {
 	)
 }
 
-// bulkJSON is --json's summary of a --file.
+// bulkJSON is --json's summary of a --file. Every task is counted once:
+// enqueued, failed (refused, or not in Redis when looked up), unknown
+// (written, but whether Redis has it could not be learnt) or not attempted.
 type bulkJSON struct {
 	Enqueued     int            `json:"enqueued"`
 	Failed       int            `json:"failed"`
+	Unknown      int            `json:"unknown"`
 	NotAttempted int            `json:"not_attempted"`
 	TookSeconds  float64        `json:"took_seconds"`
 	PerSecond    float64        `json:"tasks_per_second"`
 	Tasks        []bulkTaskJSON `json:"tasks"`
 	Errors       []lineError    `json:"errors,omitempty"`
+	// ResendFile holds the lines of the tasks not enqueued, for a rerun
+	// with --file; ResendError says why it could not be written.
+	ResendFile  string `json:"resend_file,omitempty"`
+	ResendLines int    `json:"resend_lines,omitempty"`
+	ResendError string `json:"resend_error,omitempty"`
 }
 
 type bulkTaskJSON struct {
@@ -529,11 +667,11 @@ type bulkTaskJSON struct {
 	State string `json:"state"`
 }
 
-// report prints the summary of res; its error is non-nil unless every
-// task was enqueued.
-func (c *cli) report(res bulkResult) error {
+// report prints the summary of res and where its resend file rf is; its
+// error is non-nil unless every task was enqueued.
+func (c *cli) report(res bulkResult, rf resendFile) error {
 	total := len(res.tasks)
-	notAttempted := total - res.enqueued - res.failed
+	notAttempted := total - res.enqueued - res.failed - res.unknown
 	rate := 0.0
 	if res.took > 0 {
 		rate = float64(res.enqueued) / res.took.Seconds()
@@ -544,10 +682,20 @@ func (c *cli) report(res bulkResult) error {
 			errs = append(errs, lineError{res.tasks[i].line, err.Error()})
 		}
 	}
+	rerun := ""
+	if rf.path != "" && rf.err == nil && rf.lines > 0 {
+		rerun = fmt.Sprintf("%s --file %s", c.prog, shellQuote(rf.path))
+	}
 	if c.f.json {
 		out := bulkJSON{
-			Enqueued: res.enqueued, Failed: res.failed, NotAttempted: notAttempted,
+			Enqueued: res.enqueued, Failed: res.failed, Unknown: res.unknown, NotAttempted: notAttempted,
 			TookSeconds: res.took.Seconds(), PerSecond: rate, Tasks: []bulkTaskJSON{}, Errors: errs,
+		}
+		if rf.path != "" && rf.err == nil {
+			out.ResendFile, out.ResendLines = rf.path, rf.lines
+		}
+		if rf.err != nil {
+			out.ResendError = rf.err.Error()
 		}
 		for i, state := range res.states {
 			if t := res.tasks[i]; state != "" {
@@ -563,10 +711,20 @@ func (c *cli) report(res bulkResult) error {
 		if res.failed > 0 {
 			fmt.Fprintf(c.stdout, "; %d failed", res.failed)
 		}
+		if res.unknown > 0 {
+			fmt.Fprintf(c.stdout, "; %d unknown (sent, but Redis could not be asked whether it has them)", res.unknown)
+		}
 		if notAttempted > 0 {
 			fmt.Fprintf(c.stdout, "; %d not attempted", notAttempted)
 		}
 		fmt.Fprintln(c.stdout)
+		if rerun != "" {
+			fmt.Fprintf(c.stdout, "the %d %s not enqueued %s in %s, each with its task id; resend them with:\n  %s\n",
+				rf.lines, plural(rf.lines, "task", "tasks"), plural(rf.lines, "is", "are"), termtext.Escape(rf.path), termtext.Escape(rerun))
+		}
+	}
+	if rf.err != nil {
+		fmt.Fprintf(c.stderr, "%s: write the resend file %s: %s\n", c.prog, termtext.Escape(rf.path), termtext.Escape(rf.err.Error()))
 	}
 	if res.enqueued == total {
 		return nil
@@ -581,6 +739,14 @@ func (c *cli) report(res bulkResult) error {
 		return silentError{err}
 	}
 	return err
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:+,=@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func plural(n int, one, many string) string {
@@ -599,10 +765,10 @@ func isConflict(err error) bool {
 // holds a task with t's id, type and payload (an earlier send of t itself),
 // it returns that task's state. Otherwise it returns conflict saying what
 // holds the id or the lock, or the lookup's error.
-func landed(insp *asynq.Inspector, t bulkTask, conflict error) (state string, err error) {
+func landed(insp taskLookup, t bulkTask, conflict error) (state string, err error) {
 	ti, err := insp.GetTaskInfo(t.queue, t.id)
 	switch {
-	case err == nil && ti.Type == t.typ && bytes.Equal(ti.Payload, t.task.Payload()):
+	case err == nil && sameTask(ti, t):
 		return ti.State.String(), nil
 	case err == nil && errors.Is(conflict, asynq.ErrTaskIDConflict):
 		// takenIDs found the id free: another producer took it since.
@@ -616,4 +782,10 @@ func landed(insp *asynq.Inspector, t bulkTask, conflict error) (state string, er
 		return "", fmt.Errorf("%w: an earlier %s task with the same payload holds its uniqueness lock on queue %q", conflict, t.typ, t.queue)
 	}
 	return "", fmt.Errorf("look up task id %q after %v: %w", t.id, conflict, err)
+}
+
+// sameTask reports whether ti, found under t's id, is t: same type and
+// payload.
+func sameTask(ti *asynq.TaskInfo, t bulkTask) bool {
+	return ti.Type == t.typ && bytes.Equal(ti.Payload, t.task.Payload())
 }

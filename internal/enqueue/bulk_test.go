@@ -177,12 +177,12 @@ func TestBulkOwnRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.close()
-	client, insp, stop := k.pipelined()
-	defer stop()
-	if res := c.enqueueAll(context.Background(), client, insp, list); res.enqueued != 3 {
+	bc := k.bulk()
+	defer bc.close()
+	if res := c.enqueueAll(context.Background(), bc.io(), list); res.enqueued != 3 {
 		t.Fatalf("first: %+v", res)
 	}
-	res := c.enqueueAll(context.Background(), client, insp, list) // as if each were sent again
+	res := c.enqueueAll(context.Background(), bc.io(), list) // as if each were sent again
 	if res.enqueued != 3 || res.failed != 0 || res.stopped != nil {
 		t.Errorf("again: enqueued %d, failed %d, errs %v, stopped %v; want every task counted as enqueued",
 			res.enqueued, res.failed, res.errs, res.stopped)
@@ -203,7 +203,7 @@ func TestBulkOwnRetry(t *testing.T) {
 	if err != nil || len(bad) > 0 {
 		t.Fatal(err, bad)
 	}
-	res = c.enqueueAll(context.Background(), client, insp, others)
+	res = c.enqueueAll(context.Background(), bc.io(), others)
 	if res.enqueued != 0 || res.failed != 2 || res.stopped != nil {
 		t.Fatalf("others: enqueued %d, failed %d, stopped %v", res.enqueued, res.failed, res.stopped)
 	}

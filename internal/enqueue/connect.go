@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -98,6 +101,88 @@ func (c *cli) connect(ctx context.Context, cfg config.Config) (*conn, error) {
 	}, nil
 }
 
+// bulkConn is what a --file run writes and reads through. Its calls are
+// bounded by the socket timeout, as cachemgr bounds its sync calls: they
+// run on clients of their own, copies of the process's client with go-redis's
+// retries off. An AutoPipeliner runs queued commands on its own context, so
+// a ctx deadline does not stop them; and go-redis retries a batch whose read
+// timed out on another connection, as dead as the first when Redis is frozen,
+// which kept a run waiting for the whole freeze. Without retries a batch
+// fails after one socket timeout, and the batch queued behind it after one
+// more.
+//
+// The writes use a client whose connections carry a name of their own
+// (CLIENT SETNAME), so that settle can tell from CLIENT LIST when Redis has
+// read everything they sent: a write that timed out was still in the
+// socket, and Redis runs it when it answers again.
+type bulkConn struct {
+	client  enqueuer   // the writes, autopipelined
+	insp    taskLookup // look-ups, on the look-up client
+	timeout time.Duration
+	name    string                // the write connections' name; "" when settle cannot tell
+	writes  redis.UniversalClient // nil when the writes use the process's client
+	ap      *redis.AutoPipeliner
+	lookups redis.UniversalClient // nil when look-ups use the process's client
+	lookAP  *redis.AutoPipeliner
+	k       *conn
+}
+
+// bulk returns the bulkConn of a --file run. The caller closes it.
+func (k *conn) bulk() *bulkConn {
+	b := &bulkConn{k: k, timeout: k.m.OpTimeout()}
+	if b.timeout <= 0 {
+		b.timeout = fallbackPingTimeout
+	}
+	var lookups redis.UniversalClient = k.m.Client()
+	if single, ok := k.m.Client().(*redis.Client); ok {
+		b.name = "forgeq-enqueue:" + uuid.NewString()
+		b.writes = noRetries(single, b.name)
+		b.lookups = noRetries(single, "forgeq-enqueue:lookups")
+		lookups = b.lookups
+	}
+	writes := b.writes
+	if writes == nil {
+		writes = k.m.Client()
+	}
+	b.client, b.insp = asynq.NewClientFromRedisClient(writes), asynq.NewInspectorFromRedisClient(lookups)
+	// asynq has no batch API, and one round trip per task is what bounds a
+	// plain loop: the AutoPipeliner (experimental in go-redis v9.23) joins the
+	// commands of the concurrent callers into pipelines.
+	if ap := autoPipeline(writes); ap != nil {
+		b.ap = ap
+		b.client = asynq.NewClientFromRedisClient(ap)
+	}
+	if ap := autoPipeline(lookups); ap != nil && b.lookups != nil {
+		b.lookAP = ap
+		b.insp = asynq.NewInspectorFromRedisClient(ap)
+	}
+	return b
+}
+
+// autoPipeline returns c's AutoPipeliner, or nil when it has none.
+func autoPipeline(c redis.UniversalClient) *redis.AutoPipeliner {
+	if c, ok := c.(autoPipeliner); ok {
+		if ap, err := c.AutoPipeline(); err == nil {
+			return ap
+		}
+	}
+	return nil
+}
+
+// io returns what enqueueAll uses of b.
+func (b *bulkConn) io() bulkIO {
+	return bulkIO{client: b.client, insp: b.insp, probe: b.probe, settle: b.settle}
+}
+
+// noRetries returns a new client with c's options, go-redis's retries off
+// and connections named name.
+func noRetries(c *redis.Client, name string) *redis.Client {
+	o := *c.Options()
+	o.MaxRetries = -1
+	o.ClientName = name
+	return redis.NewClient(&o)
+}
+
 // autoPipeliner is what go-redis's single-node and cluster clients offer:
 // an AutoPipeliner coalesces the commands of concurrent callers into
 // pipelines.
@@ -105,19 +190,77 @@ type autoPipeliner interface {
 	AutoPipeline() (*redis.AutoPipeliner, error)
 }
 
-// pipelined returns an asynq client and inspector on the process's Redis
-// client whose commands from concurrent goroutines share round trips:
-// asynq has no batch API, and one round trip per task is what bounds a
-// plain loop. They use go-redis's AutoPipeliner, which is experimental in
-// go-redis v9.23; without one they are the plain client and inspector.
-// stop ends the autopipeliner; the Redis client stays open.
-func (k *conn) pipelined() (client *asynq.Client, insp *asynq.Inspector, stop func()) {
-	if c, ok := k.m.Client().(autoPipeliner); ok {
-		if ap, err := c.AutoPipeline(); err == nil {
-			return asynq.NewClientFromRedisClient(ap), asynq.NewInspectorFromRedisClient(ap), func() { _ = ap.Close() }
+// probe reports whether Redis answers a PING within the socket timeout.
+func (b *bulkConn) probe(ctx context.Context) error {
+	c := b.lookups
+	if c == nil {
+		return b.k.m.Ping(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	return c.Ping(ctx).Err()
+}
+
+// settle closes the write connections and waits, at most a socket timeout,
+// until Redis has dropped them, having read and run everything they sent.
+// Its error means that cannot be known: a write that timed out may still be
+// run.
+func (b *bulkConn) settle(ctx context.Context) error {
+	b.closeWrites()
+	if b.name == "" {
+		return errors.New("cannot tell when Redis has read the writes: not a single-node client")
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	for {
+		list, err := b.lookups.ClientList(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("client list: %w", err)
+		}
+		if !strings.Contains(list, " name="+b.name+" ") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("redis still holds connections of the writes: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return k.client, k.insp, func() {}
+}
+
+// closeWrites closes the write connections; it may be called again.
+func (b *bulkConn) closeWrites() {
+	if b.ap != nil {
+		_ = b.ap.Close()
+		b.ap = nil
+	}
+	if b.writes != nil {
+		_ = b.writes.Close()
+		b.writes = nil
+	}
+}
+
+// close closes the clients of b; the process's client stays open. It does
+// not wait: closing an AutoPipeliner waits for its batches in flight, which
+// take up to a socket timeout more when Redis does not answer, and their
+// outcomes are reported as unknown already.
+func (b *bulkConn) close() {
+	ap, writes, lookAP, lookups := b.ap, b.writes, b.lookAP, b.lookups
+	b.ap, b.writes, b.lookAP, b.lookups = nil, nil, nil, nil
+	go func() {
+		if ap != nil {
+			_ = ap.Close()
+		}
+		if writes != nil {
+			_ = writes.Close()
+		}
+		if lookAP != nil {
+			_ = lookAP.Close()
+		}
+		if lookups != nil {
+			_ = lookups.Close()
+		}
+	}()
 }
 
 // close closes the Redis client. asynq's client and inspector share it and

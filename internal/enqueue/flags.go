@@ -20,6 +20,7 @@ type flags struct {
 	wait        bool
 	waitTimeout string
 	file        string
+	resend      string
 	concurrency int
 	json        bool
 	list        bool
@@ -74,6 +75,7 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 	fs.BoolVar(&f.wait, "wait", false, "wait for the task to finish and print its result; exit 1 if it fails")
 	fs.StringVar(&f.waitTimeout, "wait-timeout", "", "give up waiting after `DURATION` (default: no limit)")
 	fs.StringVar(&f.file, "file", "", "enqueue every task of the JSON Lines `FILE` (- for stdin), each line checked before any is enqueued")
+	fs.StringVar(&f.resend, "resend", "", "with --file, write the lines not enqueued to `FILE` (default: next to the input, as NAME.resend.jsonl, when some were not)")
 	fs.IntVar(&f.concurrency, "concurrency", defaultConcurrency, "enqueue up to `N` tasks of a --file at once")
 	fs.BoolVar(&f.json, "json", false, "print JSON instead of text")
 	fs.BoolVar(&f.list, "list", false, "list the task types, this program's and those running workers published, with their payload fields")
@@ -169,7 +171,7 @@ func (c *cli) checkCombinations(fs *pflag.FlagSet) error {
 		}
 		// Task options given as flags are defaults for every line; a task
 		// id cannot be shared and --wait follows a single task.
-		return only("--file", "file", "concurrency", "queue", "delay", "at", "max-retry",
+		return only("--file", "file", "resend", "concurrency", "queue", "delay", "at", "max-retry",
 			"timeout", "deadline", "unique", "retention", "group")
 	}
 	switch len(f.args) {
@@ -185,6 +187,9 @@ func (c *cli) checkCombinations(fs *pflag.FlagSet) error {
 	}
 	if fs.Changed("concurrency") {
 		return badInput("--concurrency only applies to --file")
+	}
+	if fs.Changed("resend") {
+		return badInput("--resend only applies to --file")
 	}
 	if f.waitTimeout != "" && !f.wait {
 		return badInput("--wait-timeout %q needs --wait", f.waitTimeout)
@@ -262,7 +267,16 @@ used twice, the same unique task twice, or a task id its queue already has in
 Redis, and nothing is enqueued (exit 2). The check cannot see uniqueness locks
 in Redis, nor an id another producer takes meanwhile: such a task fails when it
 is enqueued, alone, the other tasks are enqueued, and the exit code is 1. A
-Redis failure part-way stops the run; the tasks enqueued before it stay.
+task id already in Redis with the same type and payload is that line,
+enqueued before: it counts as enqueued. A Redis failure part-way (an error, or
+no answer within REDIS_SOCKET_TIMEOUT) stops the run within about two socket
+timeouts; the tasks enqueued before it stay, and the tasks whose writes were
+in flight are looked up by id when Redis answers, or else counted as unknown.
+The summary counts the tasks enqueued, failed, unknown and not attempted, and
+the lines of all but the enqueued ones go to a resend file (--resend, default
+NAME.resend.jsonl next to the input), each with its task id, so that
+` + "`enqueue --file NAME.resend.jsonl`" + ` completes the run without enqueuing a
+task twice.
 
 Flags:
 %s
