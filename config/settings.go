@@ -88,7 +88,7 @@ var specs = withFlags([]spec{
 	},
 	{
 		Setting: Setting{Key: "redis.embedded", Env: "REDIS_EMBEDDED", Default: "auto",
-			Help: "Embedded in-memory Redis: auto (only when no URL is set and nothing answers at the embedded address), true or false"},
+			Help: "Embedded in-memory Redis (redis-server as a child process when it is on PATH, else miniredis): auto (only when no URL is set and nothing answers at the embedded address), true or false"},
 		kind:  "string",
 		apply: stringValue(func(c *Config) *string { return &c.Redis.Embedded }, checkEmbedded),
 	},

@@ -53,8 +53,9 @@ type Worker struct {
 }
 
 // StartWorker runs app.Run in a goroutine, with o.Args and an environment
-// of its own: an embedded in-memory Redis (REDIS_EMBEDDED=true) on a free
-// loopback port (REDIS_EMBEDDED_ADDR=127.0.0.1:0), the web process on
+// of its own: an embedded in-memory Redis (REDIS_EMBEDDED=true: a
+// redis-server child process when redis-server is on PATH, else miniredis)
+// on a free loopback port (REDIS_EMBEDDED_ADDR=127.0.0.1:0), the web process on
 // another (HTTP_ADDR=127.0.0.1:0), JSON logs (LOG_FORMAT=json), a 5s
 // WORKER_SHUTDOWN_TIMEOUT, then o.Env. It returns once the worker runs:
 // its Redis started, its web process listening and its asynq server

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +94,38 @@ func TestStartWorkersSideBySide(t *testing.T) {
 	}
 	if a.HTTPAddr() == "" || b.HTTPAddr() != "" {
 		t.Errorf("HTTPAddr() = %q and %q, want one address and \"\" (HTTP_ADDR=off)", a.HTTPAddr(), b.HTTPAddr())
+	}
+}
+
+// TestStartWorkerDashboardRedisInfo checks the dashboard's Redis page on
+// the embedded default: GET /monitoring/api/redis_info answers with the
+// server's real INFO (a version and an uptime), as a redis-server child
+// gives it; miniredis's INFO has neither.
+func TestStartWorkerDashboardRedisInfo(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not on PATH: the embedded Redis is miniredis")
+	}
+	w := forgeqtest.StartWorker(t, worker.New("info"), forgeqtest.WorkerOptions{})
+
+	resp, err := http.Get(w.URL("/monitoring/api/redis_info"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct {
+		Address string            `json:"address"`
+		Info    map[string]string `json:"info"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET redis_info: %s, %v", resp.Status, err)
+	}
+	for _, k := range []string{"redis_version", "uptime_in_days", "uptime_in_seconds", "connected_clients", "used_memory_human", "rdb_last_save_time"} {
+		if got.Info[k] == "" {
+			t.Errorf("info lacks %s: %v", k, got.Info)
+		}
+	}
+	if "redis://"+got.Address != w.RedisURL() {
+		t.Errorf("address %q, want the worker's Redis %s", got.Address, w.RedisURL())
 	}
 }

@@ -77,7 +77,10 @@
 // running worker's [Started] services and addresses). The program runs the
 // worker by default, and its enqueue command as `NAME enqueue`; `NAME
 // --help` lists the settings. With no Redis configured, the worker uses
-// the Redis at 127.0.0.1:6379 or starts an embedded in-memory one there.
+// the Redis at 127.0.0.1:6379 or starts an embedded in-memory one there:
+// redis-server as a child process when it is on PATH (no persistence,
+// stopped with the worker, and on Linux killed with it), else the slower
+// miniredis. Either way its data is lost when the worker exits.
 //
 // The worker shuts down gracefully when its ctx ends or a signal arrives:
 // it stops taking tasks, lets running ones finish up to

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/config"
@@ -22,8 +22,8 @@ const probeTimeout = time.Second
 // redisTarget is the Redis the worker uses.
 type redisTarget struct {
 	url string
-	// embedded is the in-memory Redis started for this process, or nil.
-	embedded *miniredis.Miniredis
+	// embedded is the Redis started for this process, or nil.
+	embedded *embeddedRedis
 	// implicit is true when no URL was set and the worker uses the local
 	// address without having checked it (REDIS_EMBEDDED=false).
 	implicit bool
@@ -31,7 +31,9 @@ type redisTarget struct {
 
 // selectRedis decides which Redis the worker uses:
 //   - a URL is set: that one, never an embedded one;
-//   - embedded "true": an embedded Redis started at EmbeddedAddr;
+//   - embedded "true": an embedded Redis started at EmbeddedAddr (a
+//     redis-server child process when redis-server is on PATH, else the
+//     in-memory miniredis; see startEmbedded);
 //   - embedded "false": the Redis at EmbeddedAddr, unchecked (the caller
 //     pings it);
 //   - embedded "auto": the Redis answering PING at EmbeddedAddr, or, when
@@ -53,11 +55,11 @@ func selectRedis(ctx context.Context, r config.Redis, log *zap.Logger) (redisTar
 	case "false":
 		return redisTarget{url: local, implicit: true}, nil
 	case "true":
-		mr, err := startEmbedded(addr, log)
+		e, err := startEmbedded(ctx, addr, log, exec.LookPath)
 		if err != nil {
 			return redisTarget{}, fmt.Errorf("%w (REDIS_EMBEDDED=true; set REDIS_EMBEDDED_ADDR to a free address, or REDIS_EMBEDDED=auto to use a Redis already there)", err)
 		}
-		return redisTarget{url: "redis://" + mr.Addr(), embedded: mr}, nil
+		return redisTarget{url: "redis://" + e.Addr(), embedded: e}, nil
 	}
 
 	found, err := probeRedis(ctx, addr)
@@ -68,26 +70,11 @@ func selectRedis(ctx context.Context, r config.Redis, log *zap.Logger) (redisTar
 		log.Info("no Redis URL set; using the Redis answering locally", zap.String("addr", addr))
 		return redisTarget{url: local}, nil
 	}
-	mr, err := startEmbedded(addr, log)
+	e, err := startEmbedded(ctx, addr, log, exec.LookPath)
 	if err != nil {
 		return redisTarget{}, err
 	}
-	return redisTarget{url: "redis://" + mr.Addr(), embedded: mr}, nil
-}
-
-// startEmbedded starts the in-memory Redis at addr, with TTLs that run on
-// the wall clock (so cache entries, asynq's unique locks and leases expire),
-// and says loudly what it is.
-func startEmbedded(addr string, log *zap.Logger) (*miniredis.Miniredis, error) {
-	mr := miniredis.NewMiniRedis()
-	mr.ClockTTL(true)
-	if err := mr.StartAddr(addr); err != nil {
-		return nil, fmt.Errorf("start embedded Redis at %s: %w", addr, err)
-	}
-	log.Warn("no Redis configured: started an EMBEDDED IN-MEMORY Redis; queued tasks and cached data are LOST when the worker exits. "+
-		"For a real Redis, set REDIS_CONNECTION_URL=redis://host:6379",
-		zap.String("addr", mr.Addr()))
-	return mr, nil
+	return redisTarget{url: "redis://" + e.Addr(), embedded: e}, nil
 }
 
 // probeRedis looks at addr: false when nothing listens there, true when a

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
@@ -287,7 +286,8 @@ on their queues.
 
 With no Redis URL set, the worker uses the Redis answering at
 REDIS_EMBEDDED_ADDR (127.0.0.1:6379), or starts an embedded in-memory one
-there. The web process listens on HTTP_ADDR (127.0.0.1:8080; off for
+there (redis-server as a child process when it is on PATH, else
+miniredis; its data is lost on exit). The web process listens on HTTP_ADDR (127.0.0.1:8080; off for
 none); on an address that is not loopback it needs HTTP_AUTH_USERNAME and
 HTTP_AUTH_PASSWORD. Each flag overrides its environment variable, which
 overrides the config file.
@@ -375,8 +375,8 @@ func ping(ctx context.Context, m *cachemgr.Manager, cfg config.Config, target re
 }
 
 // closeEmbedded stops the embedded Redis; its data is gone afterwards.
-func closeEmbedded(mr *miniredis.Miniredis, log *zap.Logger) {
-	addr := mr.Addr() // Addr panics once closed
-	mr.Close()
+func closeEmbedded(e *embeddedRedis, log *zap.Logger) {
+	addr := e.Addr()
+	e.Close()
 	log.Info("embedded Redis stopped; its data is gone", zap.String("addr", addr))
 }
