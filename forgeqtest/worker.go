@@ -111,6 +111,7 @@ func StartWorker(tb testing.TB, app *worker.App, o WorkerOptions) *Worker {
 	case w.started = <-started:
 	case code := <-w.done:
 		w.code = code
+		w.stopOnce.Do(func() {}) // it has stopped: Stop has nothing to wait for
 		tb.Fatalf("forgeqtest: the worker exited with code %d before it ran; log:\n%s", code, w.log)
 	case <-time.After(o.StartTimeout):
 		tb.Fatalf("forgeqtest: the worker did not run within %v; log:\n%s", o.StartTimeout, w.log)

@@ -2,10 +2,13 @@ package forgeqtest_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,5 +130,54 @@ func TestStartWorkerDashboardRedisInfo(t *testing.T) {
 	}
 	if "redis://"+got.Address != w.RedisURL() {
 		t.Errorf("address %q, want the worker's Redis %s", got.Address, w.RedisURL())
+	}
+}
+
+// recordingTB is a testing.TB whose failures are recorded rather than
+// failing the test, for checking what StartWorker reports.
+type recordingTB struct {
+	testing.TB
+	mu       sync.Mutex
+	failures []string
+	cleanups []func()
+}
+
+func (r *recordingTB) Helper()             {}
+func (r *recordingTB) Logf(string, ...any) {}
+func (r *recordingTB) Cleanup(f func())    { r.cleanups = append(r.cleanups, f) }
+func (r *recordingTB) Failed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.failures) > 0
+}
+func (r *recordingTB) Errorf(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failures = append(r.failures, fmt.Sprintf(format, args...))
+}
+func (r *recordingTB) Fatalf(format string, args ...any) {
+	r.Errorf(format, args...)
+	runtime.Goexit()
+}
+
+// A worker that exits before it runs (a bad flag) is reported once, and
+// the cleanup does not then wait for a stop that cannot come.
+func TestStartWorkerExitsBeforeItRuns(t *testing.T) {
+	rec := &recordingTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		forgeqtest.StartWorker(rec, worker.New("bad"), forgeqtest.WorkerOptions{Args: []string{"--no-such-flag"}, StopTimeout: 20 * time.Second})
+	}()
+	<-done
+	start := time.Now()
+	for i := len(rec.cleanups) - 1; i >= 0; i-- {
+		rec.cleanups[i]()
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("cleanup took %v: it waited for a worker that had exited", took)
+	}
+	if len(rec.failures) != 1 || !strings.Contains(rec.failures[0], "exited with code 2 before it ran") {
+		t.Errorf("failures %q, want exactly the exit before running", rec.failures)
 	}
 }

@@ -40,7 +40,7 @@ type publisher struct {
 	refresh time.Duration
 
 	published bool // Publish succeeded; touched by one goroutine at a time
-	failing   bool // the last refresh failed
+	failing   bool // the last publish or refresh failed
 }
 
 // newPublisher returns the publisher of reg's types for a worker serving
@@ -85,12 +85,17 @@ func (p *publisher) publish(ctx context.Context) {
 		return // shutting down
 	}
 	if err != nil {
-		p.log.Warn("task catalogue not written; producers without these types cannot validate them until it is "+
-			"(a Redis ACL user needs ~forgeq:*); retrying every refresh",
-			zap.String("worker_id", p.w.ID), zap.Error(err))
+		// Once, not at every refresh that retries it.
+		if !p.failing {
+			p.failing = true
+			p.log.Warn("task catalogue not written; producers without these types cannot validate them until it is "+
+				"(a Redis ACL user needs ~forgeq:*); retrying every refresh",
+				zap.String("worker_id", p.w.ID), zap.Error(err))
+		}
 		return
 	}
 	p.published = true
+	p.failing = false
 	for _, t := range report.Changed {
 		p.log.Warn("task type was published with another definition (another version of it?); replaced by this worker's",
 			zap.String("task_type", t), zap.String("worker_id", p.w.ID))

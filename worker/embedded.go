@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,18 +208,31 @@ func runChild(ctx context.Context, bin, host, port string, log *zap.Logger) (*em
 	cmd.Stdout = out
 	cmd.Stderr = out
 	cmd.SysProcAttr = childSysProcAttr()
-	if err := cmd.Start(); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
-	}
 	e := &embeddedRedis{addr: net.JoinHostPort(host, port), log: log, cmd: cmd, exited: make(chan struct{}), dir: dir}
 	if host == "" {
 		e.addr = net.JoinHostPort("127.0.0.1", port)
 	}
+	startErr := make(chan error, 1)
 	go func() {
+		// Linux's parent-death signal (childSysProcAttr) fires when the
+		// thread that started the child ends, not the process: a user's
+		// goroutine that exits locked to its thread ends that thread. So
+		// the child is started, and waited for, on a thread of its own
+		// that lives as long as it does.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			startErr <- err
+			return
+		}
+		startErr <- nil
 		_ = cmd.Wait() // its exit is reported by waitReady or Close
 		close(e.exited)
 	}()
+	if err := <-startErr; err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
 	if err := e.waitReady(ctx); err != nil {
 		e.Close()
 		if last := out.last(); last != "" {
