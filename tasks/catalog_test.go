@@ -173,15 +173,7 @@ func TestCatalogTypes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type listed struct {
-		Type        string
-		PublishedAt time.Time
-		Workers     []tasks.WorkerSeen
-	}
-	var got []listed
-	for _, p := range types {
-		got = append(got, listed{p.Type, p.PublishedAt, p.Workers})
-	}
+	got := listing(types)
 	t10 := t0.Add(10 * time.Second)
 	want := []listed{
 		{"cache:invalidate", t0, []tasks.WorkerSeen{{"w1", t0}}},
@@ -332,15 +324,7 @@ func TestCatalogHeartbeat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type listed struct {
-		Type        string
-		PublishedAt time.Time
-		Workers     []tasks.WorkerSeen
-	}
-	var got []listed
-	for _, p := range types {
-		got = append(got, listed{p.Type, p.PublishedAt, p.Workers})
-	}
+	got := listing(types)
 	t30 := t0.Add(30 * time.Second)
 	want := []listed{
 		{"cache:invalidate", t0, []tasks.WorkerSeen{{"w1", t30}}},
@@ -594,4 +578,20 @@ func testCatalogRoundTrip(t *testing.T, rdb redis.UniversalClient) {
 	if err != nil || len(p.Workers) != 0 {
 		t.Errorf("after withdrawing: %+v, %v; want b published without workers", p.Workers, err)
 	}
+}
+
+// listed is what a listing shows of a published type.
+type listed struct {
+	Type        string
+	PublishedAt time.Time
+	Workers     []tasks.WorkerSeen
+}
+
+// listing returns what a listing shows of types.
+func listing(types []tasks.PublishedType) []listed {
+	var out []listed
+	for _, p := range types {
+		out = append(out, listed{p.Type, p.PublishedAt, p.Workers})
+	}
+	return out
 }

@@ -11,19 +11,15 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/tasks/taskstest"
 	"github.com/forgeq/forgeq/web"
 )
 
-// greet is the payload of test:greet, a type the server is built
-// without: only a worker publishes it.
-type greet struct {
-	Name  string `json:"name" jsonschema:"minLength=1" help:"whom to greet"`
-	Times int    `json:"times,omitempty" jsonschema:"minimum=1,maximum=10" help:"how often"`
-}
+// greetType is test:greet, a type the server is built without.
+var greetType = taskstest.GreetType
 
-var greetType = tasks.Define("test:greet", "Greets someone.",
-	func(context.Context, tasks.Deps, greet) ([]byte, error) { return nil, nil },
-	asynq.Queue("low"), asynq.MaxRetry(2), asynq.Timeout(90*time.Second))
+// greet is its payload.
+type greet = taskstest.Greet
 
 // publishTypes publishes defs to b's task catalogue as worker id.
 func (b *testBundle) publishTypes(tb testing.TB, id string, defs ...tasks.Declared) {

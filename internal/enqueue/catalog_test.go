@@ -13,18 +13,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/tasks/taskstest"
 )
 
-// greet is the payload of test:greet, a type the command is built
-// without: only a worker publishes it.
-type greet struct {
-	Name  string `json:"name" jsonschema:"minLength=1" help:"whom to greet"`
-	Times int    `json:"times,omitempty" jsonschema:"minimum=1,maximum=10" help:"how often"`
-}
+// greetType is test:greet, a type the command is built without.
+var greetType = taskstest.GreetType
 
-var greetType = tasks.Define("test:greet", "Greets someone.",
-	func(context.Context, tasks.Deps, greet) ([]byte, error) { return nil, nil },
-	asynq.Queue("low"), asynq.MaxRetry(2), asynq.Timeout(90*time.Second))
+// greet is its payload.
+type greet = taskstest.Greet
 
 // catalogBundle is a miniredis where a worker ("host/1/abcdef") published
 // test:greet and the built-in types 12 seconds ago, with the environment
