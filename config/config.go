@@ -100,7 +100,27 @@ type Cache struct {
 	// LockTTL is the expiry of the lock that lets one process compute a
 	// missing value while the others wait for it.
 	LockTTL time.Duration
+	// NearSize is how many entries the near cache holds, the in-process
+	// tier for hot keys that Redis invalidates; 0 turns it off (the
+	// default).
+	NearSize int
+	// NearMaxBytes bounds the near cache's memory; 0 means the cache
+	// manager's default (64 MiB).
+	NearMaxBytes int
+	// NearTTL is the longest life of a near cache entry (default 1m); an
+	// entry never outlives its key's Redis TTL either.
+	NearTTL time.Duration
 }
+
+// The values of Worker.Pickup (WORKER_PICKUP).
+const (
+	// PickupEvents makes an idle worker wait in Redis for a task to be
+	// pushed, and fetch over all its queues in one round trip.
+	PickupEvents = "events"
+	// PickupPoll leaves fetching to asynq: one round trip per queue tried,
+	// and polling every TaskCheckInterval when idle.
+	PickupPoll = "poll"
+)
 
 // Worker configures the asynq server.
 type Worker struct {
@@ -126,9 +146,14 @@ type Worker struct {
 	RetryDelayMin time.Duration
 	// RetryDelayMax is the longest delay before a retry.
 	RetryDelayMax time.Duration
-	// TaskCheckInterval is how long the worker waits before looking at its
-	// queues again when they were all empty: the worst-case pickup latency
-	// of an idle worker, traded against polling Redis when idle.
+	// Pickup is how an idle worker learns of new tasks: PickupEvents or
+	// PickupPoll.
+	Pickup string
+	// TaskCheckInterval is, with PickupPoll, how long the worker waits
+	// before looking at its queues again when they were all empty: the
+	// worst-case pickup latency of an idle worker, traded against polling
+	// Redis when idle. With PickupEvents it is only the pause after a wait
+	// that ended without a task.
 	TaskCheckInterval time.Duration
 	// Schedule lists the periodic tasks the worker enqueues. Every replica
 	// may run the same schedule; each tick is enqueued once.

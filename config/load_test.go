@@ -59,13 +59,14 @@ func defaults() config.Config {
 			Embedded:      "auto",
 			EmbeddedAddr:  "127.0.0.1:6379",
 		},
-		Cache: config.Cache{AsyncMaxInFlight: 10000, LockTTL: 10 * time.Second},
+		Cache: config.Cache{AsyncMaxInFlight: 10000, LockTTL: 10 * time.Second, NearTTL: time.Minute},
 		Worker: config.Worker{
 			Queues:            map[string]int{"critical": 6, "default": 3, "low": 1},
 			ShutdownTimeout:   8 * time.Second,
 			MaxRetry:          25,
 			RetryDelayMin:     10 * time.Second,
 			RetryDelayMax:     time.Hour,
+			Pickup:            "events",
 			TaskCheckInterval: 10 * time.Millisecond,
 		},
 		HTTP: config.HTTP{
@@ -128,6 +129,9 @@ redis:
 cache:
   async_max_in_flight: 50
   lock_ttl: 2m
+  near_size: 5000
+  near_max_bytes: 1048576
+  near_ttl: 30s
 worker:
   concurrency: 4
   queues:
@@ -182,6 +186,9 @@ insecure_skip_verify = false
 [cache]
 async_max_in_flight = 50
 lock_ttl = "2m"
+near_size = 5000
+near_max_bytes = 1048576
+near_ttl = "30s"
 
 [worker]
 concurrency = 4
@@ -245,7 +252,8 @@ func TestLoadFile(t *testing.T) {
 			Embedded:      "false",
 			EmbeddedAddr:  "127.0.0.1:7379",
 		},
-		Cache: config.Cache{AsyncMaxInFlight: 50, LockTTL: 2 * time.Minute},
+		Cache: config.Cache{AsyncMaxInFlight: 50, LockTTL: 2 * time.Minute,
+			NearSize: 5000, NearMaxBytes: 1 << 20, NearTTL: 30 * time.Second},
 		Worker: config.Worker{
 			Concurrency:       4,
 			Queues:            map[string]int{"emails": 2, "jobs.low": 1},
@@ -254,6 +262,7 @@ func TestLoadFile(t *testing.T) {
 			MaxRetry:          3,
 			RetryDelayMin:     2 * time.Second,
 			RetryDelayMax:     5 * time.Minute,
+			Pickup:            "events",
 			TaskCheckInterval: 50 * time.Millisecond,
 			Schedule: []config.ScheduleEntry{
 				{Name: "purge-tmp", Spec: "@every 30s", Type: "cache:invalidate", Queue: "low",
@@ -1295,4 +1304,27 @@ func TestConcurrencyUpperBound(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLoadNearCache(t *testing.T) {
+	t.Parallel()
+
+	c, err := config.Load(nil, env(map[string]string{
+		"CACHE_NEAR_SIZE": "10000", "CACHE_NEAR_MAX_BYTES": "33554432", "CACHE_NEAR_TTL": "15s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.Cache{AsyncMaxInFlight: 10000, LockTTL: 10 * time.Second,
+		NearSize: 10000, NearMaxBytes: 32 << 20, NearTTL: 15 * time.Second}
+	if diff := cmp.Diff(want, c.Cache); diff != "" {
+		t.Errorf("Cache (-want +got):\n%s", diff)
+	}
+
+	_, err = config.Load(nil, env(map[string]string{
+		"CACHE_NEAR_SIZE": "-1", "CACHE_NEAR_MAX_BYTES": "-5", "CACHE_NEAR_TTL": "0"}))
+	wantErrors(t, err, []string{
+		`CACHE_NEAR_SIZE: "-1" is too small; want 0 (off) or more`,
+		`CACHE_NEAR_MAX_BYTES: "-5" is too small; want 0 (64 MiB) or more`,
+		`CACHE_NEAR_TTL: "0" is not positive`,
+	}, nil)
 }

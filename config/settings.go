@@ -141,6 +141,24 @@ var specs = withFlags([]spec{
 		apply: durationValue(func(c *Config) *time.Duration { return &c.Cache.LockTTL }, false),
 	},
 	{
+		Setting: Setting{Key: "cache.near_size", Env: "CACHE_NEAR_SIZE", Default: "0",
+			Help: "Entries of the near cache, an in-process tier for hot keys that Redis invalidates (client tracking); 0: off"},
+		kind:  "int",
+		apply: intValue(func(c *Config) *int { return &c.Cache.NearSize }, 0, "want 0 (off) or more"),
+	},
+	{
+		Setting: Setting{Key: "cache.near_max_bytes", Env: "CACHE_NEAR_MAX_BYTES", Default: "0",
+			Help: "Memory bound of the near cache in bytes (key + value + 64 per entry); 0: 64 MiB"},
+		kind:  "int",
+		apply: intValue(func(c *Config) *int { return &c.Cache.NearMaxBytes }, 0, "want 0 (64 MiB) or more"),
+	},
+	{
+		Setting: Setting{Key: "cache.near_ttl", Env: "CACHE_NEAR_TTL", Default: "1m",
+			Help: "Longest life of a near cache entry; never past the key's Redis TTL"},
+		kind:  "duration",
+		apply: durationValue(func(c *Config) *time.Duration { return &c.Cache.NearTTL }, false),
+	},
+	{
 		Setting: Setting{Key: "worker.concurrency", Env: "WORKER_CONCURRENCY", Default: "0",
 			Help: "Tasks the worker runs at once, up to 10000; 0: one per CPU"},
 		kind: "int",
@@ -184,8 +202,14 @@ var specs = withFlags([]spec{
 		apply: durationAtLeast(func(c *Config) *time.Duration { return &c.Worker.RetryDelayMax }, time.Second),
 	},
 	{
+		Setting: Setting{Key: "worker.pickup", Env: "WORKER_PICKUP", Default: "events",
+			Help: "How an idle worker learns of new tasks: events (waits in Redis for a push, one dequeue round trip for all queues; Redis 6.2 or later) or poll (asynq's own polling every WORKER_TASK_CHECK_INTERVAL)"},
+		kind:  "string",
+		apply: stringValue(func(c *Config) *string { return &c.Worker.Pickup }, oneOf(PickupEvents, PickupPoll)),
+	},
+	{
 		Setting: Setting{Key: "worker.task_check_interval", Env: "WORKER_TASK_CHECK_INTERVAL", Default: "10ms",
-			Help: "How long an idle worker waits before polling its empty queues again: its pickup latency, against Redis load when idle"},
+			Help: "With WORKER_PICKUP=poll, how long an idle worker waits before polling its empty queues again (its pickup latency, against Redis load when idle); with events, the pause before it looks again after a wait ends with no task"},
 		kind:  "duration",
 		apply: durationValue(func(c *Config) *time.Duration { return &c.Worker.TaskCheckInterval }, false),
 	},

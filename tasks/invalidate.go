@@ -95,6 +95,10 @@ func invalidate(ctx context.Context, deps Deps, p Invalidate) ([]byte, error) {
 			}
 		}
 	}
-	deps.ReportBestEffort(ctx, 100, fmt.Sprintf("deleted %d keys", deleted))
+	if p.Pattern != "" || len(p.Keys) > invalidateBatch {
+		// A one-batch delete is a single round trip: a progress report
+		// would double its cost, and --wait shows the result anyway.
+		deps.ReportBestEffort(ctx, 100, fmt.Sprintf("deleted %d keys", deleted))
+	}
 	return json.Marshal(InvalidateResult{Deleted: deleted})
 }

@@ -169,6 +169,16 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		}
 	}
 
+	// Event-driven pickup (docs/pickup.md): a hook on the client asynq's
+	// server uses; closed before the server shuts down, so that no fetch
+	// is left waiting.
+	pk, err := newPickup(cfg, target.url, m.Client(), logger)
+	if err != nil {
+		return usageError{err}
+	}
+	if pk != nil {
+		defer pk.Close()
+	}
 	srv := asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger))
 	deps := tasks.Deps{Cache: m, Logger: logger, Enqueuer: client}
 	rec := newRecoveries(inspector, logger, x.CountRecovered)
@@ -191,6 +201,7 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		zap.Duration("shutdown_timeout", cfg.Worker.ShutdownTimeout),
 		zap.Duration("retry_delay_min", cfg.Worker.RetryDelayMin),
 		zap.Duration("retry_delay_max", cfg.Worker.RetryDelayMax),
+		zap.String("pickup", cfg.Worker.Pickup),
 		zap.Duration("task_check_interval", cfg.Worker.TaskCheckInterval),
 		zap.Int("schedule_entries", len(periodics)),
 		zap.Strings("task_types", reg.Types()),
@@ -247,6 +258,9 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		<-schedDone      // no tick is enqueued once the server is going down
 		logger.Info("worker shutting down: no new tasks; running tasks may finish",
 			zap.Duration("shutdown_timeout", cfg.Worker.ShutdownTimeout))
+		if pk != nil {
+			pk.Close()
+		}
 		srv.Shutdown()
 		if n := handlers.wait(handlerGrace); n > 0 {
 			logger.Warn("handlers still running after shutdown; their tasks are back on their queue",

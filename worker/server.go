@@ -13,6 +13,7 @@ import (
 
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/internal/metrics"
+	"github.com/forgeq/forgeq/internal/pickup"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -34,6 +35,11 @@ func serverConfig(cfg config.Config, log *zap.Logger) asynq.Config {
 		Logger:                   asynqLogger{alog.Sugar()},
 		LogLevel:                 asynqLevel(cfg.Log.Level),
 		HealthCheckFunc:          healthCheck(alog),
+	}
+	if cfg.Worker.Pickup != config.PickupPoll {
+		// The pickup paces the fetches (docs/pickup.md); asynq's pause
+		// after an empty one would only delay the next.
+		c.TaskCheckInterval = pickup.TaskCheckInterval
 	}
 	if w := cfg.Worker; w.RetryDelayMin > 0 { // zero: asynq's default
 		c.RetryDelayFunc = retryDelay(w.RetryDelayMin, max(w.RetryDelayMin, w.RetryDelayMax), rand.Int64N)

@@ -1,0 +1,192 @@
+package pickup
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Field numbers of asynq v0.26's TaskMessage (internal/proto/asynq.proto),
+// checked by TestTaskMessageFields against messages asynq.Client writes.
+const (
+	fieldID        protowire.Number = 3
+	fieldRetention protowire.Number = 12
+)
+
+// Hook returns the go-redis hook to add to the client the asynq server
+// uses. Commands other than asynq's dequeue script and result writes pass
+// straight through.
+func (p *Pickup) Hook() redis.Hook { return hook{p} }
+
+type hook struct{ p *Pickup }
+
+func (hook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	p := h.p
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		switch cmd.Name() {
+		case "evalsha", "eval":
+			args := cmd.Args()
+			if c, ok := parseDequeue(args); ok {
+				if rc, ok := cmd.(*redis.Cmd); ok {
+					return p.onDequeue(ctx, rc, c, next)
+				}
+			}
+			p.forgetTasks(args)
+		case "hset":
+			if id, ok := resultWrite(cmd.Args()); ok {
+				if _, skip := p.noResult.LoadAndDelete(id); skip {
+					if ic, ok := cmd.(*redis.IntCmd); ok {
+						p.skipped.Add(1)
+						ic.SetVal(1)
+						return nil
+					}
+				}
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// dequeueCall is one call of asynq's dequeue script.
+type dequeueCall struct {
+	queue string
+	lease string // ARGV[1], the lease's expiry in unix seconds
+}
+
+// parseDequeue recognises asynq's dequeue script by its keys: pending,
+// paused, active and lease of one queue, then the lease expiry and the
+// task key prefix.
+func parseDequeue(args []any) (dequeueCall, bool) {
+	// evalsha SHA 4 pending paused active lease expiry prefix
+	if len(args) != 9 || argString(args[2]) != "4" {
+		return dequeueCall{}, false
+	}
+	q, ok := queueOf(argString(args[3]), ":pending")
+	if !ok {
+		return dequeueCall{}, false
+	}
+	for i, suffix := range []string{":paused", ":active", ":lease"} {
+		if argString(args[4+i]) != "asynq:{"+q+"}"+suffix {
+			return dequeueCall{}, false
+		}
+	}
+	if argString(args[8]) != "asynq:{"+q+"}:t:" {
+		return dequeueCall{}, false
+	}
+	return dequeueCall{queue: q, lease: argString(args[7])}, true
+}
+
+// queueOf returns q of "asynq:{q}" + suffix.
+func queueOf(key, suffix string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, "asynq:{")
+	if !ok {
+		return "", false
+	}
+	q, ok := strings.CutSuffix(rest, "}"+suffix)
+	return q, ok && q != ""
+}
+
+// resultWrite returns the task id of asynq's result write, HSET
+// asynq:{q}:t:<id> result <data>.
+func resultWrite(args []any) (string, bool) {
+	if len(args) != 4 || argString(args[2]) != "result" {
+		return "", false
+	}
+	return taskID(argString(args[1]))
+}
+
+// taskID returns id of the task key asynq:{q}:t:<id>.
+func taskID(key string) (string, bool) {
+	if !strings.HasPrefix(key, "asynq:{") {
+		return "", false
+	}
+	i := strings.Index(key, "}:t:")
+	if i < 0 || i+4 >= len(key) {
+		return "", false
+	}
+	return key[i+4:], true
+}
+
+// forgetTasks drops the tasks whose keys a script names (asynq's done,
+// complete, retry, archive and requeue scripts) from noResult: a result
+// write after those is not the running attempt's.
+func (p *Pickup) forgetTasks(args []any) {
+	if len(args) < 3 {
+		return
+	}
+	n, err := strconv.Atoi(argString(args[2]))
+	if err != nil {
+		return
+	}
+	for _, a := range args[3:min(3+n, len(args))] {
+		if id, ok := taskID(argString(a)); ok {
+			p.noResult.Delete(id)
+		}
+	}
+}
+
+// note records a task message returned to asynq: when it has no
+// retention, asynq deletes its hash at completion and a result write is
+// answered locally.
+func (p *Pickup) note(msg string) {
+	id, retention, ok := decodeMessage([]byte(msg))
+	if ok && id != "" && retention == 0 {
+		p.noResult.Store(id, struct{}{})
+	}
+}
+
+// decodeMessage reads the id and retention of an asynq task message.
+func decodeMessage(b []byte) (id string, retention int64, ok bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", 0, false
+		}
+		b = b[n:]
+		switch {
+		case num == fieldID && typ == protowire.BytesType:
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return "", 0, false
+			}
+			id, n = string(v), m
+		case num == fieldRetention && typ == protowire.VarintType:
+			v, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return "", 0, false
+			}
+			retention, n = int64(v), m
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return "", 0, false
+			}
+		}
+		b = b[n:]
+	}
+	return id, retention, true
+}
+
+// argString is a command argument as Redis receives it.
+func argString(a any) string {
+	switch v := a.(type) {
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	case int:
+		return strconv.Itoa(v)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	}
+	return ""
+}

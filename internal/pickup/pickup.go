@@ -1,0 +1,498 @@
+// Package pickup makes an asynq server fetch tasks in one round trip over
+// all its queues and wait for them to arrive instead of polling. It works
+// through a go-redis hook on the client handed to
+// asynq.NewServerFromRedisClient; asynq's data in Redis stays asynq's.
+// docs/pickup.md is the design note: the mechanism, what a crash between
+// any two steps leaves, and how it stays compatible.
+package pickup
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// DefaultBlock is how long one wait blocks in Redis, and the longest the
+// hook holds asynq's fetch before letting its loop run once.
+const DefaultBlock = 5 * time.Second
+
+// DefaultPollInterval is Options.PollInterval's default.
+const DefaultPollInterval = 10 * time.Millisecond
+
+// TaskCheckInterval is the asynq server's TaskCheckInterval to use with a
+// Pickup: the Pickup paces the fetches, asynq's pause after one that found
+// nothing only delays the next.
+const TaskCheckInterval = time.Millisecond
+
+// pausedRecheck is how often a paused queue holding tasks is looked at
+// again: about as often as asynq notices a resumed queue.
+const pausedRecheck = time.Second
+
+// errorBackoff is how long a watcher rests after a failed wait, so that a
+// Redis that is down is not asked again in a tight loop.
+const errorBackoff = time.Second
+
+//go:embed dequeue.lua
+var dequeueSrc string
+
+var dequeueScript = redis.NewScript(dequeueSrc)
+
+// Options configure a Pickup.
+type Options struct {
+	// Queues are the queues the asynq server serves with their weights,
+	// as in asynq.Config.Queues.
+	Queues map[string]int
+	// StrictPriority is asynq.Config.StrictPriority.
+	StrictPriority bool
+	// Conn is a client of the same Redis for the waits (one blocking
+	// connection per queue) and forgeq's dequeue script; give it a pool of
+	// at least len(Queues)+1 connections. The Pickup owns it: Close closes
+	// it.
+	Conn redis.UniversalClient
+	// Block is how long one wait blocks. Default DefaultBlock.
+	Block time.Duration
+	// PollInterval is how long a fetch that found nothing pauses when
+	// Redis refused the waits (BLMOVE needs Redis 6.2): the server polls
+	// at this interval then. Default DefaultPollInterval. The asynq
+	// server's own TaskCheckInterval should be short (a millisecond):
+	// the Pickup paces the fetches.
+	PollInterval time.Duration
+	// Logger receives the switch to polling when Redis refuses BLMOVE.
+	// Default: no logging.
+	Logger *zap.Logger
+}
+
+// Stats count what a Pickup did.
+type Stats struct {
+	Fetches      int64 // dequeue scripts run by the hook
+	Waits        int64 // times the hook waited for a push
+	Wakes        int64 // waits ended by a push
+	SkippedWrite int64 // result writes answered locally (no retention)
+}
+
+// Pickup is the hook's state. Make one per asynq server with New, add
+// Hook to the client the server uses, and Close it before
+// Server.Shutdown.
+type Pickup struct {
+	o       Options
+	log     *zap.Logger
+	cluster bool
+	queues  []string // by priority, highest first, then by name
+	weights map[string]int
+
+	watchers map[string]*watcher
+	events   chan event
+	done     chan struct{}
+	closed   atomic.Bool
+	polling  atomic.Bool // Redis refused BLMOVE: asynq's own polling
+	wg       sync.WaitGroup
+
+	mu        sync.Mutex
+	skip      map[string]bool // answered empty locally for the rest of this fetch
+	seenEmpty map[string]bool // cluster: queues asynq found empty in this fetch
+
+	noResult sync.Map // task id -> struct{}: running tasks without retention
+
+	fetches, waits, wakes, skipped atomic.Int64
+}
+
+// New returns a Pickup for an asynq server with o's queues. It starts one
+// watcher goroutine per queue; Close stops them.
+func New(o Options) *Pickup {
+	if o.Block <= 0 {
+		o.Block = DefaultBlock
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = DefaultPollInterval
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	p := &Pickup{
+		o:         o,
+		log:       o.Logger,
+		weights:   o.Queues,
+		watchers:  make(map[string]*watcher, len(o.Queues)),
+		events:    make(chan event, 2*len(o.Queues)+1),
+		done:      make(chan struct{}),
+		skip:      make(map[string]bool),
+		seenEmpty: make(map[string]bool),
+	}
+	_, p.cluster = o.Conn.(*redis.ClusterClient)
+	for q := range o.Queues {
+		p.queues = append(p.queues, q)
+	}
+	slices.SortFunc(p.queues, func(a, b string) int {
+		if wa, wb := o.Queues[a], o.Queues[b]; wa != wb {
+			return wb - wa
+		}
+		return strings.Compare(a, b)
+	})
+	for _, q := range p.queues {
+		w := &watcher{p: p, queue: q, key: pendingKey(q), arm: make(chan struct{}, 1)}
+		p.watchers[q] = w
+		p.wg.Add(1)
+		go w.run()
+	}
+	return p
+}
+
+// Close stops the waits (a fetch blocked in one returns "empty" at once)
+// and closes Options.Conn. The hook passes asynq's calls through from
+// then on. Close is safe to call more than once.
+func (p *Pickup) Close() error {
+	if p.closed.Swap(true) {
+		return nil
+	}
+	close(p.done)
+	err := p.o.Conn.Close() // ends the BLMOVEs in flight
+	p.wg.Wait()
+	return err
+}
+
+// Stats returns the counts so far.
+func (p *Pickup) Stats() Stats {
+	return Stats{Fetches: p.fetches.Load(), Waits: p.waits.Load(), Wakes: p.wakes.Load(), SkippedWrite: p.skipped.Load()}
+}
+
+// Polling reports whether Redis refused the waits, so that the server is
+// back on asynq's polling.
+func (p *Pickup) Polling() bool { return p.polling.Load() }
+
+// onDequeue handles asynq's dequeue script call for queue q.
+func (p *Pickup) onDequeue(ctx context.Context, cmd *redis.Cmd, c dequeueCall, next redis.ProcessHook) error {
+	if p.closed.Load() {
+		return p.passThrough(ctx, cmd, next)
+	}
+	p.mu.Lock()
+	if p.skip[c.queue] {
+		delete(p.skip, c.queue)
+		p.mu.Unlock()
+		return empty(cmd)
+	}
+	clear(p.skip)
+	p.mu.Unlock()
+
+	if p.cluster {
+		return p.onClusterDequeue(ctx, cmd, c, next)
+	}
+	msg, paused, err := p.fetch(ctx, p.order(c.queue), c.lease)
+	if err == nil && msg == "" {
+		msg, err = p.idle(ctx, c.lease, paused)
+	}
+	if err != nil {
+		// asynq calls again at once after an error: keep a Redis that
+		// is down from being asked in a tight loop.
+		p.pause(errorBackoff)
+		cmd.SetErr(err)
+		return err
+	}
+	if msg != "" {
+		return p.found(cmd, msg)
+	}
+	// Every queue was looked at: asynq's calls for the others in this
+	// fetch need no round trip.
+	p.mu.Lock()
+	for _, q := range p.queues {
+		if q != c.queue {
+			p.skip[q] = true
+		}
+	}
+	p.mu.Unlock()
+	return empty(cmd)
+}
+
+// onClusterDequeue lets asynq's per-queue calls through (its queues live
+// in different slots) and waits once all of them found nothing.
+func (p *Pickup) onClusterDequeue(ctx context.Context, cmd *redis.Cmd, c dequeueCall, next redis.ProcessHook) error {
+	err := p.passThrough(ctx, cmd, next)
+	if !errors.Is(err, redis.Nil) {
+		p.mu.Lock()
+		clear(p.seenEmpty)
+		p.mu.Unlock()
+		return err
+	}
+	p.mu.Lock()
+	p.seenEmpty[c.queue] = true
+	all := len(p.seenEmpty) >= len(p.queues)
+	if all {
+		clear(p.seenEmpty)
+	}
+	p.mu.Unlock()
+	if !all {
+		return err
+	}
+	msg, ierr := p.idle(ctx, c.lease, nil)
+	switch {
+	case ierr != nil:
+		cmd.SetErr(ierr)
+		return ierr
+	case msg != "":
+		return p.found(cmd, msg)
+	}
+	return empty(cmd)
+}
+
+// passThrough runs asynq's own call and notes the task it returns.
+func (p *Pickup) passThrough(ctx context.Context, cmd *redis.Cmd, next redis.ProcessHook) error {
+	err := next(ctx, cmd)
+	if err == nil {
+		if s, ok := cmd.Val().(string); ok {
+			p.note(s)
+		}
+	}
+	return err
+}
+
+// found answers asynq's call with the task message msg.
+func (p *Pickup) found(cmd *redis.Cmd, msg string) error {
+	p.note(msg)
+	cmd.SetErr(nil)
+	cmd.SetVal(msg)
+	return nil
+}
+
+// empty answers asynq's call with "no task".
+func empty(cmd *redis.Cmd) error {
+	cmd.SetErr(redis.Nil)
+	return redis.Nil
+}
+
+// idle waits for a push on one of the queues and fetches, until it gets a
+// task or DefaultBlock passes ("" then: asynq's loop runs once and calls
+// again). paused are queues that hold tasks but are paused: not waited on.
+func (p *Pickup) idle(ctx context.Context, lease string, paused []string) (string, error) {
+	if p.polling.Load() {
+		// Redis refused BLMOVE: poll, as asynq would.
+		p.pause(p.o.PollInterval)
+		return "", nil
+	}
+	deadline := time.Now().Add(p.o.Block)
+	for time.Now().Before(deadline) {
+		until := deadline
+		if len(paused) > 0 {
+			until = time.Now().Add(min(time.Until(deadline), pausedRecheck))
+		}
+		q, ok := p.wait(until, paused)
+		var order []string
+		switch {
+		case ok && p.cluster:
+			order = []string{q}
+		case ok:
+			order = p.order("")
+		case len(paused) > 0 && !p.closed.Load() && time.Now().Before(deadline):
+			// Look at the paused queues again: resuming one is no push.
+			order = paused
+		default:
+			return "", nil
+		}
+		msg, pz, err := p.fetch(ctx, order, lease)
+		if err != nil || msg != "" {
+			return msg, err
+		}
+		if ok || len(paused) > 0 {
+			paused = pz
+		}
+	}
+	return "", nil
+}
+
+// pause sleeps for d or until Close.
+func (p *Pickup) pause(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+	}
+}
+
+// wait arms the watchers of the queues not in paused and returns the
+// queue of the first push, or false at deadline, at Close, or when a wait
+// failed.
+func (p *Pickup) wait(deadline time.Time, paused []string) (string, bool) {
+	p.waits.Add(1)
+	for _, q := range p.queues {
+		if !slices.Contains(paused, q) {
+			p.watchers[q].start()
+		}
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return "", false
+		case <-t.C:
+			return "", false
+		case ev := <-p.events:
+			switch {
+			case ev.err != nil:
+				return "", false
+			case ev.woken:
+				p.wakes.Add(1)
+				return ev.queue, true
+			case !slices.Contains(paused, ev.queue):
+				p.watchers[ev.queue].start() // it timed out: wait again
+			}
+		}
+	}
+}
+
+// fetch runs forgeq's dequeue script over queues in order: the first task
+// message found, or "" and the queues that hold tasks but are paused.
+func (p *Pickup) fetch(ctx context.Context, order []string, lease string) (string, []string, error) {
+	p.fetches.Add(1)
+	keys := make([]string, 0, 4*len(order))
+	args := make([]any, 0, 1+len(order))
+	args = append(args, lease)
+	for _, q := range order {
+		keys = append(keys, pendingKey(q), "asynq:{"+q+"}:paused", "asynq:{"+q+"}:active", "asynq:{"+q+"}:lease")
+		args = append(args, "asynq:{"+q+"}:t:")
+	}
+	res, err := dequeueScript.Run(ctx, p.o.Conn, keys, args...).Result()
+	if err != nil {
+		return "", nil, err
+	}
+	switch v := res.(type) {
+	case string:
+		return v, nil, nil
+	case []any:
+		var paused []string
+		for _, x := range v {
+			if i, ok := x.(int64); ok && i >= 1 && int(i) <= len(order) {
+				paused = append(paused, order[i-1])
+			}
+		}
+		return "", paused, nil
+	}
+	return "", nil, nil
+}
+
+// order is the order asynq would try the queues in: by priority with
+// strict priority, else weighted-random; first, when set, goes first.
+func (p *Pickup) order(first string) []string {
+	if p.o.StrictPriority || len(p.queues) == 1 {
+		if first == "" || first == p.queues[0] {
+			return p.queues
+		}
+		rest := slices.DeleteFunc(slices.Clone(p.queues), func(q string) bool { return q == first })
+		return append([]string{first}, rest...)
+	}
+	// Weighted sampling without replacement: each queue draws
+	// u^(1/weight) and the largest draws go first.
+	type draw struct {
+		q string
+		k float64
+	}
+	ds := make([]draw, 0, len(p.queues))
+	for _, q := range p.queues {
+		if q == first {
+			continue
+		}
+		ds = append(ds, draw{q, math.Pow(rand.Float64(), 1/float64(max(p.weights[q], 1)))})
+	}
+	slices.SortFunc(ds, func(a, b draw) int {
+		switch {
+		case a.k > b.k:
+			return -1
+		case a.k < b.k:
+			return 1
+		}
+		return 0
+	})
+	out := make([]string, 0, len(p.queues))
+	if first != "" {
+		out = append(out, first)
+	}
+	for _, d := range ds {
+		out = append(out, d.q)
+	}
+	return out
+}
+
+func pendingKey(q string) string { return "asynq:{" + q + "}:pending" }
+
+// event is a watcher's report: a push (woken), a timeout (neither) or an
+// error.
+type event struct {
+	queue string
+	woken bool
+	err   error
+}
+
+// watcher waits, when started, for its queue's pending list to be
+// non-empty: BLMOVE from the list's head back to its head, which leaves
+// the list as it was.
+type watcher struct {
+	p     *Pickup
+	queue string
+	key   string
+	arm   chan struct{}
+	busy  atomic.Bool // a BLMOVE is in flight or about to be
+}
+
+// start makes the watcher wait once, unless it already is.
+func (w *watcher) start() {
+	if w.busy.CompareAndSwap(false, true) {
+		w.arm <- struct{}{}
+	}
+}
+
+func (w *watcher) run() {
+	defer w.p.wg.Done()
+	p := w.p
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-w.arm:
+		}
+		err := p.o.Conn.BLMove(context.Background(), w.key, w.key, "LEFT", "LEFT", p.o.Block).Err()
+		w.busy.Store(false)
+		if p.closed.Load() {
+			return
+		}
+		ev := event{queue: w.queue}
+		switch {
+		case err == nil:
+			ev.woken = true
+		case errors.Is(err, redis.Nil):
+		default:
+			ev.err = err
+			if isUnknownCommand(err) && !p.polling.Swap(true) {
+				p.log.Warn("Redis refused BLMOVE: the worker polls for tasks at WORKER_TASK_CHECK_INTERVAL (Redis 6.2 or later waits for them instead)",
+					zap.Error(err))
+			}
+		}
+		select {
+		case p.events <- ev:
+		default: // nobody is listening and the buffer is full: a stale hint
+		}
+		if ev.err != nil {
+			select {
+			case <-p.done:
+				return
+			case <-time.After(errorBackoff):
+			}
+		}
+	}
+}
+
+func isUnknownCommand(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "unknown command") || strings.Contains(s, "unknown or unsupported command")
+}
