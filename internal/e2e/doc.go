@@ -11,6 +11,12 @@
 // the stock enqueue CLI (which validates them against the task catalogue),
 // the program's own enqueue command and HTTP.
 //
+// BenchmarkIdleCost measures what idle worker processes cost in CPU, their
+// own and their Redis's; it takes minutes and runs only with
+// FORGEQ_BENCH_IDLE=1 (see its comment). For its baseline, TestMain runs
+// the test binary as a bare asynq server when FORGEQ_E2E_RAW_ASYNQ_ADDR is
+// set.
+//
 // It has no code besides its tests. The processes and private Redis servers
 // come from internal/proctest; the shared Cluster, TLS and ACL servers from
 // internal/redistest, which skips those tests when its variables are unset
