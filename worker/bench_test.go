@@ -49,14 +49,15 @@ const (
 	// throughputTasks are enqueued before each BenchmarkThroughput run.
 	throughputTasks = 20000
 	// throughputConcurrency is the asynq Concurrency of both servers in
-	// BenchmarkThroughput.
-	throughputConcurrency = 10
+	// BenchmarkThroughput, as in the peer benchmark
+	// (../shared/bench/peers).
+	throughputConcurrency = 50
 	// enqueuers enqueue the throughput tasks concurrently.
 	enqueuers = 32
 
 	// pickupRate and pickupFor set BenchmarkPickupLatency's steady load.
-	pickupRate = 1000 // tasks per second
-	pickupFor  = 5 * time.Second
+	pickupRate = 200 // tasks per second
+	pickupFor  = 10 * time.Second
 	// idleFor is how long the server sits idle while its CPU is measured.
 	idleFor = time.Second
 
@@ -64,96 +65,154 @@ const (
 	benchTimeout = 2 * time.Minute
 )
 
-// throughputPayload is the tiny payload of BenchmarkThroughput's tasks.
-type throughputPayload struct {
-	Seq int `json:"seq"`
-}
-
 // pickupPayload carries the time its task was enqueued.
 type pickupPayload struct {
 	EnqueuedNS int64 `json:"enqueued_ns"`
 }
 
 // BenchmarkThroughput measures how fast a server works through 20,000
-// pending tasks whose handler decodes a tiny JSON payload and returns: from
-// Start until the handler has run for every task and the queue shows none
-// pending or active (tasks/s), and the CPU time the process used meanwhile
-// per task (cpu-us/task; Redis's is not in it). Both servers have
-// Concurrency 10 and serve the one queue the tasks are in.
+// pending cache:invalidate tasks, each deleting one key: from Start until
+// the queue shows none pending or active (tasks/s), and the CPU time used
+// meanwhile per task, by this process (cpu-us/task) and by Redis
+// (redis-cpu-us/task). It also counts the commands Redis ran per task
+// (redis-calls/task, from INFO commandstats: what the clients sent, not
+// the commands inside scripts). Both servers have Concurrency 50.
 //
 //	impl=raw     asynq.NewServerFromRedisClient with asynq's defaults (and a
-//	             silent logger), an asynq.ServeMux and a plain json.Unmarshal
-//	impl=forgeq  the worker's construction: config.Load defaults, the cache
-//	             manager's client, serverConfig, newMux (tasks.NewMux: strict
-//	             decode and a JSON log line per task, to io.Discard here; the
-//	             metrics middleware) and inflight
+//	             silent logger) serving the one queue "default", and an
+//	             asynq.ServeMux whose handler decodes the payload and sends
+//	             one DEL on a go-redis client of its own
+//	impl=forgeq  the worker as users get it: config.Load defaults (queues
+//	             critical=6,default=3,low=1, WORKER_PICKUP=events) but
+//	             WORKER_CONCURRENCY, the cache manager's client under asynq
+//	             with serverConfig and newPickup, newMux (tasks.NewMux:
+//	             strict decode and a JSON log line per task, to io.Discard
+//	             here; the metrics middleware) over the built-in
+//	             cache:invalidate type, and inflight
 func BenchmarkThroughput(b *testing.B) {
 	for _, impl := range []string{"raw", "forgeq"} {
 		b.Run("impl="+impl, func(b *testing.B) {
 			url := flushedURL(b, benchDB)
 			rdb := redisClient(b, url)
-			var elapsed, cpu time.Duration
+			var elapsed, cpu, redis time.Duration
+			var calls int64
 			for range b.N {
 				b.StopTimer()
-				e, c := throughputOnce(b, impl, url, rdb)
-				elapsed += e
-				cpu += c
+				r := throughputOnce(b, impl, url, rdb)
+				elapsed += r.elapsed
+				cpu += r.cpu
+				redis += r.redisCPU
+				calls += r.calls
 			}
 			n := float64(b.N * throughputTasks)
 			b.ReportMetric(n/elapsed.Seconds(), "tasks/s")
 			b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-us/task")
+			b.ReportMetric(float64(redis.Microseconds())/n, "redis-cpu-us/task")
+			b.ReportMetric(float64(calls)/n, "redis-calls/task")
 		})
 	}
 }
 
+// throughputRun is one BenchmarkThroughput run's figures.
+type throughputRun struct {
+	elapsed, cpu, redisCPU time.Duration
+	calls                  int64
+}
+
 // throughputOnce enqueues throughputTasks tasks, starts a server of impl
 // with the timer running and returns how long the server took to process
-// them and the CPU time this process used meanwhile. The timer is stopped
-// on return.
-func throughputOnce(b *testing.B, impl, url string, rdb *redis.Client) (elapsed, cpu time.Duration) {
+// them and the CPU time this process and Redis used meanwhile. The timer
+// is stopped on return.
+func throughputOnce(b *testing.B, impl, url string, rdb *redis.Client) throughputRun {
 	ctx := context.Background()
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		b.Fatal(err)
 	}
 	enqueueAll(b, rdb, throughputTasks)
 
-	var processed atomic.Int64
-	done := make(chan struct{})
-	onTask := func(throughputPayload) {
-		if processed.Add(1) == throughputTasks {
-			close(done)
-		}
-	}
-	srv := newBenchServer(b, impl, url, map[string]string{
-		"WORKER_CONCURRENCY": fmt.Sprint(throughputConcurrency),
-		"WORKER_QUEUES":      benchQueue + "=1",
-	}, asynq.Config{
-		Concurrency: throughputConcurrency,
-		Queues:      map[string]int{benchQueue: 1},
-	}, onTask)
-	inspector := asynq.NewInspectorFromRedisClient(rdb)
+	srv := newThroughputServer(b, impl, url)
 	runtime.GC() // not the setup's garbage on the clock
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
 
-	cpu0 := processCPU(b)
+	cpu0, redis0, polls0 := processCPU(b), redisCPU(b, rdb), drainPolls.Load()
 	b.StartTimer()
 	start := time.Now()
 	srv.start(b)
-	select {
-	case <-done:
-	case <-time.After(benchTimeout):
-		b.Fatalf("%d of %d tasks processed within %v", processed.Load(), throughputTasks, benchTimeout)
-	}
-	waitDrained(b, inspector)
-	elapsed = time.Since(start)
+	waitDrained(b, rdb)
+	var r throughputRun
+	r.elapsed = time.Since(start)
 	b.StopTimer()
-	cpu = processCPU(b) - cpu0
-
+	r.cpu, r.redisCPU = processCPU(b)-cpu0, redisCPU(b, rdb)-redis0
 	srv.shutdown()
-	return elapsed, cpu
+	r.calls = commandCalls(b, rdb) - 2*(drainPolls.Load()-polls0)
+	return r
 }
 
-// enqueueAll enqueues n tasks of benchType into benchQueue from enqueuers
-// goroutines.
+// newThroughputServer builds BenchmarkThroughput's server of impl.
+func newThroughputServer(tb testing.TB, impl, url string) *benchServer {
+	tb.Helper()
+	if impl == "forgeq" {
+		return newForgeqServer(tb, url, map[string]string{"WORKER_CONCURRENCY": fmt.Sprint(throughputConcurrency)},
+			tasks.CacheInvalidate)
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(tasks.TypeInvalidate, func(ctx context.Context, t *asynq.Task) error {
+		var p tasks.Invalidate
+		if err := json.Unmarshal(t.Payload(), &p); err != nil {
+			return fmt.Errorf("decode %s: %v: %w", t.Type(), err, asynq.SkipRetry)
+		}
+		return rdb.Del(ctx, "cache:"+p.Keys[0]).Err()
+	})
+	return &benchServer{
+		srv: asynq.NewServerFromRedisClient(rdb, asynq.Config{
+			Concurrency: throughputConcurrency,
+			Queues:      map[string]int{benchQueue: 1},
+			Logger:      asynqLogger{zap.NewNop().Sugar()},
+		}),
+		handler: mux,
+		close:   func() { rdb.Close() },
+	}
+}
+
+// commandCalls returns how many commands clients sent Redis since the
+// last CONFIG RESETSTAT: INFO commandstats without the commands scripts
+// ran (they have no separate count there, so those of the scripts asynq
+// and forgeq run are estimated from the EVALSHA calls' own count: none).
+func commandCalls(tb testing.TB, rdb *redis.Client) int64 {
+	tb.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var total int64
+	for _, line := range strings.Split(info, "\r\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		switch strings.TrimPrefix(name, "cmdstat_") {
+		case "info", "config", "flushdb":
+			continue
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(rest, "calls="), ",")
+		n, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			tb.Fatalf("commandstats %s: %v", line, err)
+		}
+		total += n
+	}
+	return total
+}
+
+// enqueueAll enqueues n cache:invalidate tasks of one key into benchQueue
+// from enqueuers goroutines.
 func enqueueAll(tb testing.TB, rdb *redis.Client, n int) {
 	tb.Helper()
 	client := asynq.NewClientFromRedisClient(rdb)
@@ -166,11 +225,11 @@ func enqueueAll(tb testing.TB, rdb *redis.Client, n int) {
 				if i >= n {
 					return nil
 				}
-				payload, err := json.Marshal(throughputPayload{Seq: i})
+				t, err := tasks.CacheInvalidate.NewTask(tasks.Invalidate{Keys: []string{"bench:x"}}, asynq.Queue(benchQueue))
 				if err != nil {
 					return err
 				}
-				if _, err := client.EnqueueContext(ctx, asynq.NewTask(benchType, payload, asynq.Queue(benchQueue))); err != nil {
+				if _, err := client.EnqueueContext(ctx, t); err != nil {
 					return fmt.Errorf("enqueue task %d: %w", i, err)
 				}
 			}
@@ -181,43 +240,62 @@ func enqueueAll(tb testing.TB, rdb *redis.Client, n int) {
 	}
 }
 
+// drainPolls counts waitDrained's round trips (two commands each), which
+// BenchmarkThroughput takes out of its command count.
+var drainPolls atomic.Int64
+
 // waitDrained waits until benchQueue has no pending or active task: asynq
-// has marked every task done.
-func waitDrained(tb testing.TB, in *asynq.Inspector) {
+// has marked every task done. It polls the two lists every millisecond.
+func waitDrained(tb testing.TB, rdb *redis.Client) {
 	tb.Helper()
+	ctx := context.Background()
 	deadline := time.Now().Add(benchTimeout)
 	for {
-		q, err := in.GetQueueInfo(benchQueue)
+		var pending, active *redis.IntCmd
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			pending = p.LLen(ctx, "asynq:{"+benchQueue+"}:pending")
+			active = p.LLen(ctx, "asynq:{"+benchQueue+"}:active")
+			return nil
+		})
+		drainPolls.Add(1)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if q.Pending+q.Active == 0 {
+		if pending.Val()+active.Val() == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("queue %s still has %d pending and %d active tasks after %v", benchQueue, q.Pending, q.Active, benchTimeout)
+			tb.Fatalf("queue %s still has %d pending and %d active tasks after %v", benchQueue, pending.Val(), active.Val(), benchTimeout)
 		}
 		time.Sleep(time.Millisecond)
 	}
 }
 
-// BenchmarkPickupLatency enqueues tasks at a steady 1,000 per second for 5
+// BenchmarkPickupLatency enqueues tasks at a steady 200 per second for 10
 // seconds into an idle server and reports the latency from just before
 // each EnqueueContext call to its handler starting (p50-ms, p90-ms, p99-ms,
 // max-ms), and before that the process's CPU use during one idle second
 // with the server started (idle-cpu-%; the benchmark's own goroutines are
-// idle then too). sent-tasks/s is the rate the enqueue loop achieved.
+// idle then too) and Redis's (idle-redis-cpu-%). sent-tasks/s is the rate
+// the enqueue loop achieved.
 //
-//	server=forgeq    the worker's construction with every config default:
-//	                 TaskCheckInterval 10ms, queues critical=6,default=3,low=1,
-//	                 Concurrency one per CPU
-//	server=asynq-1s  asynq.NewServerFromRedisClient with asynq's defaults:
-//	                 TaskCheckInterval 1s, queue default, Concurrency one per CPU
+//	server=forgeq       the worker's construction with every config default:
+//	                    WORKER_PICKUP=events (waits in Redis for a push),
+//	                    queues critical=6,default=3,low=1, Concurrency one
+//	                    per CPU
+//	server=forgeq-poll  the same with WORKER_PICKUP=poll: asynq's polling
+//	                    every WORKER_TASK_CHECK_INTERVAL (10ms), as before
+//	server=asynq-1s     asynq.NewServerFromRedisClient with asynq's defaults:
+//	                    TaskCheckInterval 1s, queue default, Concurrency one
+//	                    per CPU
 //
 // The tasks go to the queue "default".
 func BenchmarkPickupLatency(b *testing.B) {
 	// Every default: nothing set in the environment or in asynq.Config.
 	b.Run("server=forgeq", func(b *testing.B) { benchmarkPickup(b, "forgeq", nil, asynq.Config{}) })
+	b.Run("server=forgeq-poll", func(b *testing.B) {
+		benchmarkPickup(b, "forgeq", map[string]string{"WORKER_PICKUP": "poll"}, asynq.Config{})
+	})
 	b.Run("server=asynq-1s", func(b *testing.B) { benchmarkPickup(b, "raw", nil, asynq.Config{}) })
 }
 
@@ -411,10 +489,11 @@ func redisCPU(tb testing.TB, rdb *redis.Client) time.Duration {
 
 // benchServer is an asynq server and its handler, ready to start.
 type benchServer struct {
-	srv      *asynq.Server
-	handler  asynq.Handler
-	close    func()
-	shutOnce sync.Once
+	srv            *asynq.Server
+	handler        asynq.Handler
+	beforeShutdown func() // may be nil
+	close          func()
+	shutOnce       sync.Once
 }
 
 // newBenchServer builds a server of impl on the Redis at url whose handler
@@ -454,50 +533,70 @@ func newBenchServer[P any](tb testing.TB, impl, url string, env map[string]strin
 		}
 
 	case "forgeq":
-		withURL := map[string]string{"REDIS_CONNECTION_URL": url}
-		for k, v := range env {
-			withURL[k] = v
-		}
-		cfg, err := config.Load(nil, func(k string) string { return withURL[k] })
-		if err != nil {
-			tb.Fatal(err)
-		}
-		logger, err := bootstrap.NewLogger(cfg.Log, io.Discard)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		m, err := cachemgr.New(bootstrap.ManagerOptions(cfg, url, logger))
-		if err != nil {
-			tb.Fatal(err)
-		}
 		def := tasks.Define(benchType, "benchmark task: decode the payload and return",
 			func(_ context.Context, _ tasks.Deps, p P) ([]byte, error) {
 				onTask(p)
 				return nil, nil
 			})
-		reg, err := tasks.NewRegistry(def)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		// As run: the metrics share the manager's client through an
-		// inspector, which only a scrape (none here) reads.
-		x, err := metrics.New(metrics.Options{
-			Manager:   m,
-			Inspector: asynq.NewInspectorFromRedisClient(m.Client()),
-			Logger:    logger.Named("metrics"),
-		})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return &benchServer{
-			srv:     asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger)),
-			handler: newInflight(newMux(reg, tasks.Deps{Cache: m, Logger: logger}, x, nil, nil)),
-			close:   func() { m.Close() },
-		}
+		return newForgeqServer(tb, url, env, def)
 
 	default:
 		tb.Fatalf("unknown impl %q", impl)
 		return nil
+	}
+}
+
+// newForgeqServer is what run builds, from config.Load's defaults
+// overridden by env: the cache manager, its client under asynq with
+// serverConfig and newPickup, and newMux (tasks.NewMux and the metrics
+// middleware) over a registry of types, wrapped by inflight. The logger
+// writes JSON to io.Discard. The web process and the scheduler are left
+// out.
+func newForgeqServer(tb testing.TB, url string, env map[string]string, types ...tasks.Declared) *benchServer {
+	tb.Helper()
+	withURL := map[string]string{"REDIS_CONNECTION_URL": url}
+	for k, v := range env {
+		withURL[k] = v
+	}
+	cfg, err := config.Load(nil, func(k string) string { return withURL[k] })
+	if err != nil {
+		tb.Fatal(err)
+	}
+	logger, err := bootstrap.NewLogger(cfg.Log, io.Discard)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, err := cachemgr.New(bootstrap.ManagerOptions(cfg, url, logger))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	reg, err := tasks.NewRegistry(types...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// As run: the metrics share the manager's client through an
+	// inspector, which only a scrape (none here) reads.
+	x, err := metrics.New(metrics.Options{
+		Manager:   m,
+		Inspector: asynq.NewInspectorFromRedisClient(m.Client()),
+		Logger:    logger.Named("metrics"),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pk, err := newPickup(cfg, url, m.Client(), logger)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &benchServer{
+		srv:     asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger)),
+		handler: newInflight(newMux(reg, tasks.Deps{Cache: m, Logger: logger}, x, nil, nil)),
+		beforeShutdown: func() {
+			if pk != nil {
+				pk.Close()
+			}
+		},
+		close: func() { m.Close() },
 	}
 }
 
@@ -514,6 +613,9 @@ func (s *benchServer) start(tb testing.TB) {
 // first do nothing.
 func (s *benchServer) shutdown() {
 	s.shutOnce.Do(func() {
+		if s.beforeShutdown != nil {
+			s.beforeShutdown()
+		}
 		s.srv.Shutdown()
 		s.close()
 	})

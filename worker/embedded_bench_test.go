@@ -9,12 +9,10 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -128,23 +126,10 @@ func embeddedBenchOnce(b *testing.B, url string, n int) {
 		b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, route+"-ms")
 	}
 
-	var processed atomic.Int64
-	done := make(chan struct{})
-	srv := newBenchServer(b, "raw", url, nil, asynq.Config{
-		Concurrency: throughputConcurrency,
-		Queues:      map[string]int{benchQueue: 1},
-	}, func(throughputPayload) {
-		if processed.Add(1) == int64(n) {
-			close(done)
-		}
-	})
+	srv := newThroughputServer(b, "raw", url)
 	start = time.Now()
 	srv.start(b)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Minute):
-		b.Fatalf("%d of %d tasks processed within 10m", processed.Load(), n)
-	}
+	waitDrained(b, rdb)
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "drain-tasks/s")
 	srv.shutdown()
 }

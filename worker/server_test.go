@@ -19,6 +19,7 @@ import (
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/internal/metrics"
+	"github.com/forgeq/forgeq/internal/pickup"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -28,12 +29,16 @@ func TestServerConfig(t *testing.T) {
 	var cfg config.Config
 	cfg.Worker = config.Worker{
 		Concurrency: 7, Queues: map[string]int{"a": 2, "b": 1}, StrictPriority: true,
-		ShutdownTimeout: 3 * time.Second, TaskCheckInterval: 15 * time.Millisecond,
+		ShutdownTimeout: 3 * time.Second, TaskCheckInterval: 15 * time.Millisecond, Pickup: config.PickupPoll,
 	}
 	cfg.Log.Level = "warn"
+	if got := serverConfig(cfg, zap.NewNop()); got.TaskCheckInterval != 15*time.Millisecond {
+		t.Errorf("WORKER_PICKUP=poll: TaskCheckInterval = %v, want the configured 15ms", got.TaskCheckInterval)
+	}
+	cfg.Worker.Pickup = config.PickupEvents
 	got := serverConfig(cfg, zap.NewNop())
 	if got.Concurrency != 7 || !got.StrictPriority || got.ShutdownTimeout != 3*time.Second ||
-		got.TaskCheckInterval != 15*time.Millisecond || got.LogLevel != asynq.WarnLevel || got.ErrorHandler != nil {
+		got.TaskCheckInterval != pickup.TaskCheckInterval || got.LogLevel != asynq.WarnLevel || got.ErrorHandler != nil {
 		t.Errorf("serverConfig = %+v", got)
 	}
 	if d := cmp.Diff(cfg.Worker.Queues, got.Queues); d != "" {
