@@ -162,11 +162,22 @@ func (m *Manager) GetAsync(ctx context.Context, key string) *Future[string] {
 		m.stats.read(OpGet, err)
 		return failedFuture[string](err)
 	}
+	if m.near != nil {
+		if v, ok := m.near.get(key); ok {
+			m.stats.read(OpGet, nil)
+			f := newFuture[string]()
+			f.resolve(v, nil)
+			return f
+		}
+	}
 	if err := m.accept(ctx); err != nil {
 		m.stats.read(OpGet, err)
 		return failedFuture[string](err)
 	}
 	r := &getReq{start: time.Now(), Future: Future[string]{done: make(chan struct{})}, ctx: ctx, key: key, full: m.prefix + key}
+	if m.near != nil {
+		r.fill = m.near.prepare(ctx, m, key)
+	}
 	m.enqueue(r)
 	return &r.Future
 }
@@ -177,6 +188,8 @@ type getReq struct {
 	ctx       context.Context
 	key, full string
 	cmd       *redis.StringCmd
+	fill      nearFill           // fill.tr != nil: fill the near cache
+	pttl      *redis.DurationCmd // with fill
 }
 
 func (r *getReq) queue(m *Manager, p redis.Pipeliner) bool {
@@ -186,11 +199,17 @@ func (r *getReq) queue(m *Manager, p redis.Pipeliner) bool {
 		return false
 	}
 	r.cmd = p.Get(r.ctx, r.full)
+	if r.fill.tr != nil {
+		r.pttl = p.PTTL(r.ctx, r.full)
+	}
 	return true
 }
 
 func (r *getReq) finish(m *Manager) {
 	v, err := r.cmd.Result()
+	if err == nil && r.pttl != nil && r.pttl.Err() == nil {
+		m.near.fill(r.fill, r.key, v, r.pttl.Val())
+	}
 	err = m.wrap("get", r.key, err)
 	m.stats.read(OpGet, err)
 	m.stats.took(OpGet, r.start)
@@ -235,6 +254,7 @@ func (r *setReq) queue(m *Manager, p redis.Pipeliner) bool {
 }
 
 func (r *setReq) finish(m *Manager) {
+	m.nearWrote(r.key)
 	err := m.wrap("set", r.key, r.cmd.Err())
 	m.stats.record(OpSet, err)
 	m.stats.took(OpSet, r.start)
@@ -310,6 +330,7 @@ func (r *delReq) finish(m *Manager) {
 			err = c.Err()
 		}
 	}
+	m.nearWroteFull(r.keys)
 	err = m.wrap("delete", r.first(m), err)
 	m.stats.record(OpDelete, err)
 	m.stats.took(OpDelete, r.start)

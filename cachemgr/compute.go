@@ -230,7 +230,9 @@ func (m *Manager) computeHolding(ctx context.Context, key, full, lock, token str
 		return "", false, fmt.Errorf("cachemgr: compute %q: %w", key, err)
 	}
 	sctx := m.roundTrip(ctx)
-	if err := m.rdb.Set(sctx, full, v, exp).Err(); err != nil {
+	err = m.rdb.Set(sctx, full, v, exp).Err()
+	m.nearWrote(key)
+	if err != nil {
 		return "", false, m.wrap("set", key, err)
 	}
 	return v, false, nil

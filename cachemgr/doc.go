@@ -31,6 +31,22 @@
 // processes (a short Redis lock that the holder renews; the others wait for
 // the value, and take over if the holder dies).
 //
+// # Near cache
+//
+// Options.NearCache (off by default) adds a bounded in-process tier for hot
+// keys in front of Redis: [Manager.Get], [Manager.GetAsync] and [GetJSON]
+// answer a key held there without a round trip. Redis keeps it fresh: one
+// dedicated connection per node (per master on a cluster), named
+// "forgeq-near:<KeyPrefix>", runs CLIENT TRACKING in BCAST mode on the key
+// prefix, so a write by any process invalidates the key here, typically
+// within a millisecond. This process's own Set, Delete and DeletePattern
+// invalidate at once. Entries are served only while that connection
+// answers its heartbeat: a silent or lost connection stops the tier within
+// 250ms and flushes it. Servers without client tracking (miniredis,
+// Redis < 6, most proxies) turn the tier off with an error log line, and
+// reads go to Redis. [Manager.Stats] counts hits and misses per tier
+// (Stats.Tiers, Stats.Near). docs/near-cache.md has the design.
+//
 // # JSON, rate limits and sessions
 //
 // [GetJSON], [SetJSON] and [GetOrComputeJSON] store Go values as JSON, so
@@ -43,7 +59,8 @@
 //
 // [Manager.Stats] returns calls, hits, misses and errors per operation, the
 // async calls in flight and how many pipelines they were coalesced into,
-// for the metrics endpoint.
+// and hits and misses per tier (near cache, Redis), for the metrics
+// endpoint.
 //
 // # URLs
 //

@@ -62,3 +62,39 @@ func ExampleManager_GetOrCompute() {
 	// 42 false
 	// 42 true
 }
+
+// A near cache keeps hot keys in process memory; Redis invalidates them
+// when anyone writes (client tracking), so a read never lags a write by
+// more than a few milliseconds. miniredis has no client tracking: there
+// the near cache turns itself off (one log line) and every read goes to
+// Redis, so this example runs anywhere and still reads fresh values.
+func ExampleNearCacheOptions() {
+	mr, _ := miniredis.Run()
+	defer mr.Close()
+	m, err := cachemgr.New(cachemgr.Options{
+		URL:       "redis://" + mr.Addr(),
+		NearCache: cachemgr.NearCacheOptions{MaxEntries: 10_000, MaxBytes: 32 << 20},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+
+	_ = m.Set(ctx, "user:1", "Ada", 0)
+	v, _ := m.Get(ctx, "user:1") // on a real Redis, repeated reads come from memory
+	fmt.Println(v)
+
+	mr.Set(m.Key("user:1"), "Grace") // another process writes
+	v, _ = m.Get(ctx, "user:1")
+	fmt.Println(v)
+
+	st := m.Stats()
+	fmt.Println("near cache on:", st.Near.Enabled)
+	fmt.Println("hits:", st.Tiers[cachemgr.TierNear].Hits+st.Tiers[cachemgr.TierRedis].Hits)
+	// Output:
+	// Ada
+	// Grace
+	// near cache on: true
+	// hits: 2
+}

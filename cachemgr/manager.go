@@ -47,6 +47,8 @@ type Manager struct {
 	deadlines deadlines // of sync round trips, opTimeout away
 	flights   singleflight.Group
 	flightCtx flightTable
+
+	near *nearCache // nil when Options.NearCache is off
 }
 
 // New builds a Manager and its client from o.URL. It does not dial: the
@@ -64,6 +66,10 @@ func New(o Options) (*Manager, error) {
 		return nil, fmt.Errorf("%w: TLSConfig is set but URL %q does not use TLS (rediss://)", ErrInvalidArgument, redisurl.Redact(o.URL))
 	}
 	rdb := p.NewClient(redisurl.Settings{PoolSize: o.PoolSize, SocketTimeout: o.SocketTimeout, TLSConfig: o.TLSConfig})
+	if err := nearSupported(rdb, o); err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
 	m := newManager(rdb, o)
 	m.ownClient = true
 	return m, nil
@@ -77,6 +83,9 @@ func NewFromClient(rdb redis.UniversalClient, o Options) (*Manager, error) {
 		return nil, fmt.Errorf("%w: nil client", ErrInvalidArgument)
 	}
 	if err := o.init(); err != nil {
+		return nil, err
+	}
+	if err := nearSupported(rdb, o); err != nil {
 		return nil, err
 	}
 	return newManager(rdb, o), nil
@@ -95,8 +104,25 @@ func newManager(rdb redis.UniversalClient, o Options) *Manager {
 	m.limiter = redis_rate.NewLimiter(rdb)
 	m.opTimeout = socketTimeout(rdb)
 	m.deadlines.d = m.opTimeout
+	if o.NearCache.MaxEntries > 0 {
+		m.near = newNearCache(o.NearCache, o.KeyPrefix)
+		m.near.trackers.log = o.Logger
+	}
 	m.startFlushers()
 	return m
+}
+
+// nearSupported refuses a near cache on a client it cannot track: only a
+// single-node (or Sentinel) client and a cluster client can.
+func nearSupported(rdb redis.UniversalClient, o Options) error {
+	if o.NearCache.MaxEntries == 0 {
+		return nil
+	}
+	switch rdb.(type) {
+	case *redis.Client, *redis.ClusterClient:
+		return nil
+	}
+	return fmt.Errorf("%w: NearCache needs a *redis.Client or *redis.ClusterClient, not %T", ErrInvalidArgument, rdb)
 }
 
 // socketTimeout is the longer of rdb's read and write timeouts, or 0 when
@@ -143,7 +169,8 @@ func (m *Manager) Key(key string) string { return m.prefix + key }
 func (m *Manager) DefaultTTL() time.Duration { return m.opts.DefaultTTL }
 
 // Get returns the value stored under key. It returns ErrMiss when the key
-// does not exist and ErrClosed after Close.
+// does not exist and ErrClosed after Close. With Options.NearCache on, a
+// hot key is answered from the near cache without a round trip.
 func (m *Manager) Get(ctx context.Context, key string) (string, error) {
 	start := time.Now()
 	defer m.stats.took(OpGet, start)
@@ -151,8 +178,22 @@ func (m *Manager) Get(ctx context.Context, key string) (string, error) {
 		m.stats.read(OpGet, err)
 		return "", err
 	}
+	if m.near != nil {
+		if v, ok := m.near.getAt(key, start); ok {
+			m.stats.read(OpGet, nil)
+			return v, nil
+		}
+	}
 	ctx = m.roundTripAt(ctx, start)
-	v, err := m.rdb.Get(ctx, m.prefix+key).Result()
+	var (
+		v   string
+		err error
+	)
+	if m.near != nil {
+		v, err = m.nearLoad(ctx, key)
+	} else {
+		v, err = m.rdb.Get(ctx, m.prefix+key).Result()
+	}
 	err = m.wrap("get", key, err)
 	m.stats.read(OpGet, err)
 	return v, err
@@ -169,6 +210,7 @@ func (m *Manager) Set(ctx context.Context, key string, value any, ttl time.Durat
 	if err == nil {
 		ctx := m.roundTripAt(ctx, start)
 		err = m.wrap("set", key, m.rdb.Set(ctx, m.prefix+key, v, exp).Err())
+		m.nearWrote(key)
 	}
 	m.stats.record(OpSet, err)
 	return err
@@ -180,6 +222,7 @@ func (m *Manager) Set(ctx context.Context, key string, value any, ttl time.Durat
 func (m *Manager) Delete(ctx context.Context, keys ...string) (int64, error) {
 	defer m.stats.took(OpDelete, time.Now())
 	n, err := m.delete(ctx, keys)
+	m.nearWrote(keys...)
 	m.stats.record(OpDelete, err)
 	return n, err
 }
@@ -253,6 +296,9 @@ func (m *Manager) Close() error {
 	m.wg.Wait()
 	close(m.reqs)
 	m.flushers.Wait()
+	if m.near != nil {
+		m.near.trackers.close()
+	}
 	if m.ownClient {
 		if err := m.rdb.Close(); err != nil {
 			return fmt.Errorf("cachemgr: close: %w", err)

@@ -65,6 +65,12 @@ type Options struct {
 	// dies. Default 10s.
 	LockTTL time.Duration
 
+	// NearCache turns on and bounds the near cache, an in-process tier for
+	// hot keys that Redis keeps fresh through client tracking. Off by
+	// default (NearCache.MaxEntries == 0); see NearCacheOptions and the
+	// package doc.
+	NearCache NearCacheOptions
+
 	// Logger receives failures nobody may be waiting for (write-behind
 	// sets, lock renewals). Default: no logging.
 	Logger *zap.Logger
@@ -109,6 +115,9 @@ func (o *Options) init() error {
 		o.LockTTL = DefaultLockTTL
 	case o.LockTTL < 10*time.Millisecond:
 		return fmt.Errorf("%w: LockTTL %v is below 10ms", ErrInvalidArgument, o.LockTTL)
+	}
+	if err := o.NearCache.init(); err != nil {
+		return err
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()

@@ -24,7 +24,8 @@ const scanCount = 500
 // An empty pattern wraps ErrInvalidArgument.
 //
 // Keys written while the scan runs may or may not be deleted, as SCAN
-// guarantees only keys present for the whole walk.
+// guarantees only keys present for the whole walk. With Options.NearCache
+// on, the whole near cache is flushed when the walk ends.
 func (m *Manager) DeletePattern(ctx context.Context, pattern string) (int64, error) {
 	if err := m.closedErr(); err != nil {
 		m.stats.record(OpDeletePattern, err)
@@ -37,6 +38,11 @@ func (m *Manager) DeletePattern(ctx context.Context, pattern string) (int64, err
 func (m *Manager) runDeletePattern(ctx context.Context, pattern string) (int64, error) {
 	defer m.stats.took(OpDeletePattern, time.Now())
 	n, err := m.deletePattern(ctx, pattern)
+	if m.near != nil && pattern != "" {
+		// Redis invalidates each deleted key too, but this process must
+		// not wait for that to see its own delete.
+		m.near.flush()
+	}
 	m.stats.record(OpDeletePattern, err)
 	return n, err
 }

@@ -77,6 +77,42 @@ type Stats struct {
 	Computations  uint64 // compute functions run by GetOrCompute in this process
 	Batches       uint64 // pipelines sent by the async side
 	BatchedCalls  uint64 // async calls sent in those pipelines
+	// Tiers counts the reads of Get, GetAsync and GetJSON by the tier that
+	// answered them: TierNear (zero while the near cache is off) and
+	// TierRedis. A read the near cache misses counts as a near miss and
+	// then as a Redis hit or miss. Ops[OpGet] counts each read once.
+	Tiers map[Tier]TierStats
+	// Near describes the near cache (zero when it is off).
+	Near NearStats
+}
+
+// Tier names a cache tier in Stats.Tiers and in metrics.
+type Tier int
+
+// The cache tiers.
+const (
+	TierRedis Tier = iota // Redis itself
+	TierNear              // the near cache, in process memory
+	numTiers
+)
+
+var tierNames = [numTiers]string{"redis", "near"}
+
+// String returns the name used in metrics and logs: "redis" or "near".
+func (t Tier) String() string {
+	if t < 0 || t >= numTiers {
+		return "unknown"
+	}
+	return tierNames[t]
+}
+
+// Tiers lists every Tier, in order.
+func Tiers() []Tier { return []Tier{TierRedis, TierNear} }
+
+// TierStats counts the reads one tier answered with a value (Hits) or
+// without one (Misses).
+type TierStats struct {
+	Hits, Misses uint64
 }
 
 type opCounters struct {
@@ -151,6 +187,14 @@ func (m *Manager) Stats() Stats {
 			os.Latency.Buckets[j] = cum
 		}
 		s.Ops[Op(i)] = os
+	}
+	if m.near != nil {
+		s.Near = m.near.stats()
+	}
+	get := s.Ops[OpGet]
+	s.Tiers = map[Tier]TierStats{
+		TierNear:  {Hits: s.Near.Hits, Misses: s.Near.Misses},
+		TierRedis: {Hits: get.Hits - min(get.Hits, s.Near.Hits), Misses: get.Misses},
 	}
 	return s
 }

@@ -29,7 +29,12 @@ func ManagerOptions(c config.Config, url string, log *zap.Logger) cachemgr.Optio
 		KeyPrefix:        c.Redis.KeyPrefix,
 		AsyncMaxInFlight: c.Cache.AsyncMaxInFlight,
 		LockTTL:          c.Cache.LockTTL,
-		Logger:           log,
+		NearCache: cachemgr.NearCacheOptions{
+			MaxEntries: c.Cache.NearSize,
+			MaxBytes:   int64(c.Cache.NearMaxBytes),
+			TTL:        c.Cache.NearTTL,
+		},
+		Logger: log,
 	}
 }
 

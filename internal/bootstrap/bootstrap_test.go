@@ -19,7 +19,8 @@ import (
 
 func TestManagerOptions(t *testing.T) {
 	c, err := config.Load(nil, func(k string) string {
-		return map[string]string{"REDIS_POOL_SIZE": "7", "REDIS_DEFAULT_TTL": "none", "REDIS_KEY_PREFIX": "app:"}[k]
+		return map[string]string{"REDIS_POOL_SIZE": "7", "REDIS_DEFAULT_TTL": "none", "REDIS_KEY_PREFIX": "app:",
+			"CACHE_NEAR_SIZE": "500", "CACHE_NEAR_MAX_BYTES": "4096", "CACHE_NEAR_TTL": "5s"}[k]
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -27,6 +28,9 @@ func TestManagerOptions(t *testing.T) {
 	o := ManagerOptions(c, "redis://h:1", nil)
 	if o.URL != "redis://h:1" || o.PoolSize != 7 || o.DefaultTTL != cachemgr.NoExpiry || o.KeyPrefix != "app:" || o.SocketTimeout != 10*time.Second {
 		t.Errorf("options = %+v", o)
+	}
+	if want := (cachemgr.NearCacheOptions{MaxEntries: 500, MaxBytes: 4096, TTL: 5 * time.Second}); o.NearCache != want {
+		t.Errorf("NearCache = %+v, want %+v", o.NearCache, want)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/internal/metrics"
+	"github.com/forgeq/forgeq/internal/redistest"
 )
 
 func TestCacheCounters(t *testing.T) {
@@ -219,5 +220,86 @@ func TestCacheLatencyHistogram(t *testing.T) {
 		got[`forgeq_cache_operation_duration_seconds_count{op="get_or_compute"}`] != 1 ||
 		got[`forgeq_cache_operation_duration_seconds_sum{op="get_or_compute"}`] < 0.03 {
 		t.Errorf("histogram samples: %v", got)
+	}
+}
+
+// TestCacheTiers: the tier series exist with the near cache off (the near
+// tier at zero) and its near_* series do not.
+func TestCacheTiers(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t, metrics.Options{})
+	if err := b.m.Set(ctx, "k", "v", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.m.Get(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.m.Get(ctx, "absent"); !errors.Is(err, cachemgr.ErrMiss) {
+		t.Fatal(err)
+	}
+	got := samples(t, b.x.Registry(), "forgeq_cache_tier_hits_total", "forgeq_cache_tier_misses_total",
+		"forgeq_cache_near_entries", "forgeq_cache_near_live")
+	want := map[string]float64{
+		`forgeq_cache_tier_hits_total{tier="redis"}`:   1,
+		`forgeq_cache_tier_hits_total{tier="near"}`:    0,
+		`forgeq_cache_tier_misses_total{tier="redis"}`: 1,
+		`forgeq_cache_tier_misses_total{tier="near"}`:  0,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("tier series (-want +got):\n%s", diff)
+	}
+}
+
+// TestCacheNearTiers counts reads per tier with the near cache on, against
+// a real Redis (REDIS_TEST_URL, DB 12: client tracking needs a real one).
+func TestCacheNearTiers(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	m, err := cachemgr.New(cachemgr.Options{URL: redistest.URL(t, 12), KeyPrefix: redistest.Prefix(t),
+		NearCache: cachemgr.NearCacheOptions{MaxEntries: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		m.DeletePattern(context.Background(), "*")
+		m.Close()
+	})
+	x, err := metrics.New(metrics.Options{Manager: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Set(ctx, "k", "v", 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for m.Stats().Near.Hits == 0 { // until tracking is live and k is held
+		if time.Now().After(deadline) {
+			t.Fatal("no near cache hit within 15s")
+		}
+		if _, err := m.Get(ctx, "k"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s := m.Stats()
+	got := samples(t, x.Registry(), "forgeq_cache_tier_hits_total", "forgeq_cache_tier_misses_total",
+		"forgeq_cache_near_entries", "forgeq_cache_near_live", "forgeq_cache_hits_total")
+	want := map[string]float64{
+		`forgeq_cache_tier_hits_total{tier="near"}`:    float64(s.Near.Hits),
+		`forgeq_cache_tier_misses_total{tier="near"}`:  float64(s.Near.Misses),
+		`forgeq_cache_tier_hits_total{tier="redis"}`:   float64(s.Near.Misses),
+		`forgeq_cache_tier_misses_total{tier="redis"}`: 0,
+		`forgeq_cache_near_entries`:                    1,
+		`forgeq_cache_near_live`:                       1,
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok && k != `forgeq_cache_hits_total{op="get"}` {
+			delete(got, k)
+		}
+	}
+	want[`forgeq_cache_hits_total{op="get"}`] = float64(s.Ops[cachemgr.OpGet].Hits) // both tiers, as before
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("near series (-want +got):\n%s", diff)
 	}
 }

@@ -77,6 +77,14 @@
 //	forgeq_cache_computations_total                      counter
 //	forgeq_cache_pipelines_total                         counter
 //	forgeq_cache_pipelined_calls_total                   counter
+//	forgeq_cache_tier_hits_total{tier}                   counter  tier: near, redis
+//	forgeq_cache_tier_misses_total{tier}                 counter
+//	forgeq_cache_near_entries                            gauge    near cache on only
+//	forgeq_cache_near_bytes                              gauge    near cache on only
+//	forgeq_cache_near_evictions_total                    counter  near cache on only
+//	forgeq_cache_near_invalidations_total                counter  near cache on only
+//	forgeq_cache_near_flushes_total                      counter  near cache on only
+//	forgeq_cache_near_live                               gauge    near cache on only
 //	forgeq_tasks_processed_total{task_type,queue}        counter
 //	forgeq_tasks_failed_total{task_type,queue,outcome}   counter
 //	forgeq_task_duration_seconds{task_type,queue}        histogram

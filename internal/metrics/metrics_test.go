@@ -198,6 +198,7 @@ func TestLint(t *testing.T) {
 		"forgeq_cache_errors_total", "forgeq_cache_operation_duration_seconds_bucket",
 		"forgeq_cache_async_in_flight", "forgeq_cache_computations_total",
 		"forgeq_cache_pipelines_total", "forgeq_cache_pipelined_calls_total",
+		"forgeq_cache_tier_hits_total", "forgeq_cache_tier_misses_total",
 		"forgeq_tasks_processed_total", "forgeq_tasks_failed_total",
 		"forgeq_task_duration_seconds_bucket", "forgeq_tasks_in_progress",
 		"forgeq_queue_tasks", "forgeq_queue_latency_seconds", "forgeq_queue_paused",
