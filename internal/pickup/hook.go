@@ -59,7 +59,7 @@ func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // dequeueCall is one call of asynq's dequeue script.
 type dequeueCall struct {
 	queue string
-	lease string // ARGV[1], the lease's expiry in unix seconds
+	lease any // ARGV[1], the lease's expiry in unix seconds, as asynq passed it
 }
 
 // parseDequeue recognises asynq's dequeue script by its keys: pending,
@@ -70,28 +70,32 @@ func parseDequeue(args []any) (dequeueCall, bool) {
 	if len(args) != 9 || argString(args[2]) != "4" {
 		return dequeueCall{}, false
 	}
-	q, ok := queueOf(argString(args[3]), ":pending")
+	q, ok := queueOf(argString(args[3]), "pending")
 	if !ok {
 		return dequeueCall{}, false
 	}
-	for i, suffix := range []string{":paused", ":active", ":lease"} {
-		if argString(args[4+i]) != "asynq:{"+q+"}"+suffix {
+	for i, suffix := range [...]string{"paused", "active", "lease"} {
+		if r, ok := queueOf(argString(args[4+i]), suffix); !ok || r != q {
 			return dequeueCall{}, false
 		}
 	}
-	if argString(args[8]) != "asynq:{"+q+"}:t:" {
+	if r, ok := queueOf(argString(args[8]), "t:"); !ok || r != q {
 		return dequeueCall{}, false
 	}
-	return dequeueCall{queue: q, lease: argString(args[7])}, true
+	return dequeueCall{queue: q, lease: args[7]}, true
 }
 
-// queueOf returns q of "asynq:{q}" + suffix.
+// queueOf returns q of "asynq:{q}:" + suffix.
 func queueOf(key, suffix string) (string, bool) {
 	rest, ok := strings.CutPrefix(key, "asynq:{")
 	if !ok {
 		return "", false
 	}
-	q, ok := strings.CutSuffix(rest, "}"+suffix)
+	rest, ok = strings.CutSuffix(rest, suffix)
+	if !ok {
+		return "", false
+	}
+	q, ok := strings.CutSuffix(rest, "}:")
 	return q, ok && q != ""
 }
 

@@ -10,7 +10,6 @@ import (
 	"context"
 	_ "embed"
 	"errors"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -89,6 +88,8 @@ type Pickup struct {
 	cluster bool
 	queues  []string // by priority, highest first, then by name
 	weights map[string]int
+	keys    map[string]*queueKeys
+	total   int // sum of the weights
 
 	watchers map[string]*watcher
 	events   chan event
@@ -129,8 +130,11 @@ func New(o Options) *Pickup {
 		seenEmpty: make(map[string]bool),
 	}
 	_, p.cluster = o.Conn.(*redis.ClusterClient)
-	for q := range o.Queues {
+	p.keys = make(map[string]*queueKeys, len(o.Queues))
+	for q, w := range o.Queues {
 		p.queues = append(p.queues, q)
+		p.keys[q] = newQueueKeys(q)
+		p.total += max(w, 1)
 	}
 	slices.SortFunc(p.queues, func(a, b string) int {
 		if wa, wb := o.Queues[a], o.Queues[b]; wa != wb {
@@ -271,7 +275,7 @@ func empty(cmd *redis.Cmd) error {
 // idle waits for a push on one of the queues and fetches, until it gets a
 // task or DefaultBlock passes ("" then: asynq's loop runs once and calls
 // again). paused are queues that hold tasks but are paused: not waited on.
-func (p *Pickup) idle(ctx context.Context, lease string, paused []string) (string, error) {
+func (p *Pickup) idle(ctx context.Context, lease any, paused []string) (string, error) {
 	if p.polling.Load() {
 		// Redis refused BLMOVE: poll, as asynq would.
 		p.pause(p.o.PollInterval)
@@ -354,14 +358,15 @@ func (p *Pickup) wait(deadline time.Time, paused []string) (string, bool) {
 
 // fetch runs forgeq's dequeue script over queues in order: the first task
 // message found, or "" and the queues that hold tasks but are paused.
-func (p *Pickup) fetch(ctx context.Context, order []string, lease string) (string, []string, error) {
+func (p *Pickup) fetch(ctx context.Context, order []string, lease any) (string, []string, error) {
 	p.fetches.Add(1)
 	keys := make([]string, 0, 4*len(order))
-	args := make([]any, 0, 1+len(order))
-	args = append(args, lease)
+	args := make([]any, 1, 1+len(order))
+	args[0] = lease
 	for _, q := range order {
-		keys = append(keys, pendingKey(q), "asynq:{"+q+"}:paused", "asynq:{"+q+"}:active", "asynq:{"+q+"}:lease")
-		args = append(args, "asynq:{"+q+"}:t:")
+		k := p.keys[q]
+		keys = append(keys, k.pending, k.paused, k.active, k.lease)
+		args = append(args, k.taskPrefix)
 	}
 	res, err := dequeueScript.Run(ctx, p.o.Conn, keys, args...).Result()
 	if err != nil {
@@ -383,7 +388,9 @@ func (p *Pickup) fetch(ctx context.Context, order []string, lease string) (strin
 }
 
 // order is the order asynq would try the queues in: by priority with
-// strict priority, else weighted-random; first, when set, goes first.
+// strict priority, else weighted-random (each next queue drawn with a
+// probability proportional to its weight among those left); first, when
+// set, goes first.
 func (p *Pickup) order(first string) []string {
 	if p.o.StrictPriority || len(p.queues) == 1 {
 		if first == "" || first == p.queues[0] {
@@ -392,36 +399,39 @@ func (p *Pickup) order(first string) []string {
 		rest := slices.DeleteFunc(slices.Clone(p.queues), func(q string) bool { return q == first })
 		return append([]string{first}, rest...)
 	}
-	// Weighted sampling without replacement: each queue draws
-	// u^(1/weight) and the largest draws go first.
-	type draw struct {
-		q string
-		k float64
-	}
-	ds := make([]draw, 0, len(p.queues))
-	for _, q := range p.queues {
-		if q == first {
-			continue
-		}
-		ds = append(ds, draw{q, math.Pow(rand.Float64(), 1/float64(max(p.weights[q], 1)))})
-	}
-	slices.SortFunc(ds, func(a, b draw) int {
-		switch {
-		case a.k > b.k:
-			return -1
-		case a.k < b.k:
-			return 1
-		}
-		return 0
-	})
 	out := make([]string, 0, len(p.queues))
+	left := p.total
 	if first != "" {
 		out = append(out, first)
+		left -= max(p.weights[first], 1)
 	}
-	for _, d := range ds {
-		out = append(out, d.q)
+	for len(out) < len(p.queues) {
+		r := rand.IntN(left)
+		for _, q := range p.queues {
+			if slices.Contains(out, q) {
+				continue
+			}
+			w := max(p.weights[q], 1)
+			if r < w {
+				out = append(out, q)
+				left -= w
+				break
+			}
+			r -= w
+		}
 	}
 	return out
+}
+
+// queueKeys are asynq's keys of one queue that the dequeue script uses.
+type queueKeys struct {
+	pending, paused, active, lease, taskPrefix string
+}
+
+func newQueueKeys(q string) *queueKeys {
+	base := "asynq:{" + q + "}:"
+	return &queueKeys{pending: base + "pending", paused: base + "paused", active: base + "active",
+		lease: base + "lease", taskPrefix: base + "t:"}
 }
 
 func pendingKey(q string) string { return "asynq:{" + q + "}:pending" }
