@@ -31,6 +31,7 @@ func newPickup(cfg config.Config, url string, rdb redis.UniversalClient, log *za
 	p := pickup.New(pickup.Options{
 		Queues:         cfg.Worker.Queues,
 		StrictPriority: cfg.Worker.StrictPriority,
+		Concurrency:    cfg.Worker.Concurrency,
 		Conn:           conn,
 		PollInterval:   cfg.Worker.TaskCheckInterval,
 		Logger:         log.Named("pickup"),

@@ -13,6 +13,7 @@ import (
 // checked by TestTaskMessageFields against messages asynq.Client writes.
 const (
 	fieldID        protowire.Number = 3
+	fieldQueue     protowire.Number = 4
 	fieldRetention protowire.Number = 12
 )
 
@@ -121,8 +122,8 @@ func taskID(key string) (string, bool) {
 }
 
 // forgetTasks drops the tasks whose keys a script names (asynq's done,
-// complete, retry, archive and requeue scripts) from noResult: a result
-// write after those is not the running attempt's.
+// complete, retry, archive and requeue scripts) from noResult and
+// inflight: they have finished, or left this worker.
 func (p *Pickup) forgetTasks(args []any) {
 	if len(args) < 3 {
 		return
@@ -134,50 +135,72 @@ func (p *Pickup) forgetTasks(args []any) {
 	for _, a := range args[3:min(3+n, len(args))] {
 		if id, ok := taskID(argString(a)); ok {
 			p.noResult.Delete(id)
+			p.mu.Lock()
+			delete(p.inflight, id)
+			p.mu.Unlock()
 		}
 	}
 }
 
-// note records a task message returned to asynq: when it has no
-// retention, asynq deletes its hash at completion and a result write is
-// answered locally.
+// note records a task message handed to asynq: it is in flight until a
+// script names it again, and when it has no retention asynq deletes its
+// hash at completion, so a result write is answered locally.
 func (p *Pickup) note(msg string) {
-	id, retention, ok := decodeMessage([]byte(msg))
-	if ok && id != "" && retention == 0 {
-		p.noResult.Store(id, struct{}{})
+	m, ok := decodeMessage([]byte(msg))
+	if !ok || m.id == "" {
+		return
+	}
+	p.mu.Lock()
+	p.inflight[m.id] = struct{}{}
+	p.mu.Unlock()
+	if m.retention == 0 {
+		p.noResult.Store(m.id, struct{}{})
 	}
 }
 
-// decodeMessage reads the id and retention of an asynq task message.
-func decodeMessage(b []byte) (id string, retention int64, ok bool) {
+// message is what the hook reads of an asynq task message.
+type message struct {
+	id, queue string
+	retention int64
+}
+
+// decodeMessage reads the id, queue and retention of an asynq task
+// message.
+func decodeMessage(b []byte) (message, bool) {
+	var m message
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return "", 0, false
+			return m, false
 		}
 		b = b[n:]
 		switch {
-		case num == fieldID && typ == protowire.BytesType:
-			v, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return "", 0, false
+		case (num == fieldID || num == fieldQueue) && typ == protowire.BytesType:
+			v, k := protowire.ConsumeBytes(b)
+			if k < 0 {
+				return m, false
 			}
-			id, n = string(v), m
+			if num == fieldID {
+				m.id = string(v)
+			} else {
+				m.queue = string(v)
+			}
+			n = k
 		case num == fieldRetention && typ == protowire.VarintType:
-			v, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return "", 0, false
+			v, k := protowire.ConsumeVarint(b)
+			if k < 0 {
+				return m, false
 			}
-			retention, n = int64(v), m
+			m.retention, n = int64(v), k
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
-				return "", 0, false
+				return m, false
 			}
 		}
 		b = b[n:]
 	}
-	return id, retention, true
+	return m, true
 }
 
 // argString is a command argument as Redis receives it.

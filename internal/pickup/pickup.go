@@ -10,7 +10,9 @@ import (
 	"context"
 	_ "embed"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -24,6 +26,9 @@ import (
 // DefaultBlock is how long one wait blocks in Redis, and the longest the
 // hook holds asynq's fetch before letting its loop run once.
 const DefaultBlock = 5 * time.Second
+
+// requeueTimeout bounds each requeue at Close.
+const requeueTimeout = 5 * time.Second
 
 // DefaultPollInterval is Options.PollInterval's default.
 const DefaultPollInterval = 10 * time.Millisecond
@@ -41,10 +46,19 @@ const pausedRecheck = time.Second
 // Redis that is down is not asked again in a tight loop.
 const errorBackoff = time.Second
 
-//go:embed dequeue.lua
-var dequeueSrc string
+// maxBatch is the most tasks one fetch takes: fewer when fewer of the
+// server's Concurrency slots are free, so that every task taken is handed
+// to asynq at once.
+const maxBatch = 16
 
-var dequeueScript = redis.NewScript(dequeueSrc)
+var (
+	//go:embed dequeue.lua
+	dequeueSrc    string
+	dequeueScript = redis.NewScript(dequeueSrc)
+	//go:embed requeue.lua
+	requeueSrc    string
+	requeueScript = redis.NewScript(requeueSrc)
+)
 
 // Options configure a Pickup.
 type Options struct {
@@ -53,6 +67,11 @@ type Options struct {
 	Queues map[string]int
 	// StrictPriority is asynq.Config.StrictPriority.
 	StrictPriority bool
+	// Concurrency is the server's asynq.Config.Concurrency (0: one per
+	// CPU, as asynq does). A fetch takes up to as many tasks as there are
+	// free slots, at most 16, and hands the others to asynq's next calls
+	// without a round trip.
+	Concurrency int
 	// Conn is a client of the same Redis for the waits (one blocking
 	// connection per queue) and forgeq's dequeue script; give it a pool of
 	// at least len(Queues)+1 connections. The Pickup owns it: Close closes
@@ -74,6 +93,8 @@ type Options struct {
 // Stats count what a Pickup did.
 type Stats struct {
 	Fetches      int64 // dequeue scripts run by the hook
+	Prefetched   int64 // tasks handed to asynq without a round trip
+	Requeued     int64 // prefetched tasks put back at Close
 	Waits        int64 // times the hook waited for a push
 	Wakes        int64 // waits ended by a push
 	SkippedWrite int64 // result writes answered locally (no retention)
@@ -98,13 +119,19 @@ type Pickup struct {
 	polling  atomic.Bool // Redis refused BLMOVE: asynq's own polling
 	wg       sync.WaitGroup
 
-	mu        sync.Mutex
-	skip      map[string]bool // answered empty locally for the rest of this fetch
-	seenEmpty map[string]bool // cluster: queues asynq found empty in this fetch
+	// fetchMu is held by the fetch asynq is in (one at a time: asynq's
+	// processor fetches from one goroutine) and by Close.
+	fetchMu   sync.Mutex
+	buffered  []string        // taken for asynq's next calls (fetchMu)
+	skip      map[string]bool // answered empty locally for the rest of this fetch (fetchMu)
+	seenEmpty map[string]bool // cluster: queues asynq found empty in this fetch (fetchMu)
+
+	mu       sync.Mutex
+	inflight map[string]struct{} // ids handed to asynq and not finished (mu)
 
 	noResult sync.Map // task id -> struct{}: running tasks without retention
 
-	fetches, waits, wakes, skipped atomic.Int64
+	fetches, waits, wakes, skipped, prefetched, requeued atomic.Int64
 }
 
 // New returns a Pickup for an asynq server with o's queues. It starts one
@@ -128,6 +155,10 @@ func New(o Options) *Pickup {
 		done:      make(chan struct{}),
 		skip:      make(map[string]bool),
 		seenEmpty: make(map[string]bool),
+		inflight:  make(map[string]struct{}),
+	}
+	if p.o.Concurrency <= 0 {
+		p.o.Concurrency = runtime.NumCPU()
 	}
 	_, p.cluster = o.Conn.(*redis.ClusterClient)
 	p.keys = make(map[string]*queueKeys, len(o.Queues))
@@ -151,22 +182,55 @@ func New(o Options) *Pickup {
 	return p
 }
 
-// Close stops the waits (a fetch blocked in one returns "empty" at once)
-// and closes Options.Conn. The hook passes asynq's calls through from
-// then on. Close is safe to call more than once.
+// Close stops the waits (a fetch blocked in one returns "empty" at once),
+// puts the tasks it took for asynq but had not handed over back at the
+// head of their queues, and closes Options.Conn. The hook passes asynq's
+// calls through from then on. Close is safe to call more than once.
 func (p *Pickup) Close() error {
 	if p.closed.Swap(true) {
 		return nil
 	}
 	close(p.done)
-	err := p.o.Conn.Close() // ends the BLMOVEs in flight
+	p.fetchMu.Lock()
+	err := p.requeue(p.buffered)
+	p.buffered = nil
+	p.fetchMu.Unlock()
+	if cerr := p.o.Conn.Close(); err == nil { // ends the BLMOVEs in flight
+		err = cerr
+	}
 	p.wg.Wait()
 	return err
 }
 
+// requeue puts msgs, taken by the dequeue script, back at the head of
+// their queues, one script per task (a cluster keeps queues in different
+// slots).
+func (p *Pickup) requeue(msgs []string) error {
+	var errs []error
+	// Newest first: each goes to the head, so the oldest ends up next.
+	for _, msg := range slices.Backward(msgs) {
+		m, ok := decodeMessage([]byte(msg))
+		if !ok || m.id == "" || p.keys[m.queue] == nil {
+			errs = append(errs, fmt.Errorf("pickup: requeue: undecodable task message"))
+			continue
+		}
+		k := p.keys[m.queue]
+		ctx, cancel := context.WithTimeout(context.Background(), requeueTimeout)
+		err := requeueScript.Run(ctx, p.o.Conn, []string{k.active, k.lease, k.pending, k.taskPrefix + m.id}, m.id).Err()
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pickup: requeue task %s of queue %s: %w", m.id, m.queue, err))
+			continue
+		}
+		p.requeued.Add(1)
+	}
+	return errors.Join(errs...)
+}
+
 // Stats returns the counts so far.
 func (p *Pickup) Stats() Stats {
-	return Stats{Fetches: p.fetches.Load(), Waits: p.waits.Load(), Wakes: p.wakes.Load(), SkippedWrite: p.skipped.Load()}
+	return Stats{Fetches: p.fetches.Load(), Prefetched: p.prefetched.Load(), Requeued: p.requeued.Load(),
+		Waits: p.waits.Load(), Wakes: p.wakes.Load(), SkippedWrite: p.skipped.Load()}
 }
 
 // Polling reports whether Redis refused the waits, so that the server is
@@ -175,17 +239,23 @@ func (p *Pickup) Polling() bool { return p.polling.Load() }
 
 // onDequeue handles asynq's dequeue script call for queue q.
 func (p *Pickup) onDequeue(ctx context.Context, cmd *redis.Cmd, c dequeueCall, next redis.ProcessHook) error {
+	p.fetchMu.Lock()
+	defer p.fetchMu.Unlock()
 	if p.closed.Load() {
 		return p.passThrough(ctx, cmd, next)
 	}
-	p.mu.Lock()
+	if len(p.buffered) > 0 {
+		msg := p.buffered[0]
+		p.buffered = p.buffered[1:]
+		clear(p.skip)
+		p.prefetched.Add(1)
+		return p.found(cmd, msg)
+	}
 	if p.skip[c.queue] {
 		delete(p.skip, c.queue)
-		p.mu.Unlock()
 		return empty(cmd)
 	}
 	clear(p.skip)
-	p.mu.Unlock()
 
 	if p.cluster {
 		return p.onClusterDequeue(ctx, cmd, c, next)
@@ -206,13 +276,11 @@ func (p *Pickup) onDequeue(ctx context.Context, cmd *redis.Cmd, c dequeueCall, n
 	}
 	// Every queue was looked at: asynq's calls for the others in this
 	// fetch need no round trip.
-	p.mu.Lock()
 	for _, q := range p.queues {
 		if q != c.queue {
 			p.skip[q] = true
 		}
 	}
-	p.mu.Unlock()
 	return empty(cmd)
 }
 
@@ -221,18 +289,14 @@ func (p *Pickup) onDequeue(ctx context.Context, cmd *redis.Cmd, c dequeueCall, n
 func (p *Pickup) onClusterDequeue(ctx context.Context, cmd *redis.Cmd, c dequeueCall, next redis.ProcessHook) error {
 	err := p.passThrough(ctx, cmd, next)
 	if !errors.Is(err, redis.Nil) {
-		p.mu.Lock()
 		clear(p.seenEmpty)
-		p.mu.Unlock()
 		return err
 	}
-	p.mu.Lock()
 	p.seenEmpty[c.queue] = true
 	all := len(p.seenEmpty) >= len(p.queues)
 	if all {
 		clear(p.seenEmpty)
 	}
-	p.mu.Unlock()
 	if !all {
 		return err
 	}
@@ -356,35 +420,59 @@ func (p *Pickup) wait(deadline time.Time, paused []string) (string, bool) {
 	}
 }
 
-// fetch runs forgeq's dequeue script over queues in order: the first task
-// message found, or "" and the queues that hold tasks but are paused.
+// fetch runs forgeq's dequeue script over queues in order, taking up to
+// one task per free concurrency slot: the first task message taken (the
+// others wait in buffered for asynq's next calls), or "" and the queues
+// that hold tasks but are paused. The caller holds fetchMu.
 func (p *Pickup) fetch(ctx context.Context, order []string, lease any) (string, []string, error) {
 	p.fetches.Add(1)
 	keys := make([]string, 0, 4*len(order))
-	args := make([]any, 1, 1+len(order))
-	args[0] = lease
+	args := make([]any, 2, 2+len(order))
+	args[0], args[1] = lease, p.batch()
 	for _, q := range order {
 		k := p.keys[q]
 		keys = append(keys, k.pending, k.paused, k.active, k.lease)
 		args = append(args, k.taskPrefix)
 	}
-	res, err := dequeueScript.Run(ctx, p.o.Conn, keys, args...).Result()
+	res, err := dequeueScript.Run(ctx, p.o.Conn, keys, args...).Slice()
 	if err != nil {
 		return "", nil, err
 	}
-	switch v := res.(type) {
-	case string:
-		return v, nil, nil
-	case []any:
-		var paused []string
-		for _, x := range v {
+	if len(res) != 2 {
+		return "", nil, fmt.Errorf("pickup: dequeue script answered %d values, want 2", len(res))
+	}
+	var paused []string
+	if pz, ok := res[1].([]any); ok {
+		for _, x := range pz {
 			if i, ok := x.(int64); ok && i >= 1 && int(i) <= len(order) {
 				paused = append(paused, order[i-1])
 			}
 		}
-		return "", paused, nil
 	}
-	return "", nil, nil
+	msgs, _ := res[0].([]any)
+	var first string
+	for _, m := range msgs {
+		s, ok := m.(string)
+		if !ok {
+			continue
+		}
+		if first == "" {
+			first = s
+			continue
+		}
+		p.buffered = append(p.buffered, s)
+	}
+	return first, paused, nil
+}
+
+// batch is how many tasks the next fetch may take: one per free slot of
+// the server's Concurrency, at least one (asynq asks only with a slot
+// free), at most maxBatch.
+func (p *Pickup) batch() int {
+	p.mu.Lock()
+	busy := len(p.inflight)
+	p.mu.Unlock()
+	return max(1, min(maxBatch, p.o.Concurrency-busy))
 }
 
 // order is the order asynq would try the queues in: by priority with

@@ -26,6 +26,9 @@ const liveness = 20 * time.Second
 
 var defaultQueues = map[string]int{"critical": 6, "default": 3, "low": 1}
 
+// concurrency is the test servers' asynq Concurrency.
+const concurrency = 5
+
 // target is a Redis to run the tests on: client builds a new client of it.
 type target struct {
 	name    string
@@ -100,12 +103,12 @@ func start(t *testing.T, tg target, queues map[string]int, block time.Duration, 
 	s := &server{rdb: tg.client(20), counted: &counter{n: map[string]int{}}, waits: &counter{n: map[string]int{}}}
 	conn := tg.client(len(queues) + 1)
 	conn.AddHook(s.waits)
-	s.pk = pickup.New(pickup.Options{Queues: queues, Conn: conn, Block: block})
+	s.pk = pickup.New(pickup.Options{Queues: queues, Conn: conn, Block: block, Concurrency: concurrency})
 	s.rdb.AddHook(s.pk.Hook())
 	s.rdb.AddHook(s.counted) // after the pickup's: sees what it lets through
 	s.srv = asynq.NewServerFromRedisClient(s.rdb, asynq.Config{
 		Queues:                   queues,
-		Concurrency:              5,
+		Concurrency:              concurrency,
 		TaskCheckInterval:        pickup.TaskCheckInterval,
 		DelayedTaskCheckInterval: time.Second,
 		RetryDelayFunc:           func(int, error, *asynq.Task) time.Duration { return time.Second },
@@ -407,4 +410,59 @@ func TestCluster(t *testing.T) {
 			_ = insp.DeleteQueue(q, true)
 		}
 	})
+}
+
+// TestPrefetchedTasksRequeuedAtClose checks that tasks a fetch took ahead
+// for free slots are all handled, and that those still waiting for asynq
+// when the pickup closes go back to their queue: nothing is lost or left
+// active.
+func TestPrefetchedTasksRequeuedAtClose(t *testing.T) {
+	tg := targets(t)[1]
+	flush(t, tg)
+	c := tg.client(2)
+	defer c.Close()
+	cl := asynq.NewClientFromRedisClient(c)
+	const n = 40
+	for i := range n {
+		if _, err := cl.Enqueue(asynq.NewTask("t", []byte(fmt.Sprint("task ", i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	started := 0
+	s := start(t, tg, map[string]int{"default": 1}, time.Minute, asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		mu.Lock()
+		started++
+		mu.Unlock()
+		<-release
+		return nil
+	}))
+	deadline := time.Now().Add(liveness)
+	for {
+		mu.Lock()
+		k := started
+		mu.Unlock()
+		if k == concurrency {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handlers started, want %d", k, concurrency)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := s.pk.Stats(); st.Prefetched == 0 {
+		t.Errorf("Stats = %+v: no task handed over without a round trip", st)
+	}
+	close(release)
+	s.stop(t)
+	insp := asynq.NewInspectorFromRedisClient(c)
+	q, err := insp.GetQueueInfo("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Active != 0 || q.Pending+q.Processed != n {
+		t.Errorf("queue after shutdown: %d pending, %d active, %d processed; want %d pending or processed, none active",
+			q.Pending, q.Active, q.Processed, n)
+	}
 }

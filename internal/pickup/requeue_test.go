@@ -1,0 +1,105 @@
+package pickup
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/forgeq/forgeq/internal/redistest"
+)
+
+// TestCloseRequeuesPrefetched checks that tasks a fetch took ahead and
+// never handed to asynq go back to the head of their queue at Close, in
+// state pending, with no lease left behind.
+func TestCloseRequeuesPrefetched(t *testing.T) {
+	url := redistest.URL(t, 14)
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	cl := asynq.NewClientFromRedisClient(c)
+	var ids []string
+	for range 3 {
+		info, err := cl.Enqueue(asynq.NewTask("t", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, info.ID)
+	}
+	p := New(Options{Queues: map[string]int{"default": 1}, Conn: redis.NewClient(o), Concurrency: 10})
+	p.fetchMu.Lock()
+	first, _, err := p.fetch(ctx, []string{"default"}, time.Now().Add(30*time.Second).Unix())
+	p.fetchMu.Unlock()
+	if err != nil || first == "" || len(p.buffered) != 2 {
+		t.Fatalf("fetch = %q, %v with %d buffered; want a task and 2 buffered", first, err, len(p.buffered))
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Stats().Requeued; got != 2 {
+		t.Errorf("Requeued = %d, want 2", got)
+	}
+	insp := asynq.NewInspectorFromRedisClient(c)
+	for _, id := range ids[1:] {
+		info, err := insp.GetTaskInfo("default", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State != asynq.TaskStatePending {
+			t.Errorf("task %s is %v after Close, want pending", id, info.State)
+		}
+		if _, err := c.ZScore(ctx, "asynq:{default}:lease", id).Result(); err != redis.Nil {
+			t.Errorf("task %s still has a lease (%v)", id, err)
+		}
+	}
+	// The oldest went first and would be running: it stays active.
+	if info, err := insp.GetTaskInfo("default", ids[0]); err != nil || info.State != asynq.TaskStateActive {
+		t.Errorf("first task: %v, %v; want active", info, err)
+	}
+	// The requeued ones are next in line, oldest first.
+	next, err := c.LRange(ctx, "asynq:{default}:pending", -2, -1).Result()
+	if err != nil || len(next) != 2 || next[1] != ids[1] {
+		t.Errorf("pending = %v, %v; want %s at the head", next, err, ids[1])
+	}
+}
+
+// TestTaskMessageFields checks the field numbers decodeMessage reads
+// against messages asynq.Client writes: an asynq upgrade that moves them
+// fails here.
+func TestTaskMessageFields(t *testing.T) {
+	url := redistest.URL(t, 14)
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	defer c.Close()
+	ctx := context.Background()
+	cl := asynq.NewClientFromRedisClient(c)
+	for _, tc := range []struct {
+		queue     string
+		retention time.Duration
+	}{{"default", 0}, {"reports", 90 * time.Second}} {
+		info, err := cl.Enqueue(asynq.NewTask("t", []byte("x")), asynq.Queue(tc.queue), asynq.Retention(tc.retention))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := c.HGet(ctx, "asynq:{"+tc.queue+"}:t:"+info.ID, "msg").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, ok := decodeMessage([]byte(raw))
+		if !ok || m.id != info.ID || m.queue != tc.queue || m.retention != int64(tc.retention/time.Second) {
+			t.Errorf("decodeMessage = %+v, %v; want id %s, queue %s, retention %d", m, ok, info.ID, tc.queue, int64(tc.retention/time.Second))
+		}
+	}
+}
