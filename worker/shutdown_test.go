@@ -225,8 +225,16 @@ func TestBinarySIGHUP(t *testing.T) {
 		t.Fatalf("worker did not start:\n%s", p.Logs())
 	}
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	if servers, err := insp.Servers(); err != nil || len(servers) != 1 {
-		t.Fatalf("servers before SIGHUP: %v, %v; want 1", servers, err)
+	// asynq's heartbeater writes the server's entry on a goroutine of its
+	// own, which may run after "worker started".
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		servers, err := insp.Servers()
+		if err == nil && len(servers) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("servers before SIGHUP: %v, %v; want 1", servers, err)
+		}
 	}
 	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
