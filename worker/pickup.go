@@ -14,7 +14,8 @@ import (
 // newPickup returns the event-driven pickup of the asynq server on rdb
 // (docs/pickup.md), its hook added to rdb, or nil with WORKER_PICKUP=poll.
 // Its waits use a client of their own on url: one connection per queue,
-// plus one for the dequeue script.
+// one for the dequeue script and one for the pipelines of the scripts
+// that finish tasks.
 func newPickup(cfg config.Config, url string, rdb redis.UniversalClient, log *zap.Logger) (*pickup.Pickup, error) {
 	if cfg.Worker.Pickup == config.PickupPoll {
 		return nil, nil
@@ -24,7 +25,7 @@ func newPickup(cfg config.Config, url string, rdb redis.UniversalClient, log *za
 		return nil, fmt.Errorf("redis: %w", err)
 	}
 	conn := parsed.NewClient(redisurl.Settings{
-		PoolSize:      len(cfg.Worker.Queues) + 1,
+		PoolSize:      len(cfg.Worker.Queues) + 2,
 		SocketTimeout: cfg.Redis.SocketTimeout,
 		TLSConfig:     cfg.Redis.TLSConfig(),
 	})

@@ -41,7 +41,13 @@ func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 					return p.onDequeue(ctx, rc, c, next)
 				}
 			}
-			p.forgetTasks(args)
+			keys := scriptKeys(args)
+			p.forgetTasks(keys)
+			if !p.closed.Load() && finishesTask(keys) {
+				if sent, err := p.batcher.do(cmd); sent {
+					return err
+				}
+			}
 		case "hset":
 			if id, ok := resultWrite(cmd.Args()); ok {
 				if _, skip := p.noResult.LoadAndDelete(id); skip {
@@ -121,18 +127,23 @@ func taskID(key string) (string, bool) {
 	return key[i+4:], true
 }
 
+// scriptKeys returns the keys of an EVAL or EVALSHA command's args.
+func scriptKeys(args []any) []any {
+	if len(args) < 3 {
+		return nil
+	}
+	n, err := strconv.Atoi(argString(args[2]))
+	if err != nil || n < 0 {
+		return nil
+	}
+	return args[3:min(3+n, len(args))]
+}
+
 // forgetTasks drops the tasks whose keys a script names (asynq's done,
 // complete, retry, archive and requeue scripts) from noResult and
 // inflight: they have finished, or left this worker.
-func (p *Pickup) forgetTasks(args []any) {
-	if len(args) < 3 {
-		return
-	}
-	n, err := strconv.Atoi(argString(args[2]))
-	if err != nil {
-		return
-	}
-	for _, a := range args[3:min(3+n, len(args))] {
+func (p *Pickup) forgetTasks(keys []any) {
+	for _, a := range keys {
 		if id, ok := taskID(argString(a)); ok {
 			p.noResult.Delete(id)
 			p.mu.Lock()

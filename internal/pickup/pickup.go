@@ -73,8 +73,9 @@ type Options struct {
 	// without a round trip.
 	Concurrency int
 	// Conn is a client of the same Redis for the waits (one blocking
-	// connection per queue) and forgeq's dequeue script; give it a pool of
-	// at least len(Queues)+1 connections. The Pickup owns it: Close closes
+	// connection per queue), forgeq's dequeue script and the pipelines of
+	// the scripts that finish tasks; give it a pool of at least
+	// len(Queues)+2 connections. The Pickup owns it: Close closes
 	// it.
 	Conn redis.UniversalClient
 	// Block is how long one wait blocks. Default DefaultBlock.
@@ -95,6 +96,8 @@ type Stats struct {
 	Fetches      int64 // dequeue scripts run by the hook
 	Prefetched   int64 // tasks handed to asynq without a round trip
 	Requeued     int64 // prefetched tasks put back at Close
+	Finished     int64 // scripts finishing a task sent in shared pipelines
+	Pipelines    int64 // the pipelines that carried them
 	Waits        int64 // times the hook waited for a push
 	Wakes        int64 // waits ended by a push
 	SkippedWrite int64 // result writes answered locally (no retention)
@@ -112,6 +115,7 @@ type Pickup struct {
 	keys    map[string]*queueKeys
 	total   int // sum of the weights
 
+	batcher  *batcher
 	watchers map[string]*watcher
 	events   chan event
 	done     chan struct{}
@@ -160,6 +164,7 @@ func New(o Options) *Pickup {
 	if p.o.Concurrency <= 0 {
 		p.o.Concurrency = runtime.NumCPU()
 	}
+	p.batcher = newBatcher(o.Conn)
 	_, p.cluster = o.Conn.(*redis.ClusterClient)
 	p.keys = make(map[string]*queueKeys, len(o.Queues))
 	for q, w := range o.Queues {
@@ -195,6 +200,7 @@ func (p *Pickup) Close() error {
 	err := p.requeue(p.buffered)
 	p.buffered = nil
 	p.fetchMu.Unlock()
+	p.batcher.stop()
 	if cerr := p.o.Conn.Close(); err == nil { // ends the BLMOVEs in flight
 		err = cerr
 	}
@@ -229,7 +235,9 @@ func (p *Pickup) requeue(msgs []string) error {
 
 // Stats returns the counts so far.
 func (p *Pickup) Stats() Stats {
+	pipes, calls := p.batcher.stats()
 	return Stats{Fetches: p.fetches.Load(), Prefetched: p.prefetched.Load(), Requeued: p.requeued.Load(),
+		Finished: calls, Pipelines: pipes,
 		Waits: p.waits.Load(), Wakes: p.wakes.Load(), SkippedWrite: p.skipped.Load()}
 }
 

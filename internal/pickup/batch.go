@@ -1,0 +1,145 @@
+package pickup
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// batcher sends the scripts that finish tasks (asynq's done, complete,
+// retry and archive), which the server's handler goroutines run one each,
+// together: calls made while a pipeline is on the wire leave in the next
+// one, and a lone call leaves at once. Each script is still atomic and
+// answers its own caller; only the round trips are shared.
+type batcher struct {
+	conn redis.UniversalClient
+
+	mu      sync.Mutex
+	queue   []*batched
+	stopped bool
+
+	kick chan struct{} // buffered 1: the queue has calls
+	quit chan struct{}
+	wg   sync.WaitGroup
+
+	pipelines, calls int64 // under mu
+}
+
+// batched is one caller's command and the channel closed once it has its
+// answer.
+type batched struct {
+	cmd  redis.Cmder
+	done chan struct{}
+}
+
+func newBatcher(conn redis.UniversalClient) *batcher {
+	b := &batcher{conn: conn, kick: make(chan struct{}, 1), quit: make(chan struct{})}
+	b.wg.Add(1)
+	go b.run()
+	return b
+}
+
+// do sends cmd in the next pipeline and waits for its answer, cmd's
+// error. It reports sent false when the batcher has stopped: the caller
+// sends cmd itself.
+func (b *batcher) do(cmd redis.Cmder) (sent bool, err error) {
+	c := &batched{cmd: cmd, done: make(chan struct{})}
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return false, nil
+	}
+	b.queue = append(b.queue, c)
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+	// The pipeline fills cmd in; the caller may read it only after. The
+	// wait is bounded by the connection's socket timeouts.
+	<-c.done
+	return true, cmd.Err()
+}
+
+func (b *batcher) run() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.kick:
+			b.flush()
+		case <-b.quit:
+			b.flush() // what was queued before stop
+			return
+		}
+	}
+}
+
+// flush sends every queued call in one pipeline, until none is left.
+func (b *batcher) flush() {
+	for {
+		b.mu.Lock()
+		batch := b.queue
+		b.queue = nil
+		if len(batch) > 0 {
+			b.pipelines++
+			b.calls += int64(len(batch))
+		}
+		b.mu.Unlock()
+		if len(batch) == 0 {
+			return
+		}
+		pipe := b.conn.Pipeline()
+		ctx := context.Background()
+		for _, c := range batch {
+			_ = pipe.Process(ctx, c.cmd)
+		}
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+		for _, c := range batch {
+			close(c.done)
+		}
+	}
+}
+
+// stop sends what is queued and makes later calls go their own way.
+func (b *batcher) stop() {
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return
+	}
+	b.stopped = true
+	b.mu.Unlock()
+	close(b.quit)
+	b.wg.Wait()
+}
+
+// stats returns the pipelines sent and the calls they carried.
+func (b *batcher) stats() (pipelines, calls int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pipelines, b.calls
+}
+
+// finishesTask reports whether a script's keys are those of asynq's
+// scripts that finish a running task: its queue's active list and lease
+// set, and its task key.
+func finishesTask(keys []any) bool {
+	var active, lease, task bool
+	for _, k := range keys {
+		s := argString(k)
+		if !strings.HasPrefix(s, "asynq:{") {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(s, "}:active"):
+			active = true
+		case strings.HasSuffix(s, "}:lease"):
+			lease = true
+		case strings.Contains(s, "}:t:"):
+			task = true
+		}
+	}
+	return active && lease && task
+}
