@@ -118,8 +118,16 @@ func nearSupported(rdb redis.UniversalClient, o Options) error {
 	if o.NearCache.MaxEntries == 0 {
 		return nil
 	}
-	switch rdb.(type) {
-	case *redis.Client, *redis.ClusterClient:
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return nil
+	case *redis.ClusterClient:
+		// The trackers watch the masters: a read served by a replica that
+		// has not applied a write yet would be filled after the write's
+		// invalidation, and stay stale.
+		if co := c.Options(); co.ReadOnly || co.RouteByLatency || co.RouteRandomly {
+			return fmt.Errorf("%w: NearCache needs reads from the masters; the cluster client reads from replicas (read_only, route_by_latency or route_randomly)", ErrInvalidArgument)
+		}
 		return nil
 	}
 	return fmt.Errorf("%w: NearCache needs a *redis.Client or *redis.ClusterClient, not %T", ErrInvalidArgument, rdb)

@@ -544,6 +544,17 @@ func TestNearOptionsRejected(t *testing.T) {
 			t.Errorf("NewFromClient(ring) = %v, want ErrInvalidArgument", err)
 		}
 	})
+	t.Run("cluster reading from replicas", func(t *testing.T) {
+		for _, o := range []redis.ClusterOptions{{ReadOnly: true}, {RouteByLatency: true}, {RouteRandomly: true}} {
+			o.Addrs = []string{mr.Addr()}
+			c := redis.NewClusterClient(&o)
+			_, err := cachemgr.NewFromClient(c, cachemgr.Options{NearCache: cachemgr.NearCacheOptions{MaxEntries: 10}})
+			c.Close()
+			if !errors.Is(err, cachemgr.ErrInvalidArgument) {
+				t.Errorf("NewFromClient(cluster %+v) = %v, want ErrInvalidArgument", o, err)
+			}
+		}
+	})
 }
 
 func TestRealNearACL(t *testing.T) {

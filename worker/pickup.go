@@ -28,6 +28,9 @@ func newPickup(cfg config.Config, url string, rdb redis.UniversalClient, log *za
 		PoolSize:      len(cfg.Worker.Queues) + 2,
 		SocketTimeout: cfg.Redis.SocketTimeout,
 		TLSConfig:     cfg.Redis.TLSConfig(),
+		// The dequeue script moves tasks: sent again after a timeout it
+		// would take more, which nobody would hand to asynq.
+		MaxRetries: -1,
 	})
 	p := pickup.New(pickup.Options{
 		Queues:         cfg.Worker.Queues,

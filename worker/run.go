@@ -259,7 +259,11 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		logger.Info("worker shutting down: no new tasks; running tasks may finish",
 			zap.Duration("shutdown_timeout", cfg.Worker.ShutdownTimeout))
 		if pk != nil {
-			pk.Close()
+			if err := pk.Close(); err != nil {
+				// Those tasks come back through asynq's recovery once
+				// their lease runs out, counting a retry.
+				logger.Warn("tasks fetched ahead could not be put back on their queue", zap.Error(err))
+			}
 		}
 		srv.Shutdown()
 		if n := handlers.wait(handlerGrace); n > 0 {

@@ -27,10 +27,10 @@ type batcher struct {
 	pipelines, calls int64 // under mu
 }
 
-// batched is one caller's command and the channel closed once it has its
-// answer.
+// batched is one caller's commands and the channel closed once they have
+// their answers.
 type batched struct {
-	cmd  redis.Cmder
+	cmds []redis.Cmder
 	done chan struct{}
 }
 
@@ -41,11 +41,11 @@ func newBatcher(conn redis.UniversalClient) *batcher {
 	return b
 }
 
-// do sends cmd in the next pipeline and waits for its answer, cmd's
-// error. It reports sent false when the batcher has stopped: the caller
-// sends cmd itself.
-func (b *batcher) do(cmd redis.Cmder) (sent bool, err error) {
-	c := &batched{cmd: cmd, done: make(chan struct{})}
+// do sends cmds, in order, in the next pipeline and waits for their
+// answers; err is the last one's. It reports sent false when the batcher
+// has stopped: the caller sends them itself.
+func (b *batcher) do(cmds ...redis.Cmder) (sent bool, err error) {
+	c := &batched{cmds: cmds, done: make(chan struct{})}
 	b.mu.Lock()
 	if b.stopped {
 		b.mu.Unlock()
@@ -60,7 +60,7 @@ func (b *batcher) do(cmd redis.Cmder) (sent bool, err error) {
 	// The pipeline fills cmd in; the caller may read it only after. The
 	// wait is bounded by the connection's socket timeouts.
 	<-c.done
-	return true, cmd.Err()
+	return true, cmds[len(cmds)-1].Err()
 }
 
 func (b *batcher) run() {
@@ -84,7 +84,7 @@ func (b *batcher) flush() {
 		b.queue = nil
 		if len(batch) > 0 {
 			b.pipelines++
-			b.calls += int64(len(batch))
+			b.calls += int64(len(batch)) // callers: one script each
 		}
 		b.mu.Unlock()
 		if len(batch) == 0 {
@@ -93,7 +93,9 @@ func (b *batcher) flush() {
 		pipe := b.conn.Pipeline()
 		ctx := context.Background()
 		for _, c := range batch {
-			_ = pipe.Process(ctx, c.cmd)
+			for _, cmd := range c.cmds {
+				_ = pipe.Process(ctx, cmd)
+			}
 		}
 		_, _ = pipe.Exec(ctx) // each command carries its own error
 		for _, c := range batch {

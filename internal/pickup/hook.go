@@ -42,16 +42,24 @@ func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 				}
 			}
 			keys := scriptKeys(args)
-			p.forgetTasks(keys)
+			// A result held back goes out before a script that keeps
+			// the task's hash (retry, archive, requeue): only asynq's
+			// done script deletes it.
+			cmds := append(p.forgetTasks(ctx, keys, !deletesTask(keys)), cmd)
 			if !p.closed.Load() && finishesTask(keys) {
-				if sent, err := p.batcher.do(cmd); sent {
+				if sent, err := p.batcher.do(cmds...); sent {
 					return err
 				}
 			}
+			for _, c := range cmds[:len(cmds)-1] {
+				_ = next(ctx, c) // the script's own answer is what asynq reads
+			}
 		case "hset":
-			if id, ok := resultWrite(cmd.Args()); ok {
-				if _, skip := p.noResult.LoadAndDelete(id); skip {
+			args := cmd.Args()
+			if id, ok := resultWrite(args); ok {
+				if _, held := p.held.Load(id); held {
 					if ic, ok := cmd.(*redis.IntCmd); ok {
+						p.held.Store(id, &heldResult{key: argString(args[1]), value: args[3]})
 						p.skipped.Add(1)
 						ic.SetVal(1)
 						return nil
@@ -139,23 +147,61 @@ func scriptKeys(args []any) []any {
 	return args[3:min(3+n, len(args))]
 }
 
+// heldResult is a result write held back for a running task without
+// retention: asynq deletes the task's hash when it succeeds, so the write
+// is sent only if the task ends otherwise. The zero value: none yet.
+type heldResult struct {
+	key   string
+	value any
+}
+
 // forgetTasks drops the tasks whose keys a script names (asynq's done,
-// complete, retry, archive and requeue scripts) from noResult and
-// inflight: they have finished, or left this worker.
-func (p *Pickup) forgetTasks(keys []any) {
+// complete, retry, archive and requeue scripts) from held and inflight:
+// they have finished, or left this worker. With send it returns the
+// result writes held for them, to go out before the script.
+func (p *Pickup) forgetTasks(ctx context.Context, keys []any, send bool) []redis.Cmder {
+	var out []redis.Cmder
 	for _, a := range keys {
-		if id, ok := taskID(argString(a)); ok {
-			p.noResult.Delete(id)
-			p.mu.Lock()
-			delete(p.inflight, id)
-			p.mu.Unlock()
+		id, ok := taskID(argString(a))
+		if !ok {
+			continue
+		}
+		if v, ok := p.held.LoadAndDelete(id); ok && send {
+			if h := v.(*heldResult); h.key != "" {
+				out = append(out, redis.NewIntCmd(ctx, "hset", h.key, "result", h.value))
+			}
+		}
+		p.mu.Lock()
+		delete(p.inflight, id)
+		p.mu.Unlock()
+	}
+	return out
+}
+
+// deletesTask reports whether a script that names a task is asynq's done
+// script, which deletes the task's hash (the task has no retention): it
+// counts the task as processed, and puts it in no other state.
+func deletesTask(keys []any) bool {
+	processed := false
+	for _, k := range keys {
+		s := argString(k)
+		if !strings.HasPrefix(s, "asynq:{") {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(s, "}:retry"), strings.HasSuffix(s, "}:archived"),
+			strings.HasSuffix(s, "}:pending"), strings.HasSuffix(s, "}:completed"):
+			return false
+		case strings.HasSuffix(s, "}:processed"):
+			processed = true
 		}
 	}
+	return processed
 }
 
 // note records a task message handed to asynq: it is in flight until a
 // script names it again, and when it has no retention asynq deletes its
-// hash at completion, so a result write is answered locally.
+// hash if it succeeds, so its result writes are held back until it ends.
 func (p *Pickup) note(msg string) {
 	m, ok := decodeMessage([]byte(msg))
 	if !ok || m.id == "" {
@@ -165,7 +211,7 @@ func (p *Pickup) note(msg string) {
 	p.inflight[m.id] = struct{}{}
 	p.mu.Unlock()
 	if m.retention == 0 {
-		p.noResult.Store(m.id, struct{}{})
+		p.held.Store(m.id, &heldResult{})
 	}
 }
 

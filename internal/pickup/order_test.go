@@ -12,11 +12,10 @@ func TestOrderFollowsWeights(t *testing.T) {
 	p := &Pickup{o: Options{Queues: map[string]int{"critical": 6, "default": 3, "low": 1}}}
 	p.weights = p.o.Queues
 	p.queues = []string{"critical", "default", "low"}
-	p.total = 10
 	const n = 20000
 	first := map[string]int{}
 	for range n {
-		o := p.order("")
+		o := p.orderOf(p.queues, "")
 		if len(o) != 3 || o[0] == o[1] || o[1] == o[2] || o[0] == o[2] {
 			t.Fatalf("order = %v, want each queue once", o)
 		}
@@ -28,11 +27,11 @@ func TestOrderFollowsWeights(t *testing.T) {
 			t.Errorf("%s first %.3f of the time, want %.1f", q, got, want)
 		}
 	}
-	if o := p.order("low"); o[0] != "low" || len(o) != 3 {
+	if o := p.orderOf(p.queues, "low"); o[0] != "low" || len(o) != 3 {
 		t.Errorf(`order("low") = %v, want low first`, o)
 	}
 	p.o.StrictPriority = true
-	if o := p.order(""); o[0] != "critical" || o[1] != "default" || o[2] != "low" {
+	if o := p.orderOf(p.queues, ""); o[0] != "critical" || o[1] != "default" || o[2] != "low" {
 		t.Errorf("strict order = %v", o)
 	}
 }

@@ -27,7 +27,7 @@ import (
 // hook holds asynq's fetch before letting its loop run once.
 const DefaultBlock = 5 * time.Second
 
-// requeueTimeout bounds each requeue at Close.
+// requeueTimeout bounds the requeues at Close, all of them.
 const requeueTimeout = 5 * time.Second
 
 // DefaultPollInterval is Options.PollInterval's default.
@@ -100,7 +100,7 @@ type Stats struct {
 	Pipelines    int64 // the pipelines that carried them
 	Waits        int64 // times the hook waited for a push
 	Wakes        int64 // waits ended by a push
-	SkippedWrite int64 // result writes answered locally (no retention)
+	SkippedWrite int64 // result writes held back (no retention), sent only if the task failed
 }
 
 // Pickup is the hook's state. Make one per asynq server with New, add
@@ -110,10 +110,13 @@ type Pickup struct {
 	o       Options
 	log     *zap.Logger
 	cluster bool
-	queues  []string // by priority, highest first, then by name
-	weights map[string]int
-	keys    map[string]*queueKeys
-	total   int // sum of the weights
+	// perQueue: Redis refuses scripts over keys in several slots (a
+	// Cluster, or a proxy sharding like one): asynq's own per-queue
+	// calls go through, and only the wait and what follows it apply.
+	perQueue atomic.Bool
+	queues   []string // by priority, highest first, then by name
+	weights  map[string]int
+	keys     map[string]*queueKeys
 
 	batcher  *batcher
 	watchers map[string]*watcher
@@ -133,7 +136,7 @@ type Pickup struct {
 	mu       sync.Mutex
 	inflight map[string]struct{} // ids handed to asynq and not finished (mu)
 
-	noResult sync.Map // task id -> struct{}: running tasks without retention
+	held sync.Map // task id -> *heldResult: running tasks without retention
 
 	fetches, waits, wakes, skipped, prefetched, requeued atomic.Int64
 }
@@ -166,11 +169,11 @@ func New(o Options) *Pickup {
 	}
 	p.batcher = newBatcher(o.Conn)
 	_, p.cluster = o.Conn.(*redis.ClusterClient)
+	p.perQueue.Store(p.cluster)
 	p.keys = make(map[string]*queueKeys, len(o.Queues))
-	for q, w := range o.Queues {
+	for q := range o.Queues {
 		p.queues = append(p.queues, q)
 		p.keys[q] = newQueueKeys(q)
-		p.total += max(w, 1)
 	}
 	slices.SortFunc(p.queues, func(a, b string) int {
 		if wa, wb := o.Queues[a], o.Queues[b]; wa != wb {
@@ -213,6 +216,8 @@ func (p *Pickup) Close() error {
 // slots).
 func (p *Pickup) requeue(msgs []string) error {
 	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), requeueTimeout)
+	defer cancel()
 	// Newest first: each goes to the head, so the oldest ends up next.
 	for _, msg := range slices.Backward(msgs) {
 		m, ok := decodeMessage([]byte(msg))
@@ -221,9 +226,7 @@ func (p *Pickup) requeue(msgs []string) error {
 			continue
 		}
 		k := p.keys[m.queue]
-		ctx, cancel := context.WithTimeout(context.Background(), requeueTimeout)
 		err := requeueScript.Run(ctx, p.o.Conn, []string{k.active, k.lease, k.pending, k.taskPrefix + m.id}, m.id).Err()
-		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("pickup: requeue task %s of queue %s: %w", m.id, m.queue, err))
 			continue
@@ -265,12 +268,18 @@ func (p *Pickup) onDequeue(ctx context.Context, cmd *redis.Cmd, c dequeueCall, n
 	}
 	clear(p.skip)
 
-	if p.cluster {
+	if p.perQueue.Load() {
 		return p.onClusterDequeue(ctx, cmd, c, next)
 	}
-	msg, paused, err := p.fetch(ctx, p.order(c.queue), c.lease)
+	msg, paused, err := p.fetch(ctx, p.queues, c.queue, c.lease)
 	if err == nil && msg == "" {
 		msg, err = p.idle(ctx, c.lease, paused)
+	}
+	if isCrossSlot(err) && len(p.queues) > 1 {
+		if !p.perQueue.Swap(true) {
+			p.log.Warn("Redis refuses scripts over several queues (CROSSSLOT: a proxy that shards keys?): the worker fetches one queue per round trip, as asynq does", zap.Error(err))
+		}
+		return p.onClusterDequeue(ctx, cmd, c, next)
 	}
 	if err != nil {
 		// asynq calls again at once after an error: keep a Redis that
@@ -360,19 +369,19 @@ func (p *Pickup) idle(ctx context.Context, lease any, paused []string) (string, 
 			until = time.Now().Add(min(time.Until(deadline), pausedRecheck))
 		}
 		q, ok := p.wait(until, paused)
-		var order []string
+		var qs []string
 		switch {
-		case ok && p.cluster:
-			order = []string{q}
+		case ok && p.perQueue.Load():
+			qs = []string{q}
 		case ok:
-			order = p.order("")
+			qs = p.queues
 		case len(paused) > 0 && !p.closed.Load() && time.Now().Before(deadline):
 			// Look at the paused queues again: resuming one is no push.
-			order = paused
+			qs = paused
 		default:
 			return "", nil
 		}
-		msg, pz, err := p.fetch(ctx, order, lease)
+		msg, pz, err := p.fetch(ctx, qs, "", lease)
 		if err != nil || msg != "" {
 			return msg, err
 		}
@@ -428,49 +437,60 @@ func (p *Pickup) wait(deadline time.Time, paused []string) (string, bool) {
 	}
 }
 
-// fetch runs forgeq's dequeue script over queues in order, taking up to
-// one task per free concurrency slot: the first task message taken (the
-// others wait in buffered for asynq's next calls), or "" and the queues
-// that hold tasks but are paused. The caller holds fetchMu.
-func (p *Pickup) fetch(ctx context.Context, order []string, lease any) (string, []string, error) {
+// fetch runs forgeq's dequeue script over queues qs (in priority order),
+// taking up to one task per free concurrency slot, each from the first
+// non-empty queue of an order drawn for it as asynq draws one per dequeue
+// (first, when set, leads the first order): the first task message taken
+// (the others wait in buffered for asynq's next calls), or "" and the
+// queues that hold tasks but are paused. The caller holds fetchMu.
+func (p *Pickup) fetch(ctx context.Context, qs []string, first string, lease any) (string, []string, error) {
 	p.fetches.Add(1)
-	keys := make([]string, 0, 4*len(order))
-	args := make([]any, 2, 2+len(order))
-	args[0], args[1] = lease, p.batch()
-	for _, q := range order {
+	slots := p.batch()
+	keys := make([]string, 0, 4*len(qs))
+	args := make([]any, 2, 2+len(qs)*(1+slots))
+	args[0], args[1] = lease, slots
+	pos := make(map[string]int, len(qs))
+	for i, q := range qs {
 		k := p.keys[q]
 		keys = append(keys, k.pending, k.paused, k.active, k.lease)
 		args = append(args, k.taskPrefix)
+		pos[q] = i + 1
+	}
+	for slot := range slots {
+		if slot > 0 {
+			first = ""
+		}
+		for _, q := range p.orderOf(qs, first) {
+			args = append(args, pos[q])
+		}
 	}
 	res, err := dequeueScript.Run(ctx, p.o.Conn, keys, args...).Slice()
 	if err != nil {
 		return "", nil, err
 	}
-	if len(res) != 2 {
-		return "", nil, fmt.Errorf("pickup: dequeue script answered %d values, want 2", len(res))
-	}
 	var paused []string
-	if pz, ok := res[1].([]any); ok {
+	var msgs []any
+	if len(res) == 2 {
+		msgs, _ = res[0].([]any)
+		pz, _ := res[1].([]any)
 		for _, x := range pz {
-			if i, ok := x.(int64); ok && i >= 1 && int(i) <= len(order) {
-				paused = append(paused, order[i-1])
+			if i, ok := x.(int64); ok && i >= 1 && int(i) <= len(qs) {
+				paused = append(paused, qs[i-1])
 			}
 		}
 	}
-	msgs, _ := res[0].([]any)
-	var first string
+	var taken string
 	for _, m := range msgs {
 		s, ok := m.(string)
-		if !ok {
-			continue
+		switch {
+		case !ok:
+		case taken == "":
+			taken = s
+		default:
+			p.buffered = append(p.buffered, s)
 		}
-		if first == "" {
-			first = s
-			continue
-		}
-		p.buffered = append(p.buffered, s)
 	}
-	return first, paused, nil
+	return taken, paused, nil
 }
 
 // batch is how many tasks the next fetch may take: one per free slot of
@@ -483,27 +503,30 @@ func (p *Pickup) batch() int {
 	return max(1, min(maxBatch, p.o.Concurrency-busy))
 }
 
-// order is the order asynq would try the queues in: by priority with
-// strict priority, else weighted-random (each next queue drawn with a
-// probability proportional to its weight among those left); first, when
-// set, goes first.
-func (p *Pickup) order(first string) []string {
-	if p.o.StrictPriority || len(p.queues) == 1 {
-		if first == "" || first == p.queues[0] {
-			return p.queues
+// orderOf is the order asynq would try the queues qs (in priority order)
+// in: by priority with strict priority, else weighted-random (each next
+// queue drawn with a probability proportional to its weight among those
+// left); first, when set, goes first.
+func (p *Pickup) orderOf(qs []string, first string) []string {
+	if p.o.StrictPriority || len(qs) == 1 {
+		if first == "" || first == qs[0] {
+			return qs
 		}
-		rest := slices.DeleteFunc(slices.Clone(p.queues), func(q string) bool { return q == first })
+		rest := slices.DeleteFunc(slices.Clone(qs), func(q string) bool { return q == first })
 		return append([]string{first}, rest...)
 	}
-	out := make([]string, 0, len(p.queues))
-	left := p.total
+	out := make([]string, 0, len(qs))
+	left := 0
+	for _, q := range qs {
+		left += max(p.weights[q], 1)
+	}
 	if first != "" {
 		out = append(out, first)
 		left -= max(p.weights[first], 1)
 	}
-	for len(out) < len(p.queues) {
+	for len(out) < len(qs) {
 		r := rand.IntN(left)
-		for _, q := range p.queues {
+		for _, q := range qs {
 			if slices.Contains(out, q) {
 				continue
 			}
@@ -579,8 +602,8 @@ func (w *watcher) run() {
 		case errors.Is(err, redis.Nil):
 		default:
 			ev.err = err
-			if isUnknownCommand(err) && !p.polling.Swap(true) {
-				p.log.Warn("Redis refused BLMOVE: the worker polls for tasks at WORKER_TASK_CHECK_INTERVAL (Redis 6.2 or later waits for them instead)",
+			if isRefused(err) && !p.polling.Swap(true) {
+				p.log.Warn("Redis refused BLMOVE: the worker polls for tasks at WORKER_TASK_CHECK_INTERVAL (Redis 6.2 or later, with BLMOVE allowed, waits for them instead)",
 					zap.Error(err))
 			}
 		}
@@ -598,7 +621,17 @@ func (w *watcher) run() {
 	}
 }
 
-func isUnknownCommand(err error) bool {
+// isRefused reports whether Redis refuses a command outright: unknown to
+// it (before Redis 6.2 for BLMOVE), denied by an ACL, or not allowed by a
+// proxy.
+func isRefused(err error) bool {
 	s := strings.ToLower(err.Error())
-	return strings.Contains(s, "unknown command") || strings.Contains(s, "unknown or unsupported command")
+	return strings.Contains(s, "unknown command") || strings.Contains(s, "unknown or unsupported command") ||
+		strings.HasPrefix(s, "noperm") || strings.Contains(s, "not allowed")
+}
+
+// isCrossSlot reports whether Redis refused a script over keys in several
+// hash slots.
+func isCrossSlot(err error) bool {
+	return err != nil && strings.Contains(strings.ToUpper(err.Error()), "CROSSSLOT")
 }

@@ -160,6 +160,9 @@ func (r *recorder) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	failing := n <= r.fail[p]
 	r.mu.Unlock()
 	if failing {
+		if _, err := t.ResultWriter().Write([]byte(p + " result")); err != nil {
+			return err
+		}
 		return fmt.Errorf("attempt %d of %s fails", n, p)
 	}
 	if _, err := t.ResultWriter().Write([]byte("result of " + p)); err != nil {
@@ -324,6 +327,26 @@ func TestResultWrites(t *testing.T) {
 			}
 			if st := s.pk.Stats(); st.SkippedWrite != 1 {
 				t.Errorf("SkippedWrite = %d, want 1", st.SkippedWrite)
+			}
+
+			// A task without retention that writes a result and fails
+			// keeps its hash, so the result held back is written.
+			rec.fail["partial"] = 1
+			failed, err := cl.Enqueue(asynq.NewTask("t", []byte("partial")), asynq.MaxRetry(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(liveness); ; time.Sleep(20 * time.Millisecond) {
+				info, err := insp.GetTaskInfo("default", failed.ID)
+				if err == nil && info.State == asynq.TaskStateArchived {
+					if got := string(info.Result); got != "partial result" {
+						t.Errorf("result of the failed task = %q, want the one it wrote", got)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("failed task not archived: %v %v", info, err)
+				}
 			}
 		})
 	}

@@ -37,7 +37,7 @@ func TestCloseRequeuesPrefetched(t *testing.T) {
 	}
 	p := New(Options{Queues: map[string]int{"default": 1}, Conn: redis.NewClient(o), Concurrency: 10})
 	p.fetchMu.Lock()
-	first, _, err := p.fetch(ctx, []string{"default"}, time.Now().Add(30*time.Second).Unix())
+	first, _, err := p.fetch(ctx, []string{"default"}, "", time.Now().Add(30*time.Second).Unix())
 	p.fetchMu.Unlock()
 	if err != nil || first == "" || len(p.buffered) != 2 {
 		t.Fatalf("fetch = %q, %v with %d buffered; want a task and 2 buffered", first, err, len(p.buffered))
@@ -101,5 +101,52 @@ func TestTaskMessageFields(t *testing.T) {
 		if !ok || m.id != info.ID || m.queue != tc.queue || m.retention != int64(tc.retention/time.Second) {
 			t.Errorf("decodeMessage = %+v, %v; want id %s, queue %s, retention %d", m, ok, info.ID, tc.queue, int64(tc.retention/time.Second))
 		}
+	}
+}
+
+// TestBatchFollowsWeights checks that a fetch of several tasks draws a
+// queue for each, as asynq does for each dequeue, instead of draining the
+// queue drawn first: with weights 6 and 1 and both queues full, most of a
+// batch comes from the heavier one.
+func TestBatchFollowsWeights(t *testing.T) {
+	url := redistest.URL(t, 14)
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	cl := asynq.NewClientFromRedisClient(c)
+	for range 100 {
+		for _, q := range []string{"critical", "low"} {
+			if _, err := cl.Enqueue(asynq.NewTask("t", nil), asynq.Queue(q)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p := New(Options{Queues: map[string]int{"critical": 6, "low": 1}, Conn: redis.NewClient(o), Concurrency: maxBatch})
+	defer p.Close()
+	from := map[string]int{}
+	for range 4 {
+		p.fetchMu.Lock()
+		first, _, err := p.fetch(ctx, p.queues, "", time.Now().Add(30*time.Second).Unix())
+		msgs := append([]string{first}, p.buffered...)
+		p.buffered = nil
+		p.fetchMu.Unlock()
+		if err != nil || len(msgs) != maxBatch {
+			t.Fatalf("fetch: %d tasks, %v; want %d", len(msgs), err, maxBatch)
+		}
+		for _, msg := range msgs {
+			m, _ := decodeMessage([]byte(msg))
+			from[m.queue]++
+		}
+	}
+	// Each of the 64 picks is critical with probability 6/7: about 55.
+	if from["critical"] < 40 || from["low"] == 0 {
+		t.Errorf("64 tasks taken: %v; want about 6 critical for 1 low", from)
 	}
 }

@@ -333,6 +333,9 @@ type Settings struct {
 	PoolSize      int
 	SocketTimeout time.Duration // dial, read and write
 	TLSConfig     *tls.Config   // replaces the URL's default TLS config when set
+	// MaxRetries, when not 0, replaces go-redis's retries of a failed
+	// command (-1: none, for commands that are not safe to send twice).
+	MaxRetries int
 }
 
 // NewClient builds the client for p with s applied. It does not dial.
@@ -340,6 +343,9 @@ func (p *Parsed) NewClient(s Settings) redis.UniversalClient {
 	switch p.Kind {
 	case Cluster:
 		o := *p.Cluster
+		if s.MaxRetries != 0 {
+			o.MaxRetries = s.MaxRetries
+		}
 		if s.PoolSize > 0 {
 			o.PoolSize = s.PoolSize
 		}
@@ -350,6 +356,9 @@ func (p *Parsed) NewClient(s Settings) redis.UniversalClient {
 		return redis.NewClusterClient(&o)
 	case Sentinel:
 		o := *p.Failover
+		if s.MaxRetries != 0 {
+			o.MaxRetries = s.MaxRetries
+		}
 		if s.PoolSize > 0 {
 			o.PoolSize = s.PoolSize
 		}
@@ -360,6 +369,9 @@ func (p *Parsed) NewClient(s Settings) redis.UniversalClient {
 		return redis.NewFailoverClient(&o)
 	default:
 		o := *p.Single
+		if s.MaxRetries != 0 {
+			o.MaxRetries = s.MaxRetries
+		}
 		if s.PoolSize > 0 {
 			o.PoolSize = s.PoolSize
 		}
