@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -208,7 +209,7 @@ func (p *Pickup) note(msg string) {
 		return
 	}
 	p.mu.Lock()
-	p.inflight[m.id] = struct{}{}
+	p.inflight[m.id] = handed{queue: m.queue, at: time.Now()}
 	p.mu.Unlock()
 	if m.retention == 0 {
 		p.held.Store(m.id, &heldResult{})

@@ -134,7 +134,8 @@ type Pickup struct {
 	seenEmpty map[string]bool // cluster: queues asynq found empty in this fetch (fetchMu)
 
 	mu       sync.Mutex
-	inflight map[string]struct{} // ids handed to asynq and not finished (mu)
+	inflight map[string]handed // ids handed to asynq and not finished (mu)
+	swept    time.Time         // the last sweep of inflight (fetchMu)
 
 	held sync.Map // task id -> *heldResult: running tasks without retention
 
@@ -162,7 +163,7 @@ func New(o Options) *Pickup {
 		done:      make(chan struct{}),
 		skip:      make(map[string]bool),
 		seenEmpty: make(map[string]bool),
-		inflight:  make(map[string]struct{}),
+		inflight:  make(map[string]handed),
 	}
 	if p.o.Concurrency <= 0 {
 		p.o.Concurrency = runtime.NumCPU()
@@ -445,6 +446,7 @@ func (p *Pickup) wait(deadline time.Time, paused []string) (string, bool) {
 // queues that hold tasks but are paused. The caller holds fetchMu.
 func (p *Pickup) fetch(ctx context.Context, qs []string, first string, lease any) (string, []string, error) {
 	p.fetches.Add(1)
+	p.sweep(ctx)
 	slots := p.batch()
 	keys := make([]string, 0, 4*len(qs))
 	args := make([]any, 2, 2+len(qs)*(1+slots))
@@ -491,6 +493,57 @@ func (p *Pickup) fetch(ctx context.Context, qs []string, first string, lease any
 		}
 	}
 	return taken, paused, nil
+}
+
+// handed is a task handed to asynq: its queue and when.
+type handed struct {
+	queue string
+	at    time.Time
+}
+
+// sweepAfter is how old an entry of inflight must be before a sweep looks
+// it up in Redis, and how often sweeps run.
+const sweepAfter = 30 * time.Second
+
+// sweep drops from inflight the tasks handed to asynq over sweepAfter ago
+// that hold no lease in Redis any more: asynq gave them up without a
+// script of its own naming them (its processor drops a task whose lease
+// ran out during a Redis outage), so they no longer take a slot. A
+// running task always holds a lease (asynq's heartbeat extends it). The
+// caller holds fetchMu.
+func (p *Pickup) sweep(ctx context.Context) {
+	now := time.Now()
+	if now.Sub(p.swept) < sweepAfter {
+		return
+	}
+	p.swept = now
+	p.mu.Lock()
+	var old []string
+	var queues []string
+	for id, h := range p.inflight {
+		if now.Sub(h.at) > sweepAfter {
+			old = append(old, id)
+			queues = append(queues, h.queue)
+		}
+	}
+	p.mu.Unlock()
+	if len(old) == 0 {
+		return
+	}
+	cmds := make([]*redis.FloatCmd, len(old))
+	_, _ = p.o.Conn.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, id := range old {
+			cmds[i] = pipe.ZScore(ctx, "asynq:{"+queues[i]+"}:lease", id)
+		}
+		return nil
+	})
+	p.mu.Lock()
+	for i, c := range cmds {
+		if errors.Is(c.Err(), redis.Nil) {
+			delete(p.inflight, old[i])
+		}
+	}
+	p.mu.Unlock()
 }
 
 // batch is how many tasks the next fetch may take: one per free slot of

@@ -150,3 +150,43 @@ func TestBatchFollowsWeights(t *testing.T) {
 		t.Errorf("64 tasks taken: %v; want about 6 critical for 1 low", from)
 	}
 }
+
+// TestSweepDropsAbandonedTasks checks that a task counted as running but
+// holding no lease in Redis any more (asynq gave it up without a script
+// naming it) stops taking a slot, and that one with a lease keeps it.
+func TestSweepDropsAbandonedTasks(t *testing.T) {
+	url := redistest.URL(t, 14)
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ZAdd(ctx, "asynq:{default}:lease", redis.Z{Score: float64(time.Now().Add(30 * time.Second).Unix()), Member: "running"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := New(Options{Queues: map[string]int{"default": 1}, Conn: redis.NewClient(o), Concurrency: 4})
+	defer p.Close()
+	long := time.Now().Add(-time.Minute)
+	p.inflight["running"] = handed{queue: "default", at: long}
+	p.inflight["abandoned"] = handed{queue: "default", at: long}
+	p.inflight["recent"] = handed{queue: "default", at: time.Now()}
+	p.fetchMu.Lock()
+	p.sweep(ctx)
+	p.fetchMu.Unlock()
+	if _, ok := p.inflight["abandoned"]; ok {
+		t.Error("a task without a lease still takes a slot")
+	}
+	for _, id := range []string{"running", "recent"} {
+		if _, ok := p.inflight[id]; !ok {
+			t.Errorf("task %q was dropped", id)
+		}
+	}
+	if got := p.batch(); got != 2 {
+		t.Errorf("batch = %d, want 2 (4 slots, 2 busy)", got)
+	}
+}

@@ -273,30 +273,17 @@ func scrub(err error, raw string) string {
 // any password-like query value.
 func secrets(raw string) []string {
 	var out []string
-	_, rest, hasScheme := strings.Cut(raw, "://")
-	if !hasScheme {
+	if _, rest, ok := strings.Cut(raw, "://"); ok {
+		out = userPassword(out, rest, true)
+	} else {
 		if _, after, ok := schemeWithoutSlashes(raw); ok {
 			// "redis:/user:pw@host" carries its password as a URL does.
-			rest, hasScheme = after, true
+			out = userPassword(out, after, true)
 		}
-	}
-	if !hasScheme {
 		// A URL without its scheme ("user:pw@host", "//user:pw@host")
-		// still carries the password.
-		rest = strings.TrimPrefix(raw, "//")
-	}
-	authority := rest
-	if i := strings.IndexAny(rest, "/?"); i >= 0 {
-		authority = rest[:i]
-	}
-	// Without a scheme, text with a space before its @ is no URL.
-	if i := strings.LastIndex(authority, "@"); i >= 0 && (hasScheme || !strings.ContainsFunc(authority[:i], unicode.IsSpace)) {
-		if _, pw, ok := strings.Cut(authority[:i], ":"); ok && pw != "" {
-			out = append(out, pw)
-			if dec, err := url.PathUnescape(pw); err == nil && dec != pw {
-				out = append(out, dec)
-			}
-		}
+		// still carries the password, and "redis:pw@host" may be one:
+		// user "redis".
+		out = userPassword(out, strings.TrimPrefix(raw, "//"), false)
 	}
 	if i := strings.Index(raw, "?"); i >= 0 {
 		for _, kv := range strings.Split(raw[i+1:], "&") {
@@ -311,6 +298,25 @@ func secrets(raw string) []string {
 				if dec, err := url.QueryUnescape(v); err == nil && dec != v {
 					out = append(out, dec)
 				}
+			}
+		}
+	}
+	return out
+}
+
+// userPassword appends to out the password of the userinfo of rest, the
+// part of a URL after its scheme, and its decoded form.
+func userPassword(out []string, rest string, hasScheme bool) []string {
+	authority := rest
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		authority = rest[:i]
+	}
+	// Without a scheme, text with a space before its @ is no URL.
+	if i := strings.LastIndex(authority, "@"); i >= 0 && (hasScheme || !strings.ContainsFunc(authority[:i], unicode.IsSpace)) {
+		if _, pw, ok := strings.Cut(authority[:i], ":"); ok && pw != "" {
+			out = append(out, pw)
+			if dec, err := url.PathUnescape(pw); err == nil && dec != pw {
+				out = append(out, dec)
 			}
 		}
 	}
