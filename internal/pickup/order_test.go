@@ -10,7 +10,6 @@ import (
 // strict priority orders by weight.
 func TestOrderFollowsWeights(t *testing.T) {
 	p := &Pickup{o: Options{Queues: map[string]int{"critical": 6, "default": 3, "low": 1}}}
-	p.weights = p.o.Queues
 	p.queues = []string{"critical", "default", "low"}
 	const n = 20000
 	first := map[string]int{}
@@ -21,7 +20,7 @@ func TestOrderFollowsWeights(t *testing.T) {
 		}
 		first[o[0]]++
 	}
-	for q, w := range p.weights {
+	for q, w := range p.o.Queues {
 		got, want := float64(first[q])/n, float64(w)/10
 		if math.Abs(got-want) > 0.02 {
 			t.Errorf("%s first %.3f of the time, want %.1f", q, got, want)

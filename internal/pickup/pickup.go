@@ -107,15 +107,13 @@ type Stats struct {
 // Hook to the client the server uses, and Close it before
 // Server.Shutdown.
 type Pickup struct {
-	o       Options
-	log     *zap.Logger
-	cluster bool
+	o   Options
+	log *zap.Logger
 	// perQueue: Redis refuses scripts over keys in several slots (a
 	// Cluster, or a proxy sharding like one): asynq's own per-queue
 	// calls go through, and only the wait and what follows it apply.
 	perQueue atomic.Bool
 	queues   []string // by priority, highest first, then by name
-	weights  map[string]int
 	keys     map[string]*queueKeys
 
 	batcher  *batcher
@@ -157,7 +155,6 @@ func New(o Options) *Pickup {
 	p := &Pickup{
 		o:         o,
 		log:       o.Logger,
-		weights:   o.Queues,
 		watchers:  make(map[string]*watcher, len(o.Queues)),
 		events:    make(chan event, 2*len(o.Queues)+1),
 		done:      make(chan struct{}),
@@ -169,8 +166,8 @@ func New(o Options) *Pickup {
 		p.o.Concurrency = runtime.NumCPU()
 	}
 	p.batcher = newBatcher(o.Conn)
-	_, p.cluster = o.Conn.(*redis.ClusterClient)
-	p.perQueue.Store(p.cluster)
+	_, cluster := o.Conn.(*redis.ClusterClient)
+	p.perQueue.Store(cluster)
 	p.keys = make(map[string]*queueKeys, len(o.Queues))
 	for q := range o.Queues {
 		p.queues = append(p.queues, q)
@@ -571,11 +568,11 @@ func (p *Pickup) orderOf(qs []string, first string) []string {
 	out := make([]string, 0, len(qs))
 	left := 0
 	for _, q := range qs {
-		left += max(p.weights[q], 1)
+		left += max(p.o.Queues[q], 1)
 	}
 	if first != "" {
 		out = append(out, first)
-		left -= max(p.weights[first], 1)
+		left -= max(p.o.Queues[first], 1)
 	}
 	for len(out) < len(qs) {
 		r := rand.IntN(left)
@@ -583,7 +580,7 @@ func (p *Pickup) orderOf(qs []string, first string) []string {
 			if slices.Contains(out, q) {
 				continue
 			}
-			w := max(p.weights[q], 1)
+			w := max(p.o.Queues[q], 1)
 			if r < w {
 				out = append(out, q)
 				left -= w

@@ -192,8 +192,8 @@ func (r *recorder) expect(t *testing.T, want ...string) {
 
 // TestEveryProducerWakesTheWorker checks that an idle worker picks up
 // tasks however they become pending: enqueued to any of its queues, a
-// delayed task coming due, a retry. Its asynq loop polls once an hour, so
-// only the pickup's wait can notice them.
+// delayed task coming due, a retry; that waits ended by a push picked
+// them up; and that while idle it does not poll.
 func TestEveryProducerWakesTheWorker(t *testing.T) {
 	for _, tg := range targets(t) {
 		t.Run(tg.name, func(t *testing.T) {
@@ -286,9 +286,10 @@ func TestOneFetchPerTask(t *testing.T) {
 	}
 }
 
-// TestResultWrites checks that a result is kept for a task with retention
-// and that the write of a task without retention, which asynq deletes at
-// completion, is never sent.
+// TestResultWrites checks that a result is kept for a task with retention,
+// that the write of a task without retention, which asynq deletes when it
+// succeeds, is not sent, and that a failed task without retention keeps
+// the result it wrote.
 func TestResultWrites(t *testing.T) {
 	for _, tg := range targets(t) {
 		t.Run(tg.name, func(t *testing.T) {
@@ -308,19 +309,8 @@ func TestResultWrites(t *testing.T) {
 			rec.expect(t, "dropped")
 
 			insp := asynq.NewInspectorFromRedisClient(tg.client(2))
-			deadline := time.Now().Add(liveness)
-			for {
-				info, err := insp.GetTaskInfo("default", kept.ID)
-				if err == nil && info.State == asynq.TaskStateCompleted {
-					if got := string(info.Result); got != "result of kept" {
-						t.Errorf("result of the kept task = %q", got)
-					}
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("kept task not completed: %v %v", info, err)
-				}
-				time.Sleep(20 * time.Millisecond)
+			if got := string(waitState(t, insp, kept.ID, asynq.TaskStateCompleted).Result); got != "result of kept" {
+				t.Errorf("result of the kept task = %q", got)
 			}
 			if got := s.counted.get("hset"); got != 1 {
 				t.Errorf("%d result writes sent, want 1 (the kept task's)", got)
@@ -331,24 +321,32 @@ func TestResultWrites(t *testing.T) {
 
 			// A task without retention that writes a result and fails
 			// keeps its hash, so the result held back is written.
+			rec.mu.Lock()
 			rec.fail["partial"] = 1
+			rec.mu.Unlock()
 			failed, err := cl.Enqueue(asynq.NewTask("t", []byte("partial")), asynq.MaxRetry(0))
 			if err != nil {
 				t.Fatal(err)
 			}
-			for deadline := time.Now().Add(liveness); ; time.Sleep(20 * time.Millisecond) {
-				info, err := insp.GetTaskInfo("default", failed.ID)
-				if err == nil && info.State == asynq.TaskStateArchived {
-					if got := string(info.Result); got != "partial result" {
-						t.Errorf("result of the failed task = %q, want the one it wrote", got)
-					}
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("failed task not archived: %v %v", info, err)
-				}
+			if got := string(waitState(t, insp, failed.ID, asynq.TaskStateArchived).Result); got != "partial result" {
+				t.Errorf("result of the failed task = %q, want the one it wrote", got)
 			}
 		})
+	}
+}
+
+// waitState waits for task id of queue default to reach state and returns
+// its info.
+func waitState(t *testing.T, insp *asynq.Inspector, id string, state asynq.TaskState) *asynq.TaskInfo {
+	t.Helper()
+	for deadline := time.Now().Add(liveness); ; time.Sleep(20 * time.Millisecond) {
+		info, err := insp.GetTaskInfo("default", id)
+		if err == nil && info.State == state {
+			return info
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s not %v within %v: %v %v", id, state, liveness, info, err)
+		}
 	}
 }
 

@@ -11,21 +11,28 @@ import (
 	"github.com/forgeq/forgeq/internal/redistest"
 )
 
-// TestCloseRequeuesPrefetched checks that tasks a fetch took ahead and
-// never handed to asynq go back to the head of their queue at Close, in
-// state pending, with no lease left behind.
-func TestCloseRequeuesPrefetched(t *testing.T) {
-	url := redistest.URL(t, 14)
-	o, err := redis.ParseURL(url)
+// emptyRedis returns the options of database 14 of REDIS_TEST_URL, which
+// it flushes, and a client of it closed at the end of the test.
+func emptyRedis(t *testing.T) (*redis.Options, *redis.Client) {
+	t.Helper()
+	o, err := redis.ParseURL(redistest.URL(t, 14))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := redis.NewClient(o)
-	defer c.Close()
-	ctx := context.Background()
-	if err := c.FlushDB(ctx).Err(); err != nil {
+	t.Cleanup(func() { c.Close() })
+	if err := c.FlushDB(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
+	return o, c
+}
+
+// TestCloseRequeuesPrefetched checks that tasks a fetch took ahead and
+// never handed to asynq go back to the head of their queue at Close, in
+// state pending, with no lease left behind.
+func TestCloseRequeuesPrefetched(t *testing.T) {
+	o, c := emptyRedis(t)
+	ctx := context.Background()
 	cl := asynq.NewClientFromRedisClient(c)
 	var ids []string
 	for range 3 {
@@ -76,13 +83,7 @@ func TestCloseRequeuesPrefetched(t *testing.T) {
 // against messages asynq.Client writes: an asynq upgrade that moves them
 // fails here.
 func TestTaskMessageFields(t *testing.T) {
-	url := redistest.URL(t, 14)
-	o, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(o)
-	defer c.Close()
+	_, c := emptyRedis(t)
 	ctx := context.Background()
 	cl := asynq.NewClientFromRedisClient(c)
 	for _, tc := range []struct {
@@ -109,17 +110,8 @@ func TestTaskMessageFields(t *testing.T) {
 // queue drawn first: with weights 6 and 1 and both queues full, most of a
 // batch comes from the heavier one.
 func TestBatchFollowsWeights(t *testing.T) {
-	url := redistest.URL(t, 14)
-	o, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(o)
-	defer c.Close()
+	o, c := emptyRedis(t)
 	ctx := context.Background()
-	if err := c.FlushDB(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
 	cl := asynq.NewClientFromRedisClient(c)
 	for range 100 {
 		for _, q := range []string{"critical", "low"} {
@@ -155,17 +147,8 @@ func TestBatchFollowsWeights(t *testing.T) {
 // holding no lease in Redis any more (asynq gave it up without a script
 // naming it) stops taking a slot, and that one with a lease keeps it.
 func TestSweepDropsAbandonedTasks(t *testing.T) {
-	url := redistest.URL(t, 14)
-	o, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(o)
-	defer c.Close()
+	o, c := emptyRedis(t)
 	ctx := context.Background()
-	if err := c.FlushDB(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
 	if err := c.ZAdd(ctx, "asynq:{default}:lease", redis.Z{Score: float64(time.Now().Add(30 * time.Second).Unix()), Member: "running"}).Err(); err != nil {
 		t.Fatal(err)
 	}
