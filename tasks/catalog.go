@@ -112,6 +112,10 @@ type PublishedType struct {
 	Timeout time.Duration
 	// Schema is the payload's JSON Schema (draft 2020-12).
 	Schema json.RawMessage
+	// TakesPrevious says what the type's handler reads as the result of
+	// the workflow stage before it (Type.TakesPrevious); empty when it
+	// reads none.
+	TakesPrevious string
 	// PublishedAt is when the type was last published.
 	PublishedAt time.Time
 	// Workers are the workers serving the type, most recently seen first;
@@ -189,6 +193,7 @@ type catalogDoc struct {
 	MaxRetry       *int            `json:"max_retry,omitempty"`
 	TimeoutSeconds *int64          `json:"timeout_seconds,omitempty"`
 	Schema         json.RawMessage `json:"schema"`
+	TakesPrevious  string          `json:"takes_previous,omitempty"`
 	PublishedAt    time.Time       `json:"published_at"`
 }
 
@@ -204,6 +209,8 @@ func docOf(d *Definition, now time.Time) (catalogDoc, error) {
 		Queue:       d.Queue(),
 		Schema:      schema,
 		PublishedAt: now.UTC().Truncate(time.Second),
+
+		TakesPrevious: d.previous,
 	}
 	if n, ok := d.MaxRetry(); ok {
 		doc.MaxRetry = &n
@@ -501,6 +508,8 @@ func decodePublished(typ, s string) (PublishedType, error) {
 		Schema:      doc.Schema,
 		PublishedAt: doc.PublishedAt,
 		compiled:    sch,
+
+		TakesPrevious: doc.TakesPrevious,
 	}
 	if p.Queue == "" {
 		p.Queue = "default"

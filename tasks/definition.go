@@ -12,6 +12,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
+
+	"github.com/forgeq/forgeq/internal/taskctx"
 )
 
 // Cache is what handlers need from the process's cache manager;
@@ -64,6 +66,7 @@ type Declared interface {
 type Definition struct {
 	typ         string
 	description string
+	previous    string // what the handler takes as the previous workflow stage's result ("": nothing)
 	fields      []Field
 	defaults    []asynq.Option
 	payload     reflect.Type
@@ -120,6 +123,20 @@ func (t *Type[P]) Enqueue(ctx context.Context, e Enqueuer, p P, opts ...asynq.Op
 		return nil, err
 	}
 	return e.EnqueueContext(ctx, task)
+}
+
+// TakesPrevious returns a copy of t declaring that its handler, as a
+// workflow step, reads the result of the stage before it (workflow.Previous
+// or workflow.Results); what describes that result, e.g. "the report's
+// rows (JSON array)". It is published to the task catalogue and shown by
+// the enqueue command's --list. Use it where t is declared:
+//
+//	var Summarize = tasks.Define("report:summarize", "...", summarize).
+//		TakesPrevious("the row counts of the group's members")
+func (t *Type[P]) TakesPrevious(what string) *Type[P] {
+	d := *t.def
+	d.previous = what
+	return &Type[P]{def: &d}
 }
 
 // Handle runs the type's handler on p directly, without decoding, asynq or
@@ -185,6 +202,11 @@ func (d *Definition) Process(ctx context.Context, deps Deps, payload []byte) ([]
 
 // Type returns the task type name, e.g. "data:process".
 func (d *Definition) Type() string { return d.typ }
+
+// TakesPrevious describes what the type's handler reads as the result of
+// the workflow stage before it (package workflow's Previous); empty when
+// it reads none. The enqueue command's --list shows it.
+func (d *Definition) TakesPrevious() string { return d.previous }
 
 // Description returns the one-line description.
 func (d *Definition) Description() string { return d.description }
@@ -272,6 +294,7 @@ func (d *Definition) Handler(deps Deps) asynq.Handler {
 		if err != nil {
 			return err
 		}
+		taskctx.SetResult(ctx, result)
 		if result != nil {
 			if w := t.ResultWriter(); w != nil {
 				if _, err := w.Write(result); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/workflow"
 )
 
 // The defaults New applies to zero Options fields.
@@ -62,6 +63,11 @@ type Options struct {
 	Catalog *tasks.Catalog
 	// Client enqueues tasks. Default: an asynq client on Manager.Client().
 	Client *asynq.Client
+	// Workflows submits, reads and cancels workflows (the
+	// /api/workflows routes and the /workflows page). Default: a
+	// workflow.Client on Manager.Client() checking against Registry and
+	// the task catalogue.
+	Workflows *workflow.Client
 	// Inspector reads task states. Default: an asynq inspector on
 	// Manager.Client().
 	Inspector *asynq.Inspector
@@ -199,6 +205,11 @@ func (o *Options) init() error {
 	}
 	if o.Client == nil {
 		o.Client = asynq.NewClientFromRedisClient(o.Manager.Client())
+	}
+	if o.Workflows == nil {
+		o.Workflows = workflow.NewClient(o.Manager.Client(), workflow.Options{
+			Types: workflow.CatalogTypes(o.Registry, tasks.NewCatalog(o.Manager.Client())), Cache: o.Manager, Logger: o.Logger,
+		})
 	}
 	if o.Inspector == nil {
 		o.Inspector = asynq.NewInspectorFromRedisClient(o.Manager.Client())

@@ -21,6 +21,7 @@ import (
 	"github.com/forgeq/forgeq/internal/enqueue"
 	"github.com/forgeq/forgeq/internal/termtext"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/workflow"
 )
 
 // App is a forgeq program: its task types, task middleware, HTTP routes and
@@ -129,6 +130,9 @@ type Services struct {
 	Registry *tasks.Registry
 	// Logger is the web process's logger.
 	Logger *zap.Logger
+	// Workflows submits workflows (checked against the App's types and
+	// the task catalogue), reads their state and cancels them.
+	Workflows *workflow.Client
 }
 
 // Env is where a run of the program reads its environment and writes its

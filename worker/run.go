@@ -25,6 +25,7 @@ import (
 	"github.com/forgeq/forgeq/internal/metrics"
 	"github.com/forgeq/forgeq/internal/redisurl"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/workflow"
 	"github.com/forgeq/forgeq/web"
 )
 
@@ -136,7 +137,13 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	services := Services{Manager: m, Client: client, Inspector: inspector, Registry: reg, Logger: logger.Named("web")}
+	// Workflows: submitted through any of the process's entry points,
+	// their steps run by the middleware below (docs/workflows.md).
+	flows := workflow.NewClient(m.Client(), workflow.Options{
+		Types: workflow.CatalogTypes(reg, tasks.NewCatalog(m.Client())), Cache: m,
+		Logger: logger.Named("workflow"),
+	})
+	services := Services{Manager: m, Client: client, Inspector: inspector, Registry: reg, Logger: logger.Named("web"), Workflows: flows}
 	var (
 		ready readiness
 		www   *web.Server // nil: HTTP_ADDR is off
@@ -144,6 +151,7 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	if cfg.HTTP.Addr != "" {
 		o := webOptions(cfg.HTTP)
 		o.Manager, o.Registry, o.Client, o.Inspector = m, reg, client, inspector
+		o.Workflows = flows
 		o.Logger = services.Logger
 		o.Ready = ready.check
 		o.Metrics = x.Handler()
@@ -182,7 +190,9 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	srv := asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger))
 	deps := tasks.Deps{Cache: m, Logger: logger, Enqueuer: client}
 	rec := newRecoveries(inspector, logger, x.CountRecovered)
-	handlers := newInflight(newMux(reg, deps, x, rec, a.middleware))
+	// The workflow middleware is outermost: it sees the outcome asynq
+	// sees, a panic included (turned into an error by the mux's logging).
+	handlers := newInflight(flows.Middleware()(newMux(reg, deps, x, rec, a.middleware)))
 	var sched *scheduler
 	if len(periodics) > 0 {
 		sched = newScheduler(client, periodics, logger)
@@ -273,6 +283,7 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		return nil
 	})
 	g.Go(func() error { return pub.run(gctx, catalogued) })
+	g.Go(func() error { flows.RunReconciler(gctx); return nil })
 	if www != nil {
 		// Serves until gctx ends, then stops listening and waits up to
 		// HTTP_SHUTDOWN_TIMEOUT for in-flight requests, alongside the

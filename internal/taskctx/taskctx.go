@@ -17,3 +17,19 @@ func ID(ctx context.Context) (string, bool) {
 	id, ok := ctx.Value(key{}).(string)
 	return id, ok
 }
+
+type resultKey struct{}
+
+// WithResult returns ctx in which SetResult hands a handler's result to
+// sink: the workflow middleware keeps a step's result this way.
+func WithResult(ctx context.Context, sink func([]byte)) context.Context {
+	return context.WithValue(ctx, resultKey{}, sink)
+}
+
+// SetResult passes b, the result a handler returned, to the sink of
+// WithResult in ctx, if any.
+func SetResult(ctx context.Context, b []byte) {
+	if sink, ok := ctx.Value(resultKey{}).(func([]byte)); ok {
+		sink(b)
+	}
+}

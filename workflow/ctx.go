@@ -1,0 +1,285 @@
+package workflow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// MaxInlineResults is the most member results Previous and
+// GroupResults.Results return at once; page through a bigger group with
+// GroupResults.Each.
+const MaxInlineResults = 1000
+
+// MaxListedFailures is the most failures GroupResults lists.
+const MaxListedFailures = 100
+
+type stepKey struct{}
+
+type stepCtx struct {
+	c        *Client
+	id, path string
+	previous []byte // WithPrevious
+	fixed    bool
+}
+
+// Current returns the workflow id and step path of the step running
+// under ctx.
+func Current(ctx context.Context) (id, path string, ok bool) {
+	s, ok := ctx.Value(stepKey{}).(*stepCtx)
+	if !ok {
+		return "", "", false
+	}
+	return s.id, s.path, true
+}
+
+// WithPrevious returns ctx in which Previous returns result, for testing
+// a step's handler without a workflow.
+func WithPrevious(ctx context.Context, result []byte) context.Context {
+	return context.WithValue(ctx, stepKey{}, &stepCtx{previous: result, fixed: true})
+}
+
+// Previous returns the result of the stage before the step running under
+// ctx: for a chain's step, the step before it (the last step's result
+// for a chain, the callback's for a group with one, and for a group
+// without one a JSON array of its members' results, null for a failed
+// member); for a group's member, the stage before the group; for a
+// group's callback, its members' results as that JSON array. A result is
+// the bytes the step's handler returned (nil: it returned none).
+//
+// Errors: ErrNotInWorkflow, ErrNoPrevious (the workflow's first stage),
+// ErrTooManyResults (an array of more than MaxInlineResults), or Redis's.
+func Previous(ctx context.Context) ([]byte, error) {
+	s, ok := ctx.Value(stepKey{}).(*stepCtx)
+	if !ok {
+		return nil, ErrNotInWorkflow
+	}
+	if s.fixed {
+		return s.previous, nil
+	}
+	if last(s.path) == "cb" {
+		return s.c.resultOf(ctx, s.id, parent(s.path), true)
+	}
+	prev, err := prevStage(s.path)
+	if err != nil {
+		return nil, err
+	}
+	return s.c.resultOf(ctx, s.id, prev, false)
+}
+
+// PreviousAs decodes Previous's result, a JSON document, into a T: the
+// typed way for a step to take the result of the stage before it.
+func PreviousAs[T any](ctx context.Context) (T, error) {
+	var v T
+	b, err := Previous(ctx)
+	if err != nil {
+		return v, err
+	}
+	if len(b) == 0 {
+		return v, fmt.Errorf("workflow: previous: the stage before returned no result")
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return v, fmt.Errorf("workflow: previous: decode into %T: %w", v, err)
+	}
+	return v, nil
+}
+
+// prevStage returns the path of the stage before the step at path.
+func prevStage(path string) (string, error) {
+	for path != rootPath {
+		seg, par := last(path), parent(path)
+		if i, err := strconv.Atoi(seg); err == nil && i > 0 {
+			return child(par, strconv.Itoa(i-1)), nil
+		}
+		path = par // first step of a chain, or a group's member
+	}
+	return "", ErrNoPrevious
+}
+
+func parent(p string) string {
+	i := strings.LastIndexByte(p, '.')
+	if i < 0 {
+		return rootPath
+	}
+	return p[:i]
+}
+
+func last(p string) string { return p[strings.LastIndexByte(p, '.')+1:] }
+
+// resultOf returns the result of the node at path; members asks for the
+// array of a group's members even when it has a callback.
+func (c *Client) resultOf(ctx context.Context, id, path string, members bool) ([]byte, error) {
+	k := keys(id)
+	shape, err := c.rdb.HGet(ctx, k[kShape], path).Result()
+	if err != nil {
+		return nil, fmt.Errorf("workflow: previous of %s: %w", path, err)
+	}
+	if strings.HasPrefix(shape, "g:") && (members || strings.Contains(shape, ":0:")) {
+		n, _ := strconv.Atoi(strings.Split(shape, ":")[1])
+		if n > MaxInlineResults {
+			return nil, fmt.Errorf("%w: group %s has %d members; use Results and GroupResults.Each", ErrTooManyResults, path, n)
+		}
+		g := &GroupResults{c: c, id: id, group: path, Total: n}
+		var out []json.RawMessage
+		err := g.Each(ctx, func(_ int, result []byte, failure string) error {
+			out = append(out, jsonValue(result, failure))
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(out)
+	}
+	b, err := c.rdb.HGet(ctx, k[kRes], path).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("workflow: previous %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// jsonValue returns result as a JSON value: itself when it is JSON, else
+// a JSON string; null for a failed member or no result.
+func jsonValue(result []byte, failure string) json.RawMessage {
+	switch {
+	case failure != "" || len(result) == 0:
+		return json.RawMessage("null")
+	case json.Valid(result):
+		return json.RawMessage(result)
+	}
+	b, _ := json.Marshal(string(result))
+	return b
+}
+
+// GroupResults are the outcomes of a group's members, as its callback
+// (or the stage after a group without one) reads them with Results.
+type GroupResults struct {
+	// Total is the number of members; Succeeded and Failed how many
+	// succeeded and failed.
+	Total, Succeeded, Failed int
+	// Failures lists up to MaxListedFailures failed members, in member
+	// order.
+	Failures []Failure
+
+	c         *Client
+	id, group string
+}
+
+// Failure is a failed member of a group.
+type Failure struct {
+	// Member is the member's index in the group; Step the path of the
+	// task step that failed (the member itself, or a step of the chain
+	// it is).
+	Member int    `json:"member"`
+	Step   string `json:"step"`
+	Error  string `json:"error"`
+}
+
+// Results returns the outcomes of the members of the group the step
+// running under ctx closes: the group whose callback it is, or the group
+// that is the stage before it. Errors: ErrNotInWorkflow, ErrNoPrevious
+// (no group before the step), or Redis's.
+func Results(ctx context.Context) (*GroupResults, error) {
+	s, ok := ctx.Value(stepKey{}).(*stepCtx)
+	if !ok || s.fixed {
+		return nil, ErrNotInWorkflow
+	}
+	group := parent(s.path)
+	if last(s.path) != "cb" {
+		prev, err := prevStage(s.path)
+		if err != nil {
+			return nil, err
+		}
+		group = prev
+	}
+	k := keys(s.id)
+	var (
+		shape *redis.StringCmd
+		fails *redis.StringCmd
+	)
+	_, err := s.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		shape = p.HGet(ctx, k[kShape], group)
+		fails = p.HGet(ctx, k[kCnt], group+":f")
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("workflow: results: %w", err)
+	}
+	if !strings.HasPrefix(shape.Val(), "g:") {
+		return nil, fmt.Errorf("%w: the stage before step %s is not a group", ErrNoPrevious, s.path)
+	}
+	n, _ := strconv.Atoi(strings.Split(shape.Val(), ":")[1])
+	failed, _ := strconv.Atoi(fails.Val())
+	g := &GroupResults{Total: n, Failed: failed, Succeeded: n - failed, c: s.c, id: s.id, group: group}
+	if failed > 0 {
+		err := g.Each(ctx, func(member int, _ []byte, failure string) error {
+			if failure == "" {
+				return nil
+			}
+			step, msg, _ := strings.Cut(failure, "\n")
+			g.Failures = append(g.Failures, Failure{Member: member, Step: step, Error: msg})
+			if len(g.Failures) == MaxListedFailures || len(g.Failures) == failed {
+				return errStop
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+var errStop = errors.New("stop")
+
+// Results returns the members' results in member order as JSON values
+// (null for a failed member or one with no result); ErrTooManyResults
+// for more than MaxInlineResults members.
+func (g *GroupResults) Results(ctx context.Context) ([]json.RawMessage, error) {
+	if g.Total > MaxInlineResults {
+		return nil, fmt.Errorf("%w: %d members; use Each", ErrTooManyResults, g.Total)
+	}
+	out := make([]json.RawMessage, 0, g.Total)
+	err := g.Each(ctx, func(_ int, result []byte, failure string) error {
+		out = append(out, jsonValue(result, failure))
+		return nil
+	})
+	return out, err
+}
+
+// Each calls fn with every member's index, result and failure ("" when it
+// succeeded; "<step>\n<error>" when it failed), in member order, reading
+// them a thousand at a time. An error from fn stops it and is returned.
+func (g *GroupResults) Each(ctx context.Context, fn func(member int, result []byte, failure string) error) error {
+	k := keys(g.id)
+	for from := 0; from < g.Total; from += MaxInlineResults {
+		to := min(from+MaxInlineResults, g.Total)
+		fields := make([]string, 0, to-from)
+		for i := from; i < to; i++ {
+			fields = append(fields, child(g.group, "m"+strconv.Itoa(i)))
+		}
+		var res, errs *redis.SliceCmd
+		if _, err := g.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			res = p.HMGet(ctx, k[kRes], fields...)
+			errs = p.HMGet(ctx, k[kErr], fields...)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("workflow: results of %s: %w", g.group, err)
+		}
+		for i := range fields {
+			r, _ := res.Val()[i].(string)
+			e, _ := errs.Val()[i].(string)
+			if err := fn(from+i, []byte(r), e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

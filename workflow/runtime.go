@@ -1,0 +1,254 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/forgeq/forgeq/internal/taskctx"
+	"github.com/forgeq/forgeq/tasks"
+)
+
+// MaxResultBytes is the largest result a step may return: a bigger one
+// fails the step (keep big results elsewhere and return a reference).
+const MaxResultBytes = 1 << 20
+
+// maxErrorBytes is how much of a failed step's error is kept.
+const maxErrorBytes = 4 << 10
+
+// Middleware returns the asynq middleware that runs workflow steps:
+// worker.App installs it around every handler. A task that is not a
+// workflow step passes through untouched. For a step it
+//
+//   - skips the handler when the step has already finished (a duplicate
+//     delivery) or the workflow is final (cancelled, failed);
+//   - gives the handler Previous and Results;
+//   - once the handler succeeded, or failed with no retry left, records
+//     the step in one script on the workflow's hash slot, which counts it
+//     once however often it is delivered, and enqueues the steps that
+//     start next.
+//
+// A step whose handler succeeded but whose record could not be written
+// (Redis failing) returns an error, so asynq runs it again.
+func (c *Client) Middleware() asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			taskID, _ := asynq.GetTaskID(ctx)
+			id, path, ok := parseTaskID(taskID)
+			if !ok {
+				return next.ProcessTask(ctx, t)
+			}
+			return c.run(ctx, next, t, id, path)
+		})
+	}
+}
+
+func (c *Client) run(ctx context.Context, next asynq.Handler, t *asynq.Task, id, path string) error {
+	log := c.log.With(zap.String("workflow_id", id), zap.String("step", path), zap.String("task_type", t.Type()))
+	k := keys(id)
+	r, err := parseReply(beginScript.Run(ctx, c.rdb, k, path, c.now().UnixMilli()).Result())
+	if err != nil {
+		return fmt.Errorf("workflow %s step %s: read the workflow: %w", id, path, err)
+	}
+	switch r.code {
+	case "gone":
+		log.Warn("workflow step skipped: its workflow no longer exists (retention ran out)")
+		return nil
+	case "done":
+		log.Info("workflow step skipped: already finished (a duplicate delivery)")
+		return nil
+	case "stopped":
+		log.Info("workflow step skipped: the workflow is " + r.status)
+		return nil
+	}
+
+	var result []byte
+	sctx := context.WithValue(ctx, stepKey{}, &stepCtx{c: c, id: id, path: path})
+	sctx = taskctx.WithResult(sctx, func(b []byte) { result = b })
+	herr := next.ProcessTask(sctx, t)
+
+	var okStep bool
+	var msg string
+	switch tasks.Outcome(ctx, herr) {
+	case tasks.OutcomeDone:
+		okStep = true
+		if len(result) > MaxResultBytes {
+			okStep = false
+			msg = fmt.Sprintf("result of %d bytes: a workflow step's result may hold at most %d (MaxResultBytes)", len(result), MaxResultBytes)
+			herr = fmt.Errorf("workflow step %s: %s: %w", path, msg, asynq.SkipRetry)
+		}
+	case tasks.OutcomeArchived, tasks.OutcomeSkipRetry:
+		if herr == nil {
+			herr = ctx.Err()
+		}
+		msg = herr.Error()
+	default:
+		return herr // asynq retries or requeues it; nothing to record yet
+	}
+	if len(msg) > maxErrorBytes {
+		msg = msg[:maxErrorBytes]
+	}
+	value := string(result)
+	if !okStep {
+		value = msg
+	}
+	// The task's ctx may be at its deadline: the record gets its own.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	r, err = c.complete(rctx, id, path, okStep, value)
+	if err != nil {
+		if okStep {
+			return fmt.Errorf("workflow %s step %s: done, but not recorded: %w", id, path, err)
+		}
+		log.Warn("workflow step failed and could not be recorded; the reconciler records it", zap.Error(err))
+		return herr
+	}
+	switch r.code {
+	case "dup":
+		log.Info("workflow step finished again: counted once")
+	case "ok":
+		if err := c.start(rctx, id, r.pairs); err != nil {
+			log.Warn("workflow: next steps not enqueued; the reconciler enqueues them", zap.Error(err))
+		}
+		if Status(r.status).Final() {
+			c.rdb.ZRem(rctx, RunningKey, id) // best effort: the reconciler drops it too
+			log.Info("workflow finished", zap.String("status", r.status))
+		}
+	}
+	return herr
+}
+
+// complete records the end of the step at path, retrying a failing Redis
+// for a little while.
+func (c *Client) complete(ctx context.Context, id, path string, ok bool, value string) (scriptReply, error) {
+	flag := "0"
+	if ok {
+		flag = "1"
+	}
+	var err error
+	for attempt, wait := 0, 50*time.Millisecond; attempt < 5; attempt, wait = attempt+1, wait*2 {
+		var r scriptReply
+		r, err = parseReply(completeScript.Run(ctx, c.rdb, keys(id), path, flag, value, c.now().UnixMilli()).Result())
+		if err == nil {
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return r, errors.Join(err, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+	return scriptReply{}, err
+}
+
+// Reconcile repairs, once, what a crash or a failing Redis left half done
+// in the workflows due for a check (RunningKey): a step marked active
+// whose task does not exist is enqueued (a worker died between recording
+// a step and enqueuing the next, or Submit between its two writes); a
+// step whose task asynq archived or completed without the step being
+// recorded (its worker died at its last attempt) is recorded. A workflow
+// is checked every 15 seconds while it runs, and only its steps active for
+// longer than that. Every worker runs it (RunReconciler); the checks are
+// claimed atomically, so workers do not repeat each other's.
+func (c *Client) Reconcile(ctx context.Context) error {
+	now := c.now()
+	ids, err := c.rdb.ZRangeArgs(ctx, redisZRangeDue(now)).Result()
+	if err != nil {
+		return fmt.Errorf("workflow: reconcile: %w", err)
+	}
+	var errs []error
+	for _, id := range ids {
+		if err := c.reconcile(ctx, id, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Client) reconcile(ctx context.Context, id string, now time.Time) error {
+	if checkID(id) != nil {
+		return c.rdb.ZRem(ctx, RunningKey, id).Err()
+	}
+	r, err := parseReply(scanScript.Run(ctx, c.rdb, keys(id), now.UnixMilli(), reconcileAfter.Milliseconds(), 1000).Result())
+	if err != nil {
+		return fmt.Errorf("workflow: reconcile %s: %w", id, err)
+	}
+	if r.code != "live" {
+		return c.rdb.ZRem(ctx, RunningKey, id).Err()
+	}
+	next := reconcileAfter
+	for i := 0; i+1 < len(r.pairs); i += 2 {
+		path, spec := r.pairs[i], r.pairs[i+1]
+		if err := c.repair(ctx, id, path, spec); err != nil {
+			c.log.Warn("workflow: reconcile step", zap.String("workflow_id", id), zap.String("step", path), zap.Error(err))
+			next = time.Second
+		}
+	}
+	return c.rdb.ZAdd(ctx, RunningKey, redisZ(id, now.Add(next))).Err()
+}
+
+// repair checks the task of one step active for a while.
+func (c *Client) repair(ctx context.Context, id, path, spec string) error {
+	var s taskSpecLite
+	if err := decodeSpec(spec, &s); err != nil {
+		return err
+	}
+	info, err := c.insp.GetTaskInfo(s.Queue, TaskID(id, path))
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		c.log.Info("workflow: enqueuing a step whose task is missing", zap.String("workflow_id", id), zap.String("step", path))
+		return c.start(ctx, id, []string{path, spec})
+	case err != nil:
+		return err
+	}
+	var ok bool
+	var value string
+	switch info.State {
+	case asynq.TaskStateArchived:
+		value = info.LastErr
+		if value == "" {
+			value = "archived"
+		}
+	case asynq.TaskStateCompleted:
+		ok, value = true, string(info.Result)
+	default:
+		return nil // pending, active, scheduled, retry: asynq has it
+	}
+	r, err := c.complete(ctx, id, path, ok, value)
+	if err != nil {
+		return err
+	}
+	if r.code == "ok" {
+		if err := c.start(ctx, id, r.pairs); err != nil {
+			return err
+		}
+		if Status(r.status).Final() {
+			c.rdb.ZRem(ctx, RunningKey, id)
+		}
+	}
+	return nil
+}
+
+// ReconcileInterval is how often RunReconciler runs Reconcile.
+const ReconcileInterval = 5 * time.Second
+
+// RunReconciler runs Reconcile every ReconcileInterval until ctx ends,
+// logging its failures; worker.App runs it in every worker.
+func (c *Client) RunReconciler(ctx context.Context) {
+	t := time.NewTicker(ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("workflow: reconcile", zap.Error(err))
+		}
+	}
+}
