@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -57,6 +58,9 @@ type Client struct {
 	o    Options
 	log  *zap.Logger
 	now  func() time.Time
+	// began holds, by workflow id, when this process last ran the begin
+	// script of one of its steps (mustBegin).
+	began sync.Map
 }
 
 // NewClient returns a Client on rdb: a single node, Sentinel or a Redis
@@ -160,15 +164,16 @@ func (c *Client) Submit(ctx context.Context, root Node, so SubmitOptions) (*Info
 		return nil, fmt.Errorf("workflow: submit %s: %w", so.ID, err)
 	}
 	r, err := parseReply(submitScript.Run(ctx, c.rdb, keys(so.ID), args...).Result())
+
 	if err != nil {
 		return nil, fmt.Errorf("workflow: submit %s: %w", so.ID, err)
 	}
 	if r.code == "exists" {
 		return nil, fmt.Errorf("%w: %q", ErrExists, so.ID)
 	}
-	info := &Info{ID: so.ID, Name: so.Name, Total: len(p.order), Started: len(r.pairs) / 2}
+	info := &Info{ID: so.ID, Name: so.Name, Total: len(p.order), Started: len(r.pairs)}
 	c.rdb.ZRemRangeByRank(ctx, RecentKey, 0, -MaxRecent-1) // best effort: listings drop the excess too
-	if err := c.start(ctx, so.ID, r.pairs); err != nil {
+	if err := c.startSpecs(ctx, so.ID, r.pairs, func(path string) (taskSpec, error) { return p.specs[path], nil }); err != nil {
 		return info, fmt.Errorf("workflow: %s is submitted; a worker will enqueue its first steps: %w", so.ID, err)
 	}
 	return info, nil
@@ -181,32 +186,48 @@ const reconcileAfter = 15 * time.Second
 // start enqueues the steps of pairs (path, spec) of workflow id; a step
 // already enqueued (a task id conflict) is fine.
 func (c *Client) start(ctx context.Context, id string, pairs []string) error {
-	n := len(pairs) / 2
-	if n == 0 {
-		return nil
+	paths := make([]string, 0, len(pairs)/2)
+	specs := make(map[string]string, len(pairs)/2)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		paths = append(paths, pairs[i])
+		specs[pairs[i]] = pairs[i+1]
 	}
-	enqueue := func(path, spec string) error {
+	return c.startSpecs(ctx, id, paths, func(path string) (taskSpec, error) {
 		var s taskSpec
-		if err := json.Unmarshal([]byte(spec), &s); err != nil {
-			return fmt.Errorf("step %s: decode: %w", path, err)
+		if err := json.Unmarshal([]byte(specs[path]), &s); err != nil {
+			return s, fmt.Errorf("step %s: decode: %w", path, err)
 		}
-		_, err := c.enq.EnqueueContext(ctx, s.task(id, path))
+		return s, nil
+	})
+}
+
+// startSpecs enqueues the steps at paths of workflow id, whose specs spec
+// returns, enqueueParallel at a time.
+func (c *Client) startSpecs(ctx context.Context, id string, paths []string, spec func(path string) (taskSpec, error)) error {
+	enqueue := func(path string) error {
+		s, err := spec(path)
+		if err != nil {
+			return err
+		}
+		_, err = c.enq.EnqueueContext(ctx, s.task(id, path))
 		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			return fmt.Errorf("enqueue step %s: %w", path, err)
 		}
 		return nil
 	}
-	if n == 1 {
-		return enqueue(pairs[0], pairs[1])
+	switch len(paths) {
+	case 0:
+		return nil
+	case 1:
+		return enqueue(paths[0])
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(enqueueParallel)
-	for i := 0; i < len(pairs); i += 2 {
-		path, spec := pairs[i], pairs[i+1]
+	for _, path := range paths {
 		if gctx.Err() != nil {
 			break
 		}
-		g.Go(func() error { return enqueue(path, spec) })
+		g.Go(func() error { return enqueue(path) })
 	}
 	return g.Wait()
 }

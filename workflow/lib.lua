@@ -99,16 +99,14 @@ local function finish(p, ok, now, out)
         end
         p = par
       else
-        local failed
-        if ok then
-          failed = tonumber(redis.call("HGET", cnt_k, par .. ":f") or "0")
-        else
-          failed = redis.call("HINCRBY", cnt_k, par .. ":f", 1)
+        if not ok then
+          redis.call("HINCRBY", cnt_k, par .. ":f", 1)
           local e = redis.call("HGET", err_k, p)
           if e then redis.call("HSETNX", err_k, par, e) end
         end
         local count = redis.call("HINCRBY", cnt_k, par, 1)
         if count < n then return nil end
+        local failed = tonumber(redis.call("HGET", cnt_k, par .. ":f") or "0")
         if cb == "1" and (pol == "a" or failed == 0) then
           activate(child(par, "cb"), out, now)
           return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -49,10 +50,16 @@ func (c *Client) Middleware() asynq.MiddlewareFunc {
 
 func (c *Client) run(ctx context.Context, next asynq.Handler, t *asynq.Task, id, path string) error {
 	log := c.log.With(zap.String("workflow_id", id), zap.String("step", path), zap.String("task_type", t.Type()))
-	k := keys(id)
-	r, err := parseReply(beginScript.Run(ctx, c.rdb, k, path, c.now().UnixMilli()).Result())
-	if err != nil {
-		return fmt.Errorf("workflow %s step %s: read the workflow: %w", id, path, err)
+	r := scriptReply{code: "run"}
+	if c.mustBegin(ctx, id, path) {
+		var err error
+		r, err = parseReply(beginScript.Run(ctx, c.rdb, keys(id), path, c.now().UnixMilli()).Result())
+		if err != nil {
+			return fmt.Errorf("workflow %s step %s: read the workflow: %w", id, path, err)
+		}
+		if r.code == "run" {
+			c.began.Store(id, c.now())
+		}
 	}
 	switch r.code {
 	case "gone":
@@ -99,7 +106,7 @@ func (c *Client) run(ctx context.Context, next asynq.Handler, t *asynq.Task, id,
 	// The task's ctx may be at its deadline: the record gets its own.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	r, err = c.complete(rctx, id, path, okStep, value)
+	r, err := c.complete(rctx, id, path, okStep, value)
 	if err != nil {
 		if okStep {
 			return fmt.Errorf("workflow %s step %s: done, but not recorded: %w", id, path, err)
@@ -120,6 +127,37 @@ func (c *Client) run(ctx context.Context, next asynq.Handler, t *asynq.Task, id,
 		}
 	}
 	return herr
+}
+
+// beganFor is how long a process skips the begin script for the group
+// members of a workflow it has begun a step of.
+const beganFor = 5 * time.Second
+
+// mustBegin reports whether the step at path of workflow id runs the
+// begin script before its handler: it marks the workflow running, and
+// skips a step already finished (a duplicate delivery) or a workflow no
+// longer live. Every chain step and callback runs it, and every retried
+// attempt; a group's member skips it when this process began a step of
+// the workflow within beganFor, since a 10,000-member group would
+// otherwise pay a round trip per member for what its first members
+// established. Such a member, delivered again after it finished, runs
+// again and is counted once (at-least-once, as any asynq task).
+func (c *Client) mustBegin(ctx context.Context, id, path string) bool {
+	if !strings.HasPrefix(last(path), "m") {
+		return true
+	}
+	if n, _ := asynq.GetRetryCount(ctx); n > 0 {
+		return true
+	}
+	v, ok := c.began.Load(id)
+	if !ok {
+		return true
+	}
+	if c.now().Sub(v.(time.Time)) > beganFor {
+		c.began.Delete(id)
+		return true
+	}
+	return false
 }
 
 // complete records the end of the step at path, retrying a failing Redis

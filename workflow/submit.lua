@@ -24,4 +24,6 @@ while i <= #ARGV do
 end
 local out = {}
 activate(".", out, now)
-return reply("ok", "pending", out)
+table.insert(out, 1, "ok")
+table.insert(out, 2, "pending")
+return out

@@ -301,7 +301,7 @@ func TestGroupPolicies(t *testing.T) {
 	})
 }
 
-func flush(t *testing.T, url string) {
+func flush(t testing.TB, url string) {
 	t.Helper()
 	opt, err := redis.ParseURL(url)
 	if err != nil {

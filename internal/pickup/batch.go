@@ -124,10 +124,19 @@ func (b *batcher) stats() (pipelines, calls int64) {
 	return b.pipelines, b.calls
 }
 
+// workflowKeyPrefix begins the keys of one workflow (workflow.KeyPrefix
+// and its hash tag).
+const workflowKeyPrefix = "forgeq:wf:{"
+
 // finishesTask reports whether a script's keys are those of asynq's
-// scripts that finish a running task: its queue's active list and lease
-// set, and its task key.
+// scripts that finish a running task (its queue's active list and lease
+// set, and its task key), or of forgeq's workflow scripts that the
+// handler goroutines run as a step starts and ends (their keys all begin
+// "forgeq:wf:{").
 func finishesTask(keys []any) bool {
+	if len(keys) > 0 && strings.HasPrefix(argString(keys[0]), workflowKeyPrefix) {
+		return true
+	}
 	var active, lease, task bool
 	for _, k := range keys {
 		s := argString(k)
