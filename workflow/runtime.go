@@ -226,7 +226,8 @@ func (c *Client) reconcile(ctx context.Context, id string, now time.Time) error 
 			next = time.Second
 		}
 	}
-	return c.rdb.ZAdd(ctx, RunningKey, redisZ(id, now.Add(next))).Err()
+	// XX: a repair that finished the workflow removed it.
+	return c.rdb.ZAddXX(ctx, RunningKey, redisZ(id, now.Add(next))).Err()
 }
 
 // repair checks the task of one step active for a while.

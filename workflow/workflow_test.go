@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,7 +95,7 @@ func newTypes() *types {
 			}
 			res := sumResult{Total: g.Total, Failed: g.Failed, Failures: g.Failures}
 			err = g.Each(ctx, func(_ int, result []byte, failure string) error {
-				if failure == "" {
+				if failure == "" && len(result) > 0 {
 					var n int
 					if err := json.Unmarshal(result, &n); err != nil {
 						return err
@@ -311,5 +312,86 @@ func flush(t testing.TB, url string) {
 	defer rdb.Close()
 	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// On a Redis Cluster a workflow's keys share one hash slot (so each of
+// its scripts is atomic) and it runs as on one node.
+func TestCluster(t *testing.T) {
+	url := redistest.ClusterURL(t)
+	queue := fmt.Sprintf("wfcluster-%d", time.Now().UnixNano())
+	ty := newTypes()
+	w := forgeqtest.StartWorker(t, ty.app(), forgeqtest.WorkerOptions{Env: map[string]string{
+		"REDIS_CONNECTION_URL": url, "REDIS_EMBEDDED": "", "WORKER_QUEUES": queue + "=1",
+	}})
+	c := w.Services().Workflows
+	q := asynq.Queue(queue)
+	info, err := c.Submit(context.Background(), workflow.Chain(
+		workflow.Task(ty.add, addPayload{N: 1}, q),
+		workflow.Group(workflow.Task(ty.add, addPayload{N: 2}, q), workflow.Task(ty.add, addPayload{N: 3}, q)).
+			Then(workflow.Task(ty.sum, struct{}{}, q), workflow.AllSucceeded),
+	), workflow.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := wait(t, c, info.ID)
+	if st.Status != workflow.StatusSucceeded || st.Done != 4 {
+		t.Fatalf("state %+v", st)
+	}
+	var got sumResult
+	if err := json.Unmarshal([]byte(result(t, c, info.ID, "1.cb")), &got); err != nil || got.Sum != 3+4 {
+		t.Fatalf("callback result %+v (%v), want 3+4 (each member adds to step 0's 1)", got, err)
+	}
+	rdb := w.Manager().Client()
+	base := workflow.KeyPrefix + "{" + info.ID + "}"
+	want, err := rdb.ClusterKeySlot(context.Background(), base).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{":shape", ":spec", ":act", ":done", ":cnt", ":res", ":err", ":order"} {
+		slot, err := rdb.ClusterKeySlot(context.Background(), base+suffix).Result()
+		if err != nil || slot != want {
+			t.Errorf("%s%s: slot %d (%v), want %d", base, suffix, slot, err, want)
+		}
+	}
+}
+
+// A group of 100,000 members completes, its callback runs once and sees
+// them all: completion is counted in Redis as each member ends.
+func TestGroupOf100000(t *testing.T) {
+	url := redistest.URL(t, 35)
+	flush(t, url)
+	ty := newTypes()
+	var members atomic.Int64
+	member := tasks.Define("wft:member", "No-op member.",
+		func(context.Context, tasks.Deps, struct{}) ([]byte, error) { members.Add(1); return nil, nil })
+	w := forgeqtest.StartWorker(t, ty.app().Register(member), forgeqtest.WorkerOptions{Env: map[string]string{
+		"REDIS_CONNECTION_URL": url, "REDIS_EMBEDDED": "", "WORKER_CONCURRENCY": "50", "LOG_LEVEL": "warn",
+	}})
+	c := w.Services().Workflows
+	nodes := make([]workflow.Node, 100_000)
+	for i := range nodes {
+		nodes[i] = workflow.Task(member, struct{}{})
+	}
+	info, err := c.Submit(context.Background(),
+		workflow.Group(nodes...).Then(workflow.Task(ty.sum, struct{}{}), workflow.AllSucceeded), workflow.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	st, err := c.Wait(ctx, info.ID, 100*time.Millisecond, nil)
+	if err != nil || st.Status != workflow.StatusSucceeded || st.Done != 100_001 {
+		t.Fatalf("state %+v: %v", st, err)
+	}
+	var got sumResult
+	if err := json.Unmarshal([]byte(result(t, c, info.ID, "0.cb")), &got); err != nil || got.Total != 100_000 || got.Failed != 0 {
+		t.Fatalf("callback saw %+v (%v)", got, err)
+	}
+	if n := ty.rec.count("0.cb"); n != 1 {
+		t.Fatalf("callback ran %d times", n)
+	}
+	if n := members.Load(); n < 100_000 {
+		t.Fatalf("%d members ran", n)
 	}
 }
