@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -60,7 +61,8 @@ type Client struct {
 	now  func() time.Time
 	// began holds, by workflow id, when this process last ran the begin
 	// script of one of its steps (mustBegin).
-	began sync.Map
+	began       sync.Map
+	beganStores atomic.Int64
 }
 
 // NewClient returns a Client on rdb: a single node, Sentinel or a Redis

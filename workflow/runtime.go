@@ -58,7 +58,7 @@ func (c *Client) run(ctx context.Context, next asynq.Handler, t *asynq.Task, id,
 			return fmt.Errorf("workflow %s step %s: read the workflow: %w", id, path, err)
 		}
 		if r.code == "run" {
-			c.began.Store(id, c.now())
+			c.noteBegan(id)
 		}
 	}
 	switch r.code {
@@ -158,6 +158,23 @@ func (c *Client) mustBegin(ctx context.Context, id, path string) bool {
 		return true
 	}
 	return false
+}
+
+// noteBegan records that this process began a step of workflow id now;
+// every 1024th call drops the entries older than beganFor, so that a
+// long-running worker keeps only the workflows it works on.
+func (c *Client) noteBegan(id string) {
+	now := c.now()
+	c.began.Store(id, now)
+	if c.beganStores.Add(1)%1024 != 0 {
+		return
+	}
+	c.began.Range(func(k, v any) bool {
+		if now.Sub(v.(time.Time)) > beganFor {
+			c.began.Delete(k)
+		}
+		return true
+	})
 }
 
 // complete records the end of the step at path, retrying a failing Redis
