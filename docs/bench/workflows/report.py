@@ -23,7 +23,8 @@ def sh(cmd):
         return "?"
 
 
-NAMES = {"bullmq": "BullMQ (FlowProducer: parent + children)", "celery": "Celery (chord, threads pool)"}
+NAMES = {"bullmq": "BullMQ (FlowProducer: parent + children)", "celery": "Celery (chord, threads pool)",
+         "forgeq": "forgeq (workflow.Group(...).Then)"}
 n = runs[0]["n"] if runs else 0
 print(f"""# Workflows peer bench: group of {n:,} no-op members + 1 callback
 
@@ -33,14 +34,14 @@ Each figure is the median of {max((len(v) for v in by.values()), default=0)} run
 
 - **group+callback total**: from the start of the submission (flow add / chord apply) to the end of the callback.
 - **plain total**: the same {n:,} no-op jobs enqueued the peer's normal bulk way (BullMQ `addBulk`, Celery a
-  `delay()` loop), drained by the same worker, from the start of the enqueue to the end of the last job.
+  `delay()` loop, forgeq 32 concurrent enqueues), drained by the same worker, from the start of the enqueue to the end of the last job.
 - **ratio**: group+callback total / plain total (the cost of the workflow machinery).
 - **callback latency**: from the end of the last member's handler (latest finish time any member
   recorded) to the start of the callback's handler, both clocks in the worker process.
 
 | peer | version | group+callback total ms | plain total ms | ratio | callback latency ms (p50 over runs) |
 |---|---|---:|---:|---:|---:|""")
-for peer in ("bullmq", "celery"):
+for peer in ("bullmq", "celery", "forgeq"):
     keys = [k for k in by if k[0] == peer]
     if not keys:
         print(f"| {NAMES[peer]} | not run | | | | |")
@@ -52,7 +53,6 @@ for peer in ("bullmq", "celery"):
     lat = st.median(r["cb_latency_ms"] for r in g) if g else None
     f = lambda v, d=0: "—" if v is None else f"{v:,.{d}f}"
     print(f"| {NAMES[peer]} | {ver} | {f(gt)} | {f(pt)} | {f(gt / pt if gt and pt else None, 2)} | {f(lat, 1)} |")
-print("| forgeq (workflow group + callback) | _to be filled by forgeq's Go benchmark_ | | | | |")
 
 print("""
 Notes: BullMQ parent and children share one queue and one worker; all jobs use
@@ -61,7 +61,9 @@ jobs (FlowProducer.add is likewise one transaction). Celery runs `--pool threads
 prefork; threads 50 is the shared peer bench's setting) with a Redis result backend (a chord needs one), so
 members store results in both modes and the callback receives all of them. In both peers the worker is
 already running during the submission, so the totals include the submission (see the submit column).
-forgeq's row: run its Go benchmark with the same N, concurrency 50 and definitions, and fill it in.""")
+forgeq runs `BenchmarkGroupCallback` (workflow/bench_test.go) on the same redis-server: a worker with its
+defaults and concurrency 50; the plain path is 32 concurrent `Enqueue` calls (asynq has no bulk enqueue),
+as `Submit` enqueues a group's members; its version column is the commit.""")
 print("\n## Per run\n\n| peer | mode | run | submit ms | total ms | callback latency ms |\n|---|---|---:|---:|---:|---:|")
 for r in runs:
     lat = "" if r["cb_latency_ms"] is None else f"{r['cb_latency_ms']:.3f}"

@@ -3,12 +3,14 @@
 # BullMQ flows and Celery chords, against the same N jobs enqueued plainly.
 # Writes results.md beside this file and prints it.
 #   docs/bench/workflows/run.sh
-# Knobs: N=10000 RUNS=3 PORT=6391 ONLY=bullmq,celery
+# Knobs: N=10000 RUNS=3 PORT=6391 ONLY=bullmq,celery,forgeq
+# forgeq runs workflow.BenchmarkGroupCallback (10,000 members: N does not
+# apply to it) against the same redis-server.
 # Installs what it needs (npm into ./node_modules, Debian's python3-celery),
 # starts its own redis-server on PORT (no persistence) and stops it at the end.
 set -euo pipefail
 cd "$(dirname "$0")"
-N=${N:-10000} RUNS=${RUNS:-3} PORT=${PORT:-6391} ONLY=${ONLY:-bullmq,celery}
+N=${N:-10000} RUNS=${RUNS:-3} PORT=${PORT:-6391} ONLY=${ONLY:-bullmq,celery,forgeq}
 TMP=$(mktemp -d)
 RAW=$TMP/raw.jsonl
 : > "$RAW"
@@ -24,7 +26,7 @@ fi
 
 # ---- our own redis-server
 if redis-cli -p "$PORT" ping >/dev/null 2>&1; then echo "port $PORT is taken; set PORT=" >&2; exit 1; fi
-redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --logfile "$TMP/redis.log" &
+redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --databases 64 --logfile "$TMP/redis.log" &
 REDIS_PID=$!
 trap 'kill "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -36,6 +38,13 @@ fi
 if [[ $ONLY == *celery* ]]; then
   /usr/bin/python3 celery_bench.py --port "$PORT" --n "$N" --runs "$RUNS" --log "$TMP/celery.log" | tee -a "$RAW" ||
     { echo "celery run failed; worker log:" >&2; tail -30 "$TMP/celery.log" >&2; }
+fi
+
+if [[ $ONLY == *forgeq* ]]; then
+  # The Go benchmark flushes its database and starts a fresh worker per run.
+  (cd ../../.. && REDIS_TEST_URL="redis://127.0.0.1:$PORT" \
+    go test -run '^$' -bench 'GroupCallback' -benchtime 1x -count "$RUNS" ./workflow) |
+    /usr/bin/python3 gobench.py "$(cd ../../.. && git describe --always --dirty)" | tee -a "$RAW"
 fi
 
 /usr/bin/python3 report.py "$RAW" > results.md
