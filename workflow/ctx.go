@@ -24,7 +24,8 @@ type stepKey struct{}
 type stepCtx struct {
 	c        *Client
 	id, path string
-	previous []byte // WithPrevious
+	previous []byte        // WithPrevious
+	results  *GroupResults // WithResults
 	fixed    bool
 }
 
@@ -42,6 +43,21 @@ func Current(ctx context.Context) (id, path string, ok bool) {
 // a step's handler without a workflow.
 func WithPrevious(ctx context.Context, result []byte) context.Context {
 	return context.WithValue(ctx, stepKey{}, &stepCtx{previous: result, fixed: true})
+}
+
+// WithResults returns ctx in which Results returns a group whose members
+// returned results (nil for a failed member) and whose failed members are
+// failures (member index -> error), for testing a callback's handler
+// without a workflow.
+func WithResults(ctx context.Context, results [][]byte, failures map[int]string) context.Context {
+	g := &GroupResults{Total: len(results), Failed: len(failures), Succeeded: len(results) - len(failures), fixed: results, group: "0"}
+	g.failed = failures
+	for i := range results {
+		if e, ok := failures[i]; ok && len(g.Failures) < MaxListedFailures {
+			g.Failures = append(g.Failures, Failure{Member: i, Step: child(g.group, "m"+strconv.Itoa(i)), Error: e})
+		}
+	}
+	return context.WithValue(ctx, stepKey{}, &stepCtx{results: g, fixed: true})
 }
 
 // Previous returns the result of the stage before the step running under
@@ -73,7 +89,8 @@ func Previous(ctx context.Context) ([]byte, error) {
 }
 
 // PreviousAs decodes Previous's result, a JSON document, into a T: the
-// typed way for a step to take the result of the stage before it.
+// typed way for a step to take the result of the stage before it. Errors
+// are Previous's, ErrNoResult, or the JSON decoding's.
 func PreviousAs[T any](ctx context.Context) (T, error) {
 	var v T
 	b, err := Previous(ctx)
@@ -81,7 +98,7 @@ func PreviousAs[T any](ctx context.Context) (T, error) {
 		return v, err
 	}
 	if len(b) == 0 {
-		return v, fmt.Errorf("workflow: previous: the stage before returned no result")
+		return v, ErrNoResult
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return v, fmt.Errorf("workflow: previous: decode into %T: %w", v, err)
@@ -170,6 +187,8 @@ type GroupResults struct {
 
 	c         *Client
 	id, group string
+	fixed     [][]byte       // WithResults
+	failed    map[int]string // WithResults
 }
 
 // Failure is a failed member of a group.
@@ -188,8 +207,14 @@ type Failure struct {
 // (no group before the step), or Redis's.
 func Results(ctx context.Context) (*GroupResults, error) {
 	s, ok := ctx.Value(stepKey{}).(*stepCtx)
-	if !ok || s.fixed {
+	if !ok {
 		return nil, ErrNotInWorkflow
+	}
+	if s.fixed {
+		if s.results == nil {
+			return nil, ErrNotInWorkflow
+		}
+		return s.results, nil
 	}
 	group := parent(s.path)
 	if last(s.path) != "cb" {
@@ -258,6 +283,18 @@ func (g *GroupResults) Results(ctx context.Context) ([]json.RawMessage, error) {
 // succeeded; "<step>\n<error>" when it failed), in member order, reading
 // them a thousand at a time. An error from fn stops it and is returned.
 func (g *GroupResults) Each(ctx context.Context, fn func(member int, result []byte, failure string) error) error {
+	if g.c == nil {
+		for i, r := range g.fixed {
+			failure := ""
+			if e, ok := g.failed[i]; ok {
+				failure, r = child(g.group, "m"+strconv.Itoa(i))+"\n"+e, nil
+			}
+			if err := fn(i, r, failure); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	k := keys(g.id)
 	for from := 0; from < g.Total; from += MaxInlineResults {
 		to := min(from+MaxInlineResults, g.Total)

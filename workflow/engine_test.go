@@ -482,3 +482,24 @@ func TestParse(t *testing.T) {
 		t.Fatalf("spec %s: %v", raw, err)
 	}
 }
+
+func TestWithResults(t *testing.T) {
+	ctx := WithResults(context.Background(), [][]byte{[]byte("1"), nil, []byte("3")}, map[int]string{1: "boom"})
+	g, err := Results(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Total != 3 || g.Failed != 1 || g.Succeeded != 2 || len(g.Failures) != 1 || g.Failures[0].Member != 1 || g.Failures[0].Error != "boom" {
+		t.Fatalf("results %+v", g)
+	}
+	all, err := g.Results(ctx)
+	if err != nil || string(all[0]) != "1" || string(all[1]) != "null" || string(all[2]) != "3" {
+		t.Fatalf("results %s, %v", all, err)
+	}
+	if _, err := Results(WithPrevious(context.Background(), nil)); !errors.Is(err, ErrNotInWorkflow) {
+		t.Fatalf("Results under WithPrevious: %v", err)
+	}
+	if _, err := PreviousAs[int](WithPrevious(context.Background(), nil)); !errors.Is(err, ErrNoResult) {
+		t.Fatalf("PreviousAs of no result: %v", err)
+	}
+}

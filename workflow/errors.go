@@ -21,6 +21,9 @@ var (
 	// ErrNoPrevious is returned by Previous for a step that has no step
 	// before it (the first of the workflow).
 	ErrNoPrevious = errors.New("workflow: no previous step")
+	// ErrNoResult is returned by PreviousAs when the stage before returned
+	// no result to decode.
+	ErrNoResult = errors.New("workflow: the stage before returned no result")
 	// ErrTooManyResults is returned by Previous and Results when the
 	// group holds more than MaxInlineResults members: page through them
 	// with GroupResults.Each.
