@@ -3,7 +3,9 @@
 // account's daily figures over a date range; report:build fans out one
 // report:day task per day, each computes and caches its day, GET
 // /reports/{id} assembles the report, and report:cleanup deletes expired
-// reports every hour. See README.md.
+// reports every hour. POST /reports/publish makes a report as a workflow
+// instead: the days in a group, then a summary listing the failed days,
+// then its publication. See README.md.
 package main
 
 import (
@@ -25,6 +27,7 @@ func main() {
 		Use(reports.LimitDays()).
 		Handle("GET /reports/{id}", reports.GetReport).
 		Handle("POST /reports", reports.PostReport).
+		Handle("POST /reports/publish", reports.PostPublishReport).
 		Schedule(worker.Periodic{Name: "report-cleanup", Spec: "@every 1h", Type: report.TypeCleanup}).
 		Main()
 }

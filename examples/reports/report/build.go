@@ -37,8 +37,8 @@ type BuildArgs struct {
 // Validate checks the form of a's fields; the errors name the field. That
 // the account is known and the days are over is checked by the handler.
 func (a BuildArgs) Validate() error {
-	if !idPattern.MatchString(a.ReportID) {
-		return fmt.Errorf("field %q: %q is not 1 to 64 of A-Z a-z 0-9 _ -", "report_id", a.ReportID)
+	if err := checkReportID(a.ReportID); err != nil {
+		return err
 	}
 	if err := checkAccount(a.Account); err != nil {
 		return err
@@ -69,6 +69,13 @@ func (a BuildArgs) days() ([]string, error) {
 		days[i] = from.AddDate(0, 0, i).Format(dateLayout)
 	}
 	return days, nil
+}
+
+func checkReportID(id string) error {
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("field %q: %q is not 1 to 64 of A-Z a-z 0-9 _ -", "report_id", id)
+	}
+	return nil
 }
 
 func checkAccount(a string) error {
@@ -156,6 +163,21 @@ func (s *Service) build(ctx context.Context, deps tasks.Deps, a BuildArgs) ([]by
 	if deps.Logger != nil {
 		deps.Logger.Info("report planned", zap.String("report_id", a.ReportID), zap.String("account", a.Account),
 			zap.Int("days", len(days)), zap.Time("expires_at", plan.ExpiresAt))
+	}
+	return json.Marshal(BuildResult{ReportID: a.ReportID, Days: len(days), ExpiresAt: plan.ExpiresAt})
+}
+
+// plan is the handler of report:plan, the first step of the report
+// workflow: report:build without the fan-out, since the workflow's group
+// runs the days. A retry finds its own plan.
+func (s *Service) plan(ctx context.Context, deps tasks.Deps, a BuildArgs) ([]byte, error) {
+	if err := s.checkComputable(a); err != nil {
+		return nil, fmt.Errorf("report %s: %w: %w", a.ReportID, err, asynq.SkipRetry)
+	}
+	days, _ := a.days() // Validate checked them
+	plan, err := s.storePlan(ctx, deps.Cache, a, days)
+	if err != nil {
+		return nil, err
 	}
 	return json.Marshal(BuildResult{ReportID: a.ReportID, Days: len(days), ExpiresAt: plan.ExpiresAt})
 }

@@ -17,15 +17,15 @@ import (
 
 // DayArgs is the payload of a report:day task.
 type DayArgs struct {
-	ReportID string `json:"report_id" help:"the report the day belongs to; report:build planned it"`
+	ReportID string `json:"report_id" help:"the report the day belongs to; report:build or report:plan planned it"`
 	Account  string `json:"account" help:"the report's account"`
 	Date     string `json:"date" help:"the day, YYYY-MM-DD (UTC), one of the report's"`
 }
 
 // Validate checks the form of a's fields; the errors name the field.
 func (a DayArgs) Validate() error {
-	if !idPattern.MatchString(a.ReportID) {
-		return fmt.Errorf("field %q: %q is not 1 to 64 of A-Z a-z 0-9 _ -", "report_id", a.ReportID)
+	if err := checkReportID(a.ReportID); err != nil {
+		return err
 	}
 	if err := checkAccount(a.Account); err != nil {
 		return err

@@ -25,6 +25,10 @@ const maxBody = 4 << 10
 const (
 	StatusRunning  = "running"  // some days are not computed yet
 	StatusComplete = "complete" // every day is
+	// StatusPartial is a report published (POST /reports/publish) with
+	// days that failed: its workflow has finished, and
+	// Summary.FailedDays says which days are missing and why.
+	StatusPartial = "partial"
 )
 
 // Report is the body of GET /reports/{id}: the plan and the days computed
@@ -40,6 +44,10 @@ type Report struct {
 	Days      []Day     `json:"days"` // the computed days, in date order
 	Totals    Totals    `json:"totals"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Summary is what report:publish stored, for a report made by POST
+	// /reports/publish once its workflow has run; nil before, and for a
+	// report made by POST /reports.
+	Summary *Summary `json:"summary,omitempty"`
 }
 
 // Totals add up a report's computed days.
@@ -74,8 +82,9 @@ type errorBody struct {
 
 // GetReport is the route GET /reports/{id}, for worker.App.Handle: the
 // report as far as it is computed (200), or 404 for a report that does not
-// exist or expired. It reads the plan, then every day at once (one
-// pipeline of futures on the cache manager's async side).
+// exist or expired. It reads the plan, then every day and the published
+// summary at once (one pipeline of futures on the cache manager's async
+// side).
 func (s *Service) GetReport(sv worker.Services) http.Handler {
 	return s.getReport(sv.Manager, sv.Logger)
 }
@@ -101,6 +110,7 @@ func (s *Service) getReport(m *cachemgr.Manager, log *zap.Logger) http.Handler {
 		for i, date := range plan.Days {
 			futures[i] = cachemgr.GetJSONAsync[Day](ctx, m, DayKey(plan.Bucket, id, date))
 		}
+		summary := cachemgr.GetJSONAsync[Summary](ctx, m, SummaryKey(plan.Bucket, id))
 		rep := Report{
 			ReportID: id, Account: plan.Account, From: plan.From, To: plan.To,
 			DaysTotal: len(plan.Days), Days: []Day{}, ExpiresAt: plan.ExpiresAt,
@@ -124,6 +134,17 @@ func (s *Service) getReport(m *cachemgr.Manager, log *zap.Logger) http.Handler {
 		if rep.DaysDone == rep.DaysTotal {
 			rep.Status = StatusComplete
 		}
+		switch sum, err := summary.Wait(); {
+		case errors.Is(err, cachemgr.ErrMiss): // not published (yet)
+		case err != nil:
+			unavailable(w, log, err)
+			return
+		default:
+			rep.Summary = &sum
+			if sum.DaysFailed > 0 {
+				rep.Status = StatusPartial
+			}
+		}
 		writeJSON(w, http.StatusOK, rep)
 	})
 }
@@ -139,35 +160,8 @@ func (s *Service) PostReport(sv worker.Services) http.Handler {
 func (s *Service) postReport(enq tasks.Enqueuer, m *cachemgr.Manager, log *zap.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
-		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-			writeJSON(w, http.StatusUnsupportedMediaType, errorBody{"send the body as JSON, with Content-Type: application/json"})
-			return
-		}
-		var req CreateRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{"body: " + err.Error()})
-			return
-		}
-		if req.ReportID == "" {
-			req.ReportID = newReportID()
-		}
-		args := BuildArgs(req)
-		if err := args.Validate(); err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
-			return
-		}
-		if err := s.checkComputable(args); err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
-			return
-		}
-		switch _, err := m.Get(ctx, PlanKey(args.ReportID)); {
-		case err == nil:
-			writeJSON(w, http.StatusConflict, errorBody{fmt.Sprintf("report id %q is taken", args.ReportID)})
-			return
-		case !errors.Is(err, cachemgr.ErrMiss):
-			unavailable(w, log, err)
+		args, ok := s.readCreate(w, r, m, log)
+		if !ok {
 			return
 		}
 		info, err := s.Build.Enqueue(ctx, enq, args, asynq.TaskID("report-"+args.ReportID))
@@ -183,6 +177,45 @@ func (s *Service) postReport(enq tasks.Enqueuer, m *cachemgr.Manager, log *zap.L
 		w.Header().Set("Location", url)
 		writeJSON(w, http.StatusAccepted, Created{ReportID: args.ReportID, TaskID: info.ID, Queue: info.Queue, ReportURL: url})
 	})
+}
+
+// readCreate reads the CreateRequest of a POST route and checks it as
+// report:build and report:plan will, and that the report id is free. On
+// failure it answers (400 naming the bad field, 409 for a taken id, 415
+// for a body not sent as JSON, 503 when Redis fails) and returns false.
+func (s *Service) readCreate(w http.ResponseWriter, r *http.Request, m *cachemgr.Manager, log *zap.Logger) (BuildArgs, bool) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		writeJSON(w, http.StatusUnsupportedMediaType, errorBody{"send the body as JSON, with Content-Type: application/json"})
+		return BuildArgs{}, false
+	}
+	var req CreateRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{"body: " + err.Error()})
+		return BuildArgs{}, false
+	}
+	if req.ReportID == "" {
+		req.ReportID = newReportID()
+	}
+	args := BuildArgs(req)
+	if err := args.Validate(); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
+		return BuildArgs{}, false
+	}
+	if err := s.checkComputable(args); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
+		return BuildArgs{}, false
+	}
+	switch _, err := m.Get(r.Context(), PlanKey(args.ReportID)); {
+	case err == nil:
+		writeJSON(w, http.StatusConflict, errorBody{fmt.Sprintf("report id %q is taken", args.ReportID)})
+		return BuildArgs{}, false
+	case !errors.Is(err, cachemgr.ErrMiss):
+		unavailable(w, log, err)
+		return BuildArgs{}, false
+	}
+	return args, true
 }
 
 // newReportID returns a random report id, "r" and 12 hex digits.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
 
 	"github.com/forgeq/forgeq/examples/reports/report"
 	"github.com/forgeq/forgeq/forgeqtest"
@@ -17,15 +18,18 @@ import (
 )
 
 // startReports runs the reports program as main.go builds it, in this
-// process, on an embedded Redis, with the clock at t0.
-func startReports(tb testing.TB) (*forgeqtest.Worker, *report.Service) {
+// process, on an embedded Redis, with the clock at t0. middleware, when
+// given, goes inside the program's own (to inject failures).
+func startReports(tb testing.TB, middleware ...asynq.MiddlewareFunc) (*forgeqtest.Worker, *report.Service) {
 	tb.Helper()
 	s, _ := newService(tb, report.Options{})
 	app := worker.New("reports").
 		Register(s.Types()...).
 		Use(s.LimitDays()).
+		Use(middleware...).
 		Handle("GET /reports/{id}", s.GetReport).
 		Handle("POST /reports", s.PostReport).
+		Handle("POST /reports/publish", s.PostPublishReport).
 		Schedule(worker.Periodic{Name: "report-cleanup", Spec: "@every 1h", Type: report.TypeCleanup})
 	return forgeqtest.StartWorker(tb, app, forgeqtest.WorkerOptions{}), s
 }

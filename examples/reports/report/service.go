@@ -14,9 +14,12 @@ import (
 
 // The task type names.
 const (
-	TypeBuild   = "report:build"
-	TypeDay     = "report:day"
-	TypeCleanup = "report:cleanup"
+	TypeBuild     = "report:build"
+	TypeDay       = "report:day"
+	TypeCleanup   = "report:cleanup"
+	TypePlan      = "report:plan"
+	TypeSummarize = "report:summarize"
+	TypePublish   = "report:publish"
 )
 
 // Defaults of Options.
@@ -68,6 +71,15 @@ type Service struct {
 	Day *tasks.Type[DayArgs]
 	// Cleanup deletes expired reports.
 	Cleanup *tasks.Type[CleanupArgs]
+	// Plan stores a report's plan without fanning out its days: the
+	// first step of the report workflow (see PostPublishReport).
+	Plan *tasks.Type[BuildArgs]
+	// Summarize is the report workflow's group callback: it adds up the
+	// days computed and lists the days that failed.
+	Summarize *tasks.Type[SummarizeArgs]
+	// Publish is the report workflow's last step: it stores the summary
+	// beside the report.
+	Publish *tasks.Type[PublishArgs]
 }
 
 // New returns a Service with o. Options out of range give an error
@@ -108,17 +120,28 @@ func New(o Options) (*Service, error) {
 		"Plan a report of an account's daily figures from one day to another and compute each day in a report:day task",
 		s.build, asynq.Queue("default"), asynq.MaxRetry(5), asynq.Timeout(time.Minute))
 	s.Day = tasks.Define(TypeDay,
-		"Compute and store one day of a report (enqueued by report:build)",
+		"Compute and store one day of a report (enqueued by report:build, or a member of the report workflow's group)",
 		s.day, asynq.Queue("default"), asynq.MaxRetry(5), asynq.Timeout(time.Minute))
 	s.Cleanup = tasks.Define(TypeCleanup,
 		"Delete the reports that expired in the last hours (scheduled every hour)",
 		s.cleanup, asynq.Queue("low"), asynq.MaxRetry(2), asynq.Timeout(5*time.Minute))
+	s.Plan = tasks.Define(TypePlan,
+		"Store a report's plan without fanning out its days (the first step of the report workflow of POST /reports/publish)",
+		s.plan, asynq.Queue("default"), asynq.MaxRetry(5), asynq.Timeout(time.Minute))
+	s.Summarize = tasks.Define(TypeSummarize,
+		"Add up a report's computed days and list the days that failed (the callback of the report workflow's group of report:day steps)",
+		s.summarize, asynq.Queue("default"), asynq.MaxRetry(5), asynq.Timeout(time.Minute)).
+		TakesPrevious("the outcomes of the group's report:day members, one per day of the report (workflow.Results)")
+	s.Publish = tasks.Define(TypePublish,
+		"Store a report's summary beside the report, where GET /reports/{id} shows it (the last step of the report workflow)",
+		s.publish, asynq.Queue("default"), asynq.MaxRetry(5), asynq.Timeout(time.Minute)).
+		TakesPrevious("the report's summary, report:summarize's result (JSON Summary)")
 	return s, nil
 }
 
 // Types returns the Service's task types, for worker.App.Register.
 func (s *Service) Types() []tasks.Declared {
-	return []tasks.Declared{s.Build, s.Day, s.Cleanup}
+	return []tasks.Declared{s.Build, s.Day, s.Cleanup, s.Plan, s.Summarize, s.Publish}
 }
 
 // Accounts returns the accounts reports may be made for.
@@ -134,6 +157,13 @@ func PlanKey(id string) string { return "report:" + id }
 // bucket (see Plan.Bucket).
 func DayKey(bucket, id, date string) string {
 	return "report-days:" + bucket + ":" + id + ":" + date
+}
+
+// SummaryKey is the cache key of the summary report:publish stored for
+// report id, whose data goes in bucket. It is under the bucket's pattern,
+// so report:cleanup deletes it with the report's days.
+func SummaryKey(bucket, id string) string {
+	return "report-days:" + bucket + ":" + id + ":summary"
 }
 
 // bucketPattern matches every day of the reports of bucket, for
