@@ -113,28 +113,14 @@ type Info struct {
 // worker's Reconciler, and Submit still returns the workflow with the
 // error.
 func (c *Client) Submit(ctx context.Context, root Node, so SubmitOptions) (*Info, error) {
-	if c.o.Types == nil {
-		return nil, fmt.Errorf("%w: this client has no Types to check steps against", ErrInvalid)
-	}
 	if so.ID == "" {
 		so.ID = uuid.NewString()
-	} else if err := checkID(so.ID); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if so.Retention == 0 {
-		so.Retention = c.o.Retention
-	}
-	if so.Retention < time.Second || so.Retention > MaxRetention {
-		return nil, fmt.Errorf("%w: retention %s: must be 1s to %s", ErrInvalid, so.Retention, MaxRetention)
-	}
-	if len(so.Name) > 200 {
-		return nil, fmt.Errorf("%w: name of %d bytes: at most 200", ErrInvalid, len(so.Name))
-	}
-	now := c.now()
-	p, err := compile(ctx, root, c.o.Types, now)
+	p, so, err := c.check(ctx, root, so)
 	if err != nil {
 		return nil, err
 	}
+	now := c.now()
 
 	args := make([]any, 0, 5+2*len(p.shapes)+2*len(p.order))
 	args = append(args, now.UnixMilli(), so.Name, len(p.order), int64(so.Retention/time.Second), len(p.shapes))
@@ -159,8 +145,9 @@ func (c *Client) Submit(ctx context.Context, root Node, so SubmitOptions) (*Info
 	// when met.
 	ms := now.UnixMilli()
 	if _, err := c.rdb.Pipelined(ctx, func(pp redis.Pipeliner) error {
-		pp.ZAdd(ctx, RunningKey, redis.Z{Score: float64(ms + reconcileAfter.Milliseconds()), Member: so.ID})
-		pp.ZAdd(ctx, RecentKey, redis.Z{Score: float64(ms), Member: so.ID})
+		// NX: a taken id (refused below) keeps its entries as they are.
+		pp.ZAddNX(ctx, RunningKey, redis.Z{Score: float64(ms + reconcileAfter.Milliseconds()), Member: so.ID})
+		pp.ZAddNX(ctx, RecentKey, redis.Z{Score: float64(ms), Member: so.ID})
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("workflow: submit %s: %w", so.ID, err)
@@ -179,6 +166,43 @@ func (c *Client) Submit(ctx context.Context, root Node, so SubmitOptions) (*Info
 		return info, fmt.Errorf("workflow: %s is submitted; a worker will enqueue its first steps: %w", so.ID, err)
 	}
 	return info, nil
+}
+
+// Check checks root and so as Submit does, without writing anything, and
+// returns how many task steps root holds: a producer that must check a
+// batch of workflows before submitting any (the enqueue command's --file)
+// calls it first. Errors are Submit's refusals (ErrInvalid, a *StepError
+// naming the step), or the task catalogue's when it cannot be read.
+func (c *Client) Check(ctx context.Context, root Node, so SubmitOptions) (int, error) {
+	p, _, err := c.check(ctx, root, so)
+	if err != nil {
+		return 0, err
+	}
+	return len(p.order), nil
+}
+
+// check checks so (an empty ID is fine) and compiles root; it returns so
+// with its defaults.
+func (c *Client) check(ctx context.Context, root Node, so SubmitOptions) (*plan, SubmitOptions, error) {
+	if c.o.Types == nil {
+		return nil, so, fmt.Errorf("%w: this client has no Types to check steps against", ErrInvalid)
+	}
+	if so.ID != "" {
+		if err := checkID(so.ID); err != nil {
+			return nil, so, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	if so.Retention == 0 {
+		so.Retention = c.o.Retention
+	}
+	if so.Retention < time.Second || so.Retention > MaxRetention {
+		return nil, so, fmt.Errorf("%w: retention %s: must be 1s to %s", ErrInvalid, so.Retention, MaxRetention)
+	}
+	if len(so.Name) > 200 {
+		return nil, so, fmt.Errorf("%w: name of %d bytes: at most 200", ErrInvalid, len(so.Name))
+	}
+	p, err := compile(ctx, root, c.o.Types, c.now())
+	return p, so, err
 }
 
 // reconcileAfter is how long a step may stay active before a worker's

@@ -503,3 +503,50 @@ func TestWithResults(t *testing.T) {
 		t.Fatalf("PreviousAs of no result: %v", err)
 	}
 }
+
+func TestCheckWritesNothing(t *testing.T) {
+	c, mr, _ := newEngine(t)
+	n, err := c.Check(context.Background(), Group(item("a"), item("b")).Then(Task(sumType, struct{}{}), Always), SubmitOptions{})
+	if err != nil || n != 3 {
+		t.Fatalf("check: %d, %v", n, err)
+	}
+	if _, err := c.Check(context.Background(), Chain(Raw("wfe:nope", nil)), SubmitOptions{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("check of an unknown type: %v", err)
+	}
+	if keys := mr.Keys(); len(keys) != 0 {
+		t.Fatalf("check wrote %v", keys)
+	}
+}
+
+// A failing callback fails its group and the workflow in its own name,
+// whatever member failed before it.
+func TestFailingCallbackNamed(t *testing.T) {
+	c, _, _ := newEngine(t)
+	info := submit(t, c, Group(item("a"), item("b")).Then(Task(sumType, struct{}{}), Always))
+	finish(t, c, info.ID, "0.m0", false, "member failed")
+	finish(t, c, info.ID, "0.m1", true, "")
+	finish(t, c, info.ID, "0.cb", false, "callback failed")
+	st := get(t, c, info.ID)
+	if st.Status != StatusFailed || st.FailedStep != "0.cb" || st.Error != "callback failed" {
+		t.Fatalf("state %+v, want failed at the callback", st)
+	}
+}
+
+func TestParseTypeErrorsNameTheField(t *testing.T) {
+	_, _, err := Parse([]byte(`{"workflow": {"chain": [{"type": 5}]}}`))
+	if err == nil || !strings.Contains(err.Error(), `step 0: field "type": want a string, got number`) {
+		t.Fatalf("err %v", err)
+	}
+	_, _, err = Parse([]byte(`{"workflow": {"group": {"type": "a"}}}`))
+	if err == nil || !strings.Contains(err.Error(), `field "group": want an array, got object`) {
+		t.Fatalf("err %v", err)
+	}
+	if _, err := newEngineClient(t).Submit(context.Background(), Chain(), SubmitOptions{}); err == nil || err.Error() != "workflow: empty chain: it needs at least one step" {
+		t.Fatalf("root error %v", err)
+	}
+}
+
+func newEngineClient(t *testing.T) *Client {
+	c, _, _ := newEngine(t)
+	return c
+}

@@ -94,8 +94,10 @@ local function finish(p, ok, now, out)
           local r = redis.call("HGET", res_k, p)
           if r then redis.call("HSET", res_k, par, r) end
         else
+          -- The callback's failure fails the group, whatever failed
+          -- before it (policy always).
           local e = redis.call("HGET", err_k, p)
-          if e then redis.call("HSETNX", err_k, par, e) end
+          if e then redis.call("HSET", err_k, par, e) end
         end
         p = par
       else

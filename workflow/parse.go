@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -237,9 +238,17 @@ func decodeStrictly(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
+		var (
+			se *json.SyntaxError
+			te *json.UnmarshalTypeError
+		)
+		switch {
+		case errors.As(err, &se):
 			return fmt.Errorf("not valid JSON: %v", err)
+		case errors.As(err, &te) && te.Field != "":
+			return fmt.Errorf("field %q: want %s, got %s", te.Field, jsonKind(te.Type), te.Value)
+		case errors.As(err, &te):
+			return fmt.Errorf("want %s, got %s", jsonKind(te.Type), te.Value)
 		}
 		return errors.New(trimJSONErr(err.Error()))
 	}
@@ -247,6 +256,27 @@ func decodeStrictly(data []byte, v any) error {
 		return errors.New("more than one JSON value")
 	}
 	return nil
+}
+
+// jsonKind names the JSON value a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a JSON value" // json.RawMessage
+		}
+		return "an array"
+	}
+	return "an object"
 }
 
 func trimJSONErr(s string) string {

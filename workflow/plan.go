@@ -101,14 +101,15 @@ type StepError struct {
 }
 
 func (e *StepError) Error() string {
-	where := "step " + e.Step
+	msg := strings.TrimPrefix(e.Err.Error(), "tasks: ")
 	if e.Step == rootPath || e.Step == "" {
-		where = "workflow"
+		return "workflow: " + msg
 	}
+	where := "step " + e.Step
 	if e.Type != "" {
 		where += " (" + e.Type + ")"
 	}
-	return "workflow: " + where + ": " + strings.TrimPrefix(e.Err.Error(), "tasks: ")
+	return "workflow: " + where + ": " + msg
 }
 
 func (e *StepError) Unwrap() []error { return []error{ErrInvalid, e.Err} }
@@ -154,7 +155,7 @@ type plan struct {
 }
 
 // compile checks root against types and flattens it. Errors are
-// *StepErrors naming the step.
+// *StepErrors naming the step, or a failure to look a type up.
 func compile(ctx context.Context, root Node, types Types, now time.Time) (*plan, error) {
 	if root == nil {
 		return nil, &StepError{Step: rootPath, Err: errors.New("no steps")}
@@ -301,8 +302,12 @@ func (c *compiler) task(path string, n *TaskNode) error {
 		}
 	}
 	b, err := c.builder(n.typ)
-	if err != nil {
+	switch {
+	case errors.Is(err, tasks.ErrUnknownType):
 		return fail(err)
+	case err != nil:
+		// The catalogue could not be read: not the workflow's fault.
+		return fmt.Errorf("workflow: step %s (%s): look up its type: %w", path, n.typ, err)
 	}
 	if _, err := b.NewTask(n.payload, n.opts...); err != nil {
 		return fail(err)

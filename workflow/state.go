@@ -43,8 +43,10 @@ type State struct {
 	Started    time.Time `json:"started,omitzero"`
 	Updated    time.Time `json:"updated"`
 	Finished   time.Time `json:"finished,omitzero"`
-	// Retention is how long the workflow stays readable once final.
-	Retention time.Duration `json:"retention_seconds"`
+	// Retention is how long the workflow stays readable once final;
+	// RetentionSeconds is the same in whole seconds, for JSON.
+	Retention        time.Duration `json:"-"`
+	RetentionSeconds int64         `json:"retention_seconds"`
 }
 
 // Percent returns Done as a percentage of Total.
@@ -69,7 +71,8 @@ func stateOf(id string, h map[string]string) *State {
 		Total: num("total"), Done: num("done"), Failed: num("failed"),
 		FailedStep: h["failed_step"], Error: h["error"],
 		Created: ms("created"), Started: ms("started"), Updated: ms("updated"), Finished: ms("finished"),
-		Retention: time.Duration(num("retention")) * time.Second,
+		Retention:        time.Duration(num("retention")) * time.Second,
+		RetentionSeconds: int64(num("retention")),
 	}
 }
 
