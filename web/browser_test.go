@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/internal/redistest"
 	"github.com/forgeq/forgeq/tasks"
 	"github.com/forgeq/forgeq/web"
 )
@@ -55,9 +56,12 @@ var browserQueues = []struct {
 // the asynqmon dashboard, over plain HTTP to 127.0.0.1 with the worker's
 // default Secure session cookie, which the browser must keep (Secure,
 // HttpOnly) and send back; it checks that the dashboard shows the queues
-// the test created, saving a screenshot as an artifact; then it checks
-// that a wrong password shows an error and sets no session cookie. It runs on the test
-// Redis, since the dashboard goes through asynq's own scripts.
+// the test created, saving a screenshot as an artifact; it submits
+// workflows from the logged-in page and follows them on the /workflows
+// pages, which a worker on the same Redis runs to success, and cancels
+// one with its page's button; then it checks that a wrong password shows
+// an error and sets no session cookie. It runs on the test Redis, since
+// the dashboard goes through asynq's own scripts.
 //
 //	REDIS_TEST_URL=redis://127.0.0.1:16379 FORGEQ_ARTIFACTS_DIR=/tmp/shots go test ./web -run BrowserDashboard -v
 //
@@ -168,8 +172,66 @@ func TestBrowserDashboard(t *testing.T) {
 		checkScreenshot(t, shot)
 	})
 
+	t.Run("workflows", func(t *testing.T) {
+		// (d) A worker on the same Redis runs the workflows the logged-in
+		// browser submits through the API (same origin, with its session
+		// cookie); the /workflows pages follow them.
+		startWorkflowWorker(t, redistest.URL(t, dashboardDB))
+		got := submitFromPage(t, tab, base, addThenGroup)
+
+		doStep(t, tab, chromedp.Navigate(base+"/workflows"))
+		link := runStep(t, tab, chromedp.Evaluate[string](
+			`(document.querySelector('#workflows tr[data-id="`+got.ID+`"] a') || {}).pathname || ""`))
+		if link != "/workflows/"+got.ID {
+			text, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.body.innerText`))
+			t.Fatalf("/workflows does not link workflow %s (link %q); page text:\n%s", got.ID, link, text)
+		}
+		resp := runStep(t, tab, responseOf(chromedp.Click(chromedp.CSS(`#workflows tr[data-id="`+got.ID+`"] a`))))
+		if want := base + "/workflows/" + got.ID; resp.URL != want || resp.Status != 200 {
+			t.Fatalf("the list's link went to %s (status %d), want %s (200)", resp.URL, resp.Status, want)
+		}
+		// The page reloads itself until the workflow has finished.
+		waitPage(t, tab, `document.getElementById("status").textContent`, "succeeded")
+		steps := runStep(t, tab, chromedp.Evaluate[[]string](
+			`[...document.querySelectorAll("#steps tbody tr")].map((tr) => tr.dataset.path + " " + tr.cells[3].innerText.trim())`))
+		want := []string{"0 succeeded", "1.m0 succeeded", "1.m1 succeeded", "1.cb succeeded"}
+		if strings.Join(steps, ", ") != strings.Join(want, ", ") {
+			t.Errorf("steps on the page: %q, want %q", steps, want)
+		}
+		bar := runStep(t, tab, chromedp.Evaluate[string](
+			`(({value, max}) => value + "/" + max)(document.getElementById("progress"))`))
+		if bar != "4/4" {
+			t.Errorf("progress bar %s, want 4/4", bar)
+		}
+		if n := runStep(t, tab, chromedp.Evaluate[int](`document.querySelectorAll("#cancel, meta[http-equiv=refresh]").length`)); n != 0 {
+			t.Errorf("the page of a finished workflow has %d Cancel buttons or refreshes, want none", n)
+		}
+		fitViewport(t, tab)
+		shot := runStep(t, tab, chromedp.CaptureScreenshot())
+		t.Logf("workflow screenshot: %s", saveArtifact(t, "browser-workflow.png", shot))
+
+		// A workflow whose first step waits on a queue no worker serves,
+		// cancelled with its page's button (a same-origin form post).
+		held := submitFromPage(t, tab, base, `{"name":"held","workflow":{"chain":[`+
+			`{"type":"wfe:add","payload":{"n":1},"queue":"browser-held"},{"type":"wfe:add","payload":{"n":2}}]}}`)
+		doStep(t, tab, chromedp.Navigate(base+"/workflows/"+held.ID), chromedp.WaitVisible(chromedp.ID("cancel")))
+		resp = runStep(t, tab, responseOf(chromedp.Click(chromedp.ID("cancel"))))
+		if want := base + "/workflows/" + held.ID; resp.URL != want || resp.Status != 200 {
+			t.Fatalf("Cancel ended at %s (status %d), want %s (200)", resp.URL, resp.Status, want)
+		}
+		waitPage(t, tab, `document.getElementById("status").textContent`, "cancelled")
+		steps = runStep(t, tab, chromedp.Evaluate[[]string](
+			`[...document.querySelectorAll("#steps tbody tr")].map((tr) => tr.dataset.path + " " + tr.dataset.status)`))
+		if want := []string{"0 cancelled", "1 waiting"}; strings.Join(steps, ", ") != strings.Join(want, ", ") {
+			t.Errorf("steps of the cancelled workflow: %q, want %q", steps, want)
+		}
+		if msg := runStep(t, tab, chromedp.Text(chromedp.ID("error"))); msg != "cancelled over HTTP by "+testUser {
+			t.Errorf("the cancelled workflow's error: %q, want who cancelled it", msg)
+		}
+	})
+
 	t.Run("wrong password", func(t *testing.T) {
-		// (d) In a browser context of its own, so with no cookies yet. Its
+		// (e) In a browser context of its own, so with no cookies yet. Its
 		// first Run opens its tab, which lives as long as that Run's
 		// context: no step timeout there (the browser's deadline bounds it).
 		ctx, cancel := chromedp.NewContext(tab, chromedp.WithNewBrowserContext())
@@ -198,6 +260,51 @@ func TestBrowserDashboard(t *testing.T) {
 		path := saveArtifact(t, "browser-login-wrong-password.png", runStep(t, ctx, chromedp.CaptureScreenshot()))
 		t.Logf("wrong-password screenshot: %s", path)
 	})
+}
+
+// submitFromPage submits the workflow doc (its JSON form) with fetch from
+// a page of the server at base in ctx's tab, as a script of the server's
+// own origin would, and returns the 202 body. The page is /health/live:
+// the HTML pages' Content-Security-Policy allows no script.
+func submitFromPage(tb testing.TB, ctx context.Context, base, doc string) submitted {
+	tb.Helper()
+	doStep(tb, ctx, chromedp.Navigate(base+"/health/live"))
+	type answer struct {
+		Status int       `json:"status"`
+		Body   submitted `json:"body"`
+		Text   string    `json:"text"`
+	}
+	got := runStep(tb, ctx, chromedp.Evaluate[answer](`fetch("/api/workflows", {method: "POST",
+		headers: {"Content-Type": "application/json"}, body: `+strconv.Quote(doc)+`})
+		.then(async (r) => { const text = await r.text(); return {status: r.status, text, body: r.ok ? JSON.parse(text) : {}}; })`,
+		chromedp.EvalAwaitPromise))
+	if got.Status != 202 || got.Body.ID == "" {
+		tb.Fatalf("POST /api/workflows from the page: status %d: %s", got.Status, got.Text)
+	}
+	return got.Body
+}
+
+// waitPage evaluates js, an expression of a string, on the page of ctx's
+// tab until it is want, across the page's reloads.
+func waitPage(tb testing.TB, ctx context.Context, js, want string) {
+	tb.Helper()
+	deadline := time.Now().Add(stepTimeout)
+	var (
+		got string
+		err error
+	)
+	for time.Now().Before(deadline) {
+		// A reload in the middle of an evaluation fails it: try again.
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		got, err = chromedp.Run(tctx, chromedp.Evaluate[string](js))
+		cancel()
+		if err == nil && got == want {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
+	tb.Fatalf("%s = %q (%v), want %q; page text:\n%s", js, got, err, want, text)
 }
 
 // chromium returns the path of Debian's chromium. When it is missing, it

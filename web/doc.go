@@ -1,12 +1,12 @@
 // Package web is forgeq's embedded web process: the seed's FastAPI side in
-// Go. It serves health checks, a cache-aside route, tasks over HTTP, login
-// sessions, Prometheus metrics and the asynqmon dashboard, all on the
-// process's one [cachemgr.Manager] (and so one Redis connection pool), used
-// through its async side.
+// Go. It serves health checks, a cache-aside route, tasks and workflows
+// over HTTP, login sessions, Prometheus metrics, the asynqmon dashboard
+// and a workflows page, all on the process's one [cachemgr.Manager] (and
+// so one Redis connection pool), used through its async side.
 //
 // # Routes
 //
-//	GET  /                         an index pointing to the dashboard, these routes and /health/ready
+//	GET  /                         an index pointing to the dashboard, the workflows page, these routes and /health/ready
 //	                               (HTML; JSON for Accept: application/json), unless Options.Routes serve GET /
 //	GET  /health/live              200 {"status":"ok"} while serving
 //	GET  /health/ready             200 {"status":"ready","checks":{"redis":"ok","worker":"ok","server":"ok"}};
@@ -17,6 +17,18 @@
 //	GET  /api/tasks/{queue}/{id}   200 the task's state, payload, result, last error, retries, times, progress
 //	GET  /api/task-types           200 {"task_types":[{"type","description","queue","fields":[...],"local","published","workers"?,"schema"}],
 //	                               "catalog_error"?}: the registered types, then those only the task catalogue has
+//	POST /api/workflows            a workflow in its JSON form (workflow.Parse): 202 {"id","name"?,"total","started",
+//	                               "status_url"}; Location: status_url
+//	GET  /api/workflows?limit=N    200 {"workflows":[state, ...]}: the most recent first (N: default 50, at most 1000)
+//	GET  /api/workflows/{id}       200 the state and a page of steps (?offset=, ?limit=: default 100, at most 1000):
+//	                               {"id","name"?,"status","total","done","failed","percent","failed_step"?,"error"?,
+//	                               "created","started"?,"updated","finished"?,"retention_seconds","status_url",
+//	                               "steps":[{"path","type","queue","task_id","status","error"?,"progress"?}],
+//	                               "steps_total","offset","limit"}
+//	DELETE /api/workflows/{id}     cancels it: 200 the state; 409 already_finished once it has finished
+//	GET  /workflows                the workflows page: recent workflows, linking to
+//	GET  /workflows/{id}           a workflow's state, progress bar and steps, reloading every 2s until it
+//	                               has finished, with a Cancel button (POST /workflows/{id}/cancel)
 //	GET  /login                    the dashboard's login page (?next=/local/path)
 //	POST /login                    JSON or form {username, password}: sets the forgeq_session cookie
 //	POST /logout                   ends the session and clears the cookie
@@ -37,6 +49,19 @@
 // unknown_task_type naming the registered and the published types; a
 // catalogue that cannot be read is a 503.
 //
+// The body of POST /api/workflows is a workflow's JSON form, the one the
+// enqueue command's --workflow takes:
+//
+//	{"id": "nightly-1", "name": "nightly", "retention": "72h",
+//	 "workflow": {"chain": [{"type": "data:process", "payload": {...}},
+//	                        {"group": [...], "callback": {...}, "policy": "all_succeeded"}]}}
+//
+// Every step is checked as POST /api/tasks/{type} checks a task (its type
+// registered or published, its payload and options) before anything is
+// written: a refusal is a 400 invalid_workflow whose message names the
+// step by its path ("step 1.m0 (data:process): invalid payload: ..."), a
+// taken id a 409 conflict.
+//
 // # Errors
 //
 // Every error response has one shape, whatever produced it (a handler, the
@@ -45,10 +70,12 @@
 //	{"error":{"code":"invalid_payload","message":"..."},"request_id":"..."}
 //
 // The codes are bad_request, malformed_json, invalid_key, invalid_work,
-// unknown_task_type, invalid_payload, invalid_option, invalid_task_ref
-// (400); unauthorized, invalid_credentials (401); cross_origin, forbidden
-// (403); not_found (404); method_not_allowed (405); conflict (409: a task
-// id or unique lock is taken); request_too_large (413);
+// unknown_task_type, invalid_payload, invalid_option, invalid_task_ref,
+// invalid_workflow, invalid_parameter (400); unauthorized,
+// invalid_credentials (401); cross_origin, forbidden (403); not_found
+// (404); method_not_allowed (405); conflict (409: a task id, workflow id
+// or unique lock is taken), already_finished (409: cancelling a finished
+// workflow); request_too_large (413);
 // unsupported_media_type (415); rate_limited (429, with Retry-After);
 // internal (500); unavailable, shutting_down (503). The health checks
 // answer their own bodies, with 503 when unhealthy. When Redis is
@@ -59,8 +86,9 @@
 //
 // # Authentication
 //
-// With Options.AuthUsername and AuthPassword set, every /api/ route and
-// the dashboard (its pages and its API) need a session cookie from POST
+// With Options.AuthUsername and AuthPassword set, every /api/ route, the
+// dashboard (its pages and its API) and the workflows pages need a
+// session cookie from POST
 // /login or HTTP basic auth; the health checks, /metrics (unless
 // Options.MetricsAuth), the login page,
 // POST /login and POST /logout stay open. Password attempts are limited

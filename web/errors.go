@@ -30,13 +30,16 @@ const (
 	codeInvalidPayload   = "invalid_payload"        // the payload fails the type's validation
 	codeInvalidOption    = "invalid_option"         // an enqueue option (queue, delay, ...) is bad
 	codeInvalidTaskRef   = "invalid_task_ref"       // a queue or task id that cannot exist
+	codeInvalidWorkflow  = "invalid_workflow"       // POST /api/workflows: the shape, a step's type, payload or options (the message names the step)
+	codeInvalidParameter = "invalid_parameter"      // a query parameter (?limit=, ?offset=) out of range
 	codeUnauthorized     = "unauthorized"           // no, a bad or an expired session or basic auth
 	codeBadCredentials   = "invalid_credentials"    // wrong username or password
 	codeCrossOrigin      = "cross_origin"           // a cross-origin browser request that changes state
 	codeForbidden        = "forbidden"              // any other refusal
 	codeNotFound         = "not_found"              // no such route or resource
 	codeMethodNotAllowed = "method_not_allowed"     // the route exists, with other methods
-	codeConflict         = "conflict"               // a task id or unique lock is taken
+	codeConflict         = "conflict"               // a task id, workflow id or unique lock is taken
+	codeAlreadyFinished  = "already_finished"       // DELETE /api/workflows/{id} of a finished workflow
 	codeTooLarge         = "request_too_large"      // the body is over MaxBodyBytes
 	codeUnsupportedMedia = "unsupported_media_type" // a body in a format the route does not take
 	codeRateLimited      = "rate_limited"           // over Options.RateLimit or Options.LoginLimit

@@ -50,6 +50,9 @@ func TestFrozenRedisAnswers503Fast(t *testing.T) {
 		{Method: http.MethodPost, Path: "/api/tasks/data:process", Header: jsonHeader,
 			Body: `{"id":"frozen","payload":{"key":"frozen","work":1}}`},
 		{Path: "/api/tasks/default/some-id"},
+		{Method: http.MethodPost, Path: "/api/workflows", Header: jsonHeader,
+			Body: `{"id":"frozen","workflow":{"type":"data:process","payload":{"key":"frozen","work":1}}}`},
+		{Path: "/api/workflows/some-id"},
 	}
 	thawed := r.Pause(socketTimeout * 11 / 4)
 	var wg sync.WaitGroup
@@ -79,8 +82,8 @@ func TestFrozenRedisAnswers503Fast(t *testing.T) {
 	wg.Wait()
 	<-thawed
 	// The rejected enqueue left nothing behind, and the server recovers.
-	if n, err := rdb.Exists(ctx, "asynq:{default}:t:frozen").Result(); err != nil || n != 0 {
-		t.Errorf("task of the rejected enqueue: exists %d, %v", n, err)
+	if n, err := rdb.Exists(ctx, "asynq:{default}:t:frozen", "forgeq:wf:{frozen}", "asynq:{default}:t:wf:frozen:0").Result(); err != nil || n != 0 {
+		t.Errorf("task or workflow of the rejected enqueue and submission: %d exist, %v", n, err)
 	}
 	if got := b.send(t, req{Path: "/api/cache/warm"}); got.Status != http.StatusOK {
 		t.Errorf("GET /api/cache/warm after the thaw: %d %s", got.Status, got.Body)

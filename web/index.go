@@ -23,6 +23,7 @@ type indexRoute struct {
 type indexBody struct {
 	Name      string       `json:"name"`
 	Dashboard string       `json:"dashboard"`
+	Workflows string       `json:"workflows"`
 	Health    string       `json:"health"`
 	Login     string       `json:"login,omitempty"` // when credentials are configured
 	Routes    []indexRoute `json:"routes"`
@@ -43,7 +44,7 @@ td { padding: .2rem .8rem .2rem 0; vertical-align: top; }
 </head>
 <body>
 <h1>forgeq</h1>
-<p><a href="{{.Dashboard}}">Dashboard</a> (queues and tasks){{if .Login}} · <a href="{{.Login}}">Log in</a>{{end}} · <a href="{{.Health}}">Readiness</a></p>
+<p><a href="{{.Dashboard}}">Dashboard</a> (queues and tasks) · <a href="{{.Workflows}}">Workflows</a> (chains and groups){{if .Login}} · <a href="{{.Login}}">Log in</a>{{end}} · <a href="{{.Health}}">Readiness</a></p>
 <table>
 {{range .Routes}}<tr><td><code>{{.Method}}</code></td><td><code>{{.Path}}</code></td><td>{{.Description}}</td></tr>
 {{end}}</table>
@@ -57,7 +58,7 @@ const indexCSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors
 
 // indexData returns what GET / shows.
 func (s *Server) indexData() indexBody {
-	b := indexBody{Name: "forgeq", Dashboard: dashboardRoot + "/", Health: "/health/ready"}
+	b := indexBody{Name: "forgeq", Dashboard: dashboardRoot + "/", Workflows: workflowsPage, Health: "/health/ready"}
 	if s.auth != nil {
 		b.Login = "/login"
 	}
@@ -70,6 +71,11 @@ func (s *Server) indexData() indexBody {
 		{"POST", "/api/tasks/{type}", `enqueue a task: {"payload": {...}}`},
 		{"GET", "/api/tasks/{queue}/{id}", "a task's state and result"},
 		{"GET", "/api/task-types", "the task types that can be enqueued"},
+		{"POST", workflowsPath, `submit a workflow: {"workflow": {"chain": [...]}}`},
+		{"GET", workflowsPath + "?limit=N", "the recent workflows"},
+		{"GET", workflowsPath + "/{id}?offset=N&limit=N", "a workflow's state and a page of its steps"},
+		{"DELETE", workflowsPath + "/{id}", "cancel a workflow"},
+		{"GET", workflowsPage, "the workflows page: recent workflows, each with its steps' progress"},
 	}
 	if s.auth != nil {
 		b.Routes = append(b.Routes,
@@ -82,8 +88,9 @@ func (s *Server) indexData() indexBody {
 	return b
 }
 
-// index serves GET /: a page pointing to the dashboard, the API routes and
-// the readiness check; JSON for clients that prefer it.
+// index serves GET /: a page pointing to the dashboard, the workflows
+// page, the API routes and the readiness check; JSON for clients that
+// prefer it.
 func (s *Server) index(w http.ResponseWriter, r *http.Request) {
 	data := s.indexData()
 	if prefersJSON(r) {

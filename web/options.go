@@ -208,7 +208,7 @@ func (o *Options) init() error {
 	}
 	if o.Workflows == nil {
 		o.Workflows = workflow.NewClient(o.Manager.Client(), workflow.Options{
-			Types: workflow.CatalogTypes(o.Registry, tasks.NewCatalog(o.Manager.Client())), Cache: o.Manager, Logger: o.Logger,
+			Types: workflow.CatalogTypes(o.Registry, o.Catalog), Cache: o.Manager, Logger: o.Logger,
 		})
 	}
 	if o.Inspector == nil {

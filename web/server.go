@@ -26,8 +26,9 @@ const (
 	idleTimeout       = 2 * time.Minute
 )
 
-// Server is the embedded web process: health, cache-aside, tasks over
-// HTTP, login, metrics and the dashboard. Build it with New, serve it with
+// Server is the embedded web process: health, cache-aside, tasks and
+// workflows over HTTP, login, metrics, the dashboard and the workflows
+// page. Build it with New, serve it with
 // Run (or mount Handler in a server of your own). A Server is safe for
 // concurrent use; it runs at most once.
 type Server struct {
@@ -96,6 +97,13 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	mux.Handle("POST /api/tasks/{type}", s.api(http.HandlerFunc(s.enqueue)))
 	mux.Handle("GET /api/tasks/{queue}/{id}", s.api(http.HandlerFunc(s.taskStatus)))
 	mux.Handle("GET /api/task-types", s.api(http.HandlerFunc(s.taskTypes)))
+	mux.Handle("POST "+workflowsPath, s.api(http.HandlerFunc(s.submitWorkflow)))
+	mux.Handle("GET "+workflowsPath, s.api(http.HandlerFunc(s.listWorkflows)))
+	mux.Handle("GET "+workflowsPath+"/{id}", s.api(http.HandlerFunc(s.workflowStatus)))
+	mux.Handle("DELETE "+workflowsPath+"/{id}", s.api(http.HandlerFunc(s.cancelWorkflow)))
+	mux.Handle("GET "+workflowsPage, s.page(http.HandlerFunc(s.workflowsPage)))
+	mux.Handle("GET "+workflowsPage+"/{id}", s.page(http.HandlerFunc(s.workflowPage)))
+	mux.Handle("POST "+workflowsPage+"/{id}/cancel", s.page(s.rateLimit(http.HandlerFunc(s.cancelFromPage))))
 
 	mux.HandleFunc("GET /login", s.loginPage)
 	mux.HandleFunc("POST /login", s.login)
