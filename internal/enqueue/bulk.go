@@ -24,6 +24,7 @@ import (
 
 	"github.com/forgeq/forgeq/internal/termtext"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/workflow"
 )
 
 // maxLineSize bounds one --file line: the largest payload plus room for
@@ -43,7 +44,8 @@ type bulkTask struct {
 	ownID  bool   // id was generated here, not given
 	unique bool   // under a uniqueness lock
 	task   *asynq.Task
-	text   []byte // the line as read, for the resend file
+	wf     *bulkWorkflow // a workflow line (typ "workflow", id its id); task is nil
+	text   []byte        // the line as read, for the resend file
 }
 
 // bulk enqueues every task of --file, or none if any line is bad.
@@ -63,6 +65,10 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 	// The flags' own mistakes come first: they would be on every line.
 	if _, errs := c.f.opts.parse(c.now(), flagName); len(errs) > 0 {
 		return &inputError{err: errors.Join(errs...)}
+	}
+	waitTimeout, err := c.waitTimeout()
+	if err != nil {
+		return err
 	}
 	// Types the program lacks are looked up in the task catalogue, read
 	// once over the connection the tasks are then enqueued on.
@@ -87,7 +93,7 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 		k = kk
 		return readCatalog(ctx, kk)
 	}}
-	list, bad, err := c.checkLines(r, types)
+	list, bad, err := c.checkLines(ctx, r, types)
 	if err != nil {
 		return badInput("--file %s: %w", name, err)
 	}
@@ -103,6 +109,15 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 			lines: bad,
 		}
 	}
+	flows := 0
+	for _, t := range list {
+		if t.wf != nil {
+			flows++
+		}
+	}
+	if c.f.wait && flows == 0 {
+		return badInput("--wait with --file follows the file's workflows, and --file %s has none; nothing was enqueued", name)
+	}
 	if k == nil {
 		if k, err = connect(); err != nil {
 			return err
@@ -110,6 +125,7 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 	}
 	bc := k.bulk()
 	defer bc.close()
+	bc.workflows(workflow.CatalogTypes(c.reg, tasks.NewCatalog(k.m.Client())))
 
 	taken, err := c.takenIDs(ctx, bc.insp, list)
 	if err != nil {
@@ -121,21 +137,68 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 			lines: taken,
 		}
 	}
+	if taken, err = c.takenWorkflowIDs(ctx, bc.flowLookup, list); err != nil {
+		return err
+	}
+	if len(taken) > 0 {
+		return &inputError{
+			err:   fmt.Errorf("--file %s: %d workflow %s already in use; nothing was enqueued", name, len(taken), plural(len(taken), "id is", "ids are")),
+			lines: taken,
+		}
+	}
 	queues := make(map[string]bool)
 	for _, t := range list {
-		queues[t.queue] = true
+		if t.wf == nil {
+			queues[t.queue] = true
+		}
 	}
 	c.warnUnserved(k, sortedKeys(queues), false)
 
 	res := c.enqueueAll(ctx, bc.io(), list)
-	return c.report(res, c.resend(res))
+	rf := c.resend(res)
+	if !c.f.wait || res.enqueued != len(res.tasks) {
+		return c.report(res, rf)
+	}
+	// Every line is in: follow the workflows, then report them with their
+	// ends.
+	c.warnNoWorker(k)
+	var infos []*workflow.Info
+	var idx []int
+	for i, info := range res.flows {
+		if info != nil {
+			infos, idx = append(infos, info), append(idx, i)
+		}
+	}
+	ends, err := c.waitWorkflows(ctx, workflow.NewClient(k.m.Client(), workflow.Options{}), infos, waitTimeout)
+	if err != nil {
+		return err
+	}
+	res.ends = make([]*finalState, len(res.tasks))
+	var errs []error
+	for j, i := range idx {
+		res.ends[i] = &ends[j]
+		if err := finalError(ends[j]); err != nil {
+			errs = append(errs, fmt.Errorf("line %d: %w", res.tasks[i].line, err))
+		}
+	}
+	if err := c.report(res, rf); err != nil {
+		return err
+	}
+	if len(errs) > 0 {
+		err := fmt.Errorf("%d of %d %s did not succeed: %w", len(errs), len(infos), plural(len(infos), "workflow", "workflows"), errors.Join(errs...))
+		if c.f.json {
+			return silentError{err}
+		}
+		return err
+	}
+	return nil
 }
 
 // checkLines reads and checks every line of r, finding their task types
 // in types. It returns the tasks, or the bad lines; err is a failure to
 // read r at all. The lines are checked in parallel, then in order for ids
 // and unique tasks used twice.
-func (c *cli) checkLines(r io.Reader, types *typeSource) (list []bulkTask, bad []lineError, err error) {
+func (c *cli) checkLines(ctx context.Context, r io.Reader, types *typeSource) (list []bulkTask, bad []lineError, err error) {
 	// All of r is needed before anything is enqueued, and the tasks take
 	// more memory than their text: read it in one piece.
 	data, err := io.ReadAll(r)
@@ -167,6 +230,8 @@ func (c *cli) checkLines(r io.Reader, types *typeSource) (list []bulkTask, bad [
 	}
 	results := make([]checked, len(lines))
 	now := c.now()
+	chk := newWorkflowChecker(types)
+	defer chk.close()
 	const chunk = 256
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -179,11 +244,20 @@ func (c *cli) checkLines(r io.Reader, types *typeSource) (list []bulkTask, bad [
 				}
 				for i := from; i < min(from+chunk, len(lines)); i++ {
 					res := &results[i]
-					if len(lines[i].text) > maxLineSize {
-						res.errs = []error{fmt.Errorf("%d bytes, over the %d-byte limit of a line (a payload may have at most %d)", len(lines[i].text), maxLineSize, tasks.MaxPayloadSize)}
+					text := lines[i].text
+					flow := isWorkflowLine(text)
+					switch {
+					case flow && len(text) > maxWorkflowSize:
+						res.errs = []error{fmt.Errorf("%d bytes, over the %d-byte limit of a workflow", len(text), maxWorkflowSize)}
 						continue
+					case !flow && len(text) > maxLineSize:
+						res.errs = []error{fmt.Errorf("%d bytes, over the %d-byte limit of a line (a payload may have at most %d)", len(text), maxLineSize, tasks.MaxPayloadSize)}
+						continue
+					case flow:
+						res.task, res.errs = c.checkWorkflowLine(ctx, text, chk)
+					default:
+						res.task, res.errs = c.checkLine(text, now, types)
 					}
-					res.task, res.errs = c.checkLine(lines[i].text, now, types)
 					res.task.line, res.task.text = lines[i].n, lines[i].text
 				}
 			}
@@ -192,11 +266,19 @@ func (c *cli) checkLines(r io.Reader, types *typeSource) (list []bulkTask, bad [
 	wg.Wait()
 
 	ids := make(map[string]int)     // task id: first line
+	flowIDs := make(map[string]int) // workflow id: first line
 	uniques := make(map[string]int) // queue, type and payload of a unique task: first line
 	list = make([]bulkTask, 0, len(lines))
 	for i, res := range results {
 		n, t, errs := lines[i].n, res.task, res.errs
-		if len(errs) == 0 && !t.ownID {
+		if len(errs) == 0 && t.wf != nil && !t.ownID {
+			if first, dup := flowIDs[t.id]; dup {
+				errs = append(errs, fmt.Errorf("workflow id %q: already used on line %d", t.id, first))
+			} else {
+				flowIDs[t.id] = n
+			}
+		}
+		if len(errs) == 0 && t.wf == nil && !t.ownID {
 			if first, dup := ids[t.id]; dup {
 				errs = append(errs, fmt.Errorf("field \"id\" %q: already used on line %d", t.id, first))
 			} else {
@@ -388,7 +470,7 @@ func lineHas(o rawOptions, opt string) bool {
 func (c *cli) takenIDs(ctx context.Context, insp taskLookup, list []bulkTask) ([]lineError, error) {
 	var withID []bulkTask
 	for _, t := range list {
-		if !t.ownID {
+		if !t.ownID && t.wf == nil {
 			withID = append(withID, t)
 		}
 	}
@@ -438,9 +520,11 @@ const (
 // bulkResult is the outcome of enqueueAll.
 type bulkResult struct {
 	tasks    []bulkTask
-	outcomes []outcome // by index of tasks
-	states   []string  // by index of tasks: the state of an enqueued task, else ""
-	errs     []error   // by index of tasks
+	outcomes []outcome        // by index of tasks
+	states   []string         // by index of tasks: the state of an enqueued task, else ""
+	flows    []*workflow.Info // by index of tasks: a submitted workflow, else nil
+	ends     []*finalState    // by index of tasks: a workflow's end under --wait, else nil
+	errs     []error          // by index of tasks
 	took     time.Duration
 	enqueued int
 	failed   int
@@ -482,6 +566,11 @@ type bulkIO struct {
 	// settle ends the writes and waits until Redis has run everything they
 	// sent; an error means some may still be run.
 	settle func(ctx context.Context) error
+	// submit submits a workflow, with the writes; findWorkflow reads a
+	// workflow's state, with the look-ups (workflow.ErrNotFound when it
+	// does not exist). nil when the run has no workflows.
+	submit       func(ctx context.Context, node workflow.Node, so workflow.SubmitOptions) (*workflow.Info, error)
+	findWorkflow func(ctx context.Context, id string) (*workflow.State, error)
 }
 
 // enqueueAll enqueues list with c.f.concurrency goroutines (asynq has no
@@ -501,7 +590,8 @@ type bulkIO struct {
 // queue holds a task of that id with the same type and payload, the task is
 // there, and counts as enqueued.
 func (c *cli) enqueueAll(ctx context.Context, io bulkIO, list []bulkTask) bulkResult {
-	res := bulkResult{tasks: list, outcomes: make([]outcome, len(list)), states: make([]string, len(list)), errs: make([]error, len(list))}
+	res := bulkResult{tasks: list, outcomes: make([]outcome, len(list)), states: make([]string, len(list)),
+		flows: make([]*workflow.Info, len(list)), errs: make([]error, len(list))}
 	bar := c.newCountBar(len(list))
 	start := time.Now()
 	var (
@@ -519,7 +609,19 @@ func (c *cli) enqueueAll(ctx context.Context, io bulkIO, list []bulkTask) bulkRe
 				if i >= len(list) {
 					return
 				}
-				o, state, err := enqueueOne(ctx, io, list[i])
+				var (
+					o     outcome
+					state string
+					err   error
+				)
+				if list[i].wf != nil {
+					o, res.flows[i], err = submitOne(ctx, io, list[i])
+					if o == enqueued {
+						state = submittedState
+					}
+				} else {
+					o, state, err = enqueueOne(ctx, io, list[i])
+				}
 				res.outcomes[i], res.states[i], res.errs[i] = o, state, err
 				if bar != nil {
 					_ = bar.Add(1)
@@ -601,6 +703,10 @@ func (c *cli) resolve(ctx context.Context, io bulkIO, res *bulkResult, perr erro
 		wg.Go(func() {
 			defer func() { <-sem }()
 			t, cause := res.tasks[i], res.errs[i]
+			if t.wf != nil {
+				resolveWorkflow(ctx, io, res, i, serr)
+				return
+			}
 			ti, err := io.insp.GetTaskInfo(t.queue, t.id)
 			switch {
 			case err == nil && sameTask(ti, t):
@@ -640,18 +746,20 @@ func (c *cli) newCountBar(n int) *progressbar.ProgressBar {
 	)
 }
 
-// bulkJSON is --json's summary of a --file. Every task is counted once:
-// enqueued, failed (refused, or not in Redis when looked up), unknown
-// (written, but whether Redis has it could not be learnt) or not attempted.
+// bulkJSON is --json's summary of a --file. Every line, a task or a
+// workflow, is counted once: enqueued (a workflow: submitted), failed
+// (refused, or not in Redis when looked up), unknown (written, but whether
+// Redis has it could not be learnt) or not attempted.
 type bulkJSON struct {
-	Enqueued     int            `json:"enqueued"`
-	Failed       int            `json:"failed"`
-	Unknown      int            `json:"unknown"`
-	NotAttempted int            `json:"not_attempted"`
-	TookSeconds  float64        `json:"took_seconds"`
-	PerSecond    float64        `json:"tasks_per_second"`
-	Tasks        []bulkTaskJSON `json:"tasks"`
-	Errors       []lineError    `json:"errors,omitempty"`
+	Enqueued     int                `json:"enqueued"`
+	Failed       int                `json:"failed"`
+	Unknown      int                `json:"unknown"`
+	NotAttempted int                `json:"not_attempted"`
+	TookSeconds  float64            `json:"took_seconds"`
+	PerSecond    float64            `json:"tasks_per_second"`
+	Tasks        []bulkTaskJSON     `json:"tasks"`
+	Workflows    []bulkWorkflowJSON `json:"workflows,omitempty"`
+	Errors       []lineError        `json:"errors,omitempty"`
 	// ResendFile holds the lines of the tasks not enqueued, for a rerun
 	// with --file; ResendError says why it could not be written.
 	ResendFile  string `json:"resend_file,omitempty"`
@@ -667,14 +775,43 @@ type bulkTaskJSON struct {
 	State string `json:"state"`
 }
 
+// bulkWorkflowJSON is a submitted workflow of a --file; under --wait, State
+// is its end.
+type bulkWorkflowJSON struct {
+	Line      int           `json:"line"`
+	ID        string        `json:"id"`
+	Name      string        `json:"name,omitempty"`
+	Total     int           `json:"total"`
+	Started   int           `json:"started"`
+	StatusURL string        `json:"status_url"`
+	State     *workflowJSON `json:"state,omitempty"`
+	// WaitError says why --wait did not see the workflow end.
+	WaitError string `json:"wait_error,omitempty"`
+}
+
 // report prints the summary of res and where its resend file rf is; its
-// error is non-nil unless every task was enqueued.
+// error is non-nil unless every line was enqueued.
 func (c *cli) report(res bulkResult, rf resendFile) error {
 	total := len(res.tasks)
 	notAttempted := total - res.enqueued - res.failed - res.unknown
+	var nTasks, nFlows, tasksIn, flowsIn int
+	for i, t := range res.tasks {
+		in := res.outcomes[i] == enqueued
+		if t.wf != nil {
+			nFlows++
+			if in {
+				flowsIn++
+			}
+		} else {
+			nTasks++
+			if in {
+				tasksIn++
+			}
+		}
+	}
 	rate := 0.0
 	if res.took > 0 {
-		rate = float64(res.enqueued) / res.took.Seconds()
+		rate = float64(tasksIn) / res.took.Seconds()
 	}
 	var errs []lineError
 	for i, err := range res.errs {
@@ -698,7 +835,12 @@ func (c *cli) report(res bulkResult, rf resendFile) error {
 			out.ResendError = rf.err.Error()
 		}
 		for i, state := range res.states {
-			if t := res.tasks[i]; state != "" {
+			t := res.tasks[i]
+			switch {
+			case state == "":
+			case t.wf != nil:
+				out.Workflows = append(out.Workflows, c.workflowLineJSON(res, i))
+			default:
 				out.Tasks = append(out.Tasks, bulkTaskJSON{t.line, t.id, t.typ, t.queue, state})
 			}
 		}
@@ -707,7 +849,16 @@ func (c *cli) report(res bulkResult, rf resendFile) error {
 		for _, e := range errs {
 			fmt.Fprintf(c.stderr, "%s: line %d: %s\n", c.prog, e.Line, termtext.Escape(e.Error))
 		}
-		fmt.Fprintf(c.stdout, "enqueued %d of %d %s in %v (%.0f tasks/s)", res.enqueued, total, plural(total, "task", "tasks"), res.took.Round(time.Millisecond), rate)
+		took := res.took.Round(time.Millisecond)
+		switch {
+		case nFlows == 0:
+			fmt.Fprintf(c.stdout, "enqueued %d of %d %s in %v (%.0f tasks/s)", tasksIn, nTasks, plural(nTasks, "task", "tasks"), took, rate)
+		case nTasks == 0:
+			fmt.Fprintf(c.stdout, "submitted %d of %d %s in %v", flowsIn, nFlows, plural(nFlows, "workflow", "workflows"), took)
+		default:
+			fmt.Fprintf(c.stdout, "enqueued %d of %d %s and submitted %d of %d %s in %v",
+				tasksIn, nTasks, plural(nTasks, "task", "tasks"), flowsIn, nFlows, plural(nFlows, "workflow", "workflows"), took)
+		}
 		if res.failed > 0 {
 			fmt.Fprintf(c.stdout, "; %d failed", res.failed)
 		}
@@ -718,9 +869,22 @@ func (c *cli) report(res bulkResult, rf resendFile) error {
 			fmt.Fprintf(c.stdout, "; %d not attempted", notAttempted)
 		}
 		fmt.Fprintln(c.stdout)
+		for i, info := range res.flows {
+			if info == nil {
+				continue
+			}
+			fmt.Fprintf(c.stdout, "line %d: workflow %s, %d %s\n", res.tasks[i].line, termtext.Escape(info.ID), info.Total, plural(info.Total, "step", "steps"))
+			if res.ends != nil && res.ends[i] != nil {
+				c.printFinalText(*res.ends[i])
+			}
+		}
 		if rerun != "" {
-			fmt.Fprintf(c.stdout, "the %d %s not enqueued %s in %s, each with its task id; resend them with:\n  %s\n",
-				rf.lines, plural(rf.lines, "task", "tasks"), plural(rf.lines, "is", "are"), termtext.Escape(rf.path), termtext.Escape(rerun))
+			one, many, id := "task", "tasks", "task id"
+			if nFlows > 0 {
+				one, many, id = "line", "lines", "task or workflow id"
+			}
+			fmt.Fprintf(c.stdout, "the %d %s not enqueued %s in %s, each with its %s; resend them with:\n  %s\n",
+				rf.lines, plural(rf.lines, one, many), plural(rf.lines, "is", "are"), termtext.Escape(rf.path), id, termtext.Escape(rerun))
 		}
 	}
 	if rf.err != nil {
@@ -729,16 +893,40 @@ func (c *cli) report(res bulkResult, rf resendFile) error {
 	if res.enqueued == total {
 		return nil
 	}
+	what := "tasks"
+	if nFlows > 0 {
+		what = "lines"
+	}
 	var err error
 	if res.stopped != nil {
-		err = fmt.Errorf("enqueued %d of %d tasks, then stopped: %w", res.enqueued, total, res.stopped)
+		err = fmt.Errorf("enqueued %d of %d %s, then stopped: %w", res.enqueued, total, what, res.stopped)
 	} else {
-		err = fmt.Errorf("enqueued %d of %d tasks; %d failed", res.enqueued, total, res.failed)
+		err = fmt.Errorf("enqueued %d of %d %s; %d failed", res.enqueued, total, what, res.failed)
 	}
 	if c.f.json {
 		return silentError{err}
 	}
 	return err
+}
+
+// workflowLineJSON describes the workflow of res.tasks[i], submitted.
+func (c *cli) workflowLineJSON(res bulkResult, i int) bulkWorkflowJSON {
+	info := res.flows[i]
+	out := bulkWorkflowJSON{Line: res.tasks[i].line, ID: info.ID, Name: info.Name, Total: info.Total,
+		Started: info.Started, StatusURL: statusURL(info.ID)}
+	if res.ends != nil && res.ends[i] != nil {
+		end := res.ends[i]
+		if end.state != nil {
+			st := describeWorkflow(end.state)
+			waited := end.took.Seconds()
+			st.Waited = &waited
+			out.State = &st
+		}
+		if end.err != nil {
+			out.WaitError = end.err.Error()
+		}
+	}
+	return out
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

@@ -161,7 +161,7 @@ func TestBulkOwnRetry(t *testing.T) {
 	env := map[string]string{"REDIS_CONNECTION_URL": "redis://" + mr.Addr()}
 	c := &cli{reg: tasks.Default(), now: time.Now, stderr: io.Discard, stdout: io.Discard, getenv: func(k string) string { return env[k] }}
 	c.f.concurrency, c.f.progress = 4, "never"
-	list, bad, err := c.checkLines(strings.NewReader(
+	list, bad, err := c.checkLines(context.Background(), strings.NewReader(
 		`{"type": "data:process", "payload": {"key": "a", "work": 1}}`+"\n"+
 			`{"type": "data:process", "payload": {"key": "b", "work": 1}, "id": "given"}`+"\n"+
 			`{"type": "data:process", "payload": {"key": "c", "work": 1}, "unique": "1h"}`+"\n"), c.localTypes())
@@ -197,7 +197,7 @@ func TestBulkOwnRetry(t *testing.T) {
 	if _, err := k.client.Enqueue(asynq.NewTask(tasks.TypeWarm, []byte(`{"keys":["x"]}`)), asynq.TaskID("taken")); err != nil {
 		t.Fatal(err)
 	}
-	others, bad, err := c.checkLines(strings.NewReader(
+	others, bad, err := c.checkLines(context.Background(), strings.NewReader(
 		`{"type": "data:process", "payload": {"key": "d", "work": 1}, "id": "taken"}`+"\n"+
 			`{"type": "data:process", "payload": {"key": "c", "work": 1}, "unique": "1h"}`+"\n"), c.localTypes())
 	if err != nil || len(bad) > 0 {

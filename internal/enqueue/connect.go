@@ -18,6 +18,7 @@ import (
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/internal/bootstrap"
 	"github.com/forgeq/forgeq/internal/redisurl"
+	"github.com/forgeq/forgeq/workflow"
 )
 
 // fallbackPingTimeout bounds the first ping when no socket timeout is set.
@@ -125,6 +126,10 @@ type bulkConn struct {
 	lookups redis.UniversalClient // nil when look-ups use the process's client
 	lookAP  *redis.AutoPipeliner
 	k       *conn
+
+	writeRDB, lookupRDB redis.UniversalClient // what the writes and the look-ups use
+	flowSubmit          *workflow.Client      // set by workflows
+	flowLookup          *workflow.Client      // reads workflows with the look-ups
 }
 
 // bulk returns the bulkConn of a --file run. The caller closes it.
@@ -144,6 +149,8 @@ func (k *conn) bulk() *bulkConn {
 	if writes == nil {
 		writes = k.m.Client()
 	}
+	b.writeRDB, b.lookupRDB = writes, lookups
+	b.flowLookup = workflow.NewClient(lookups, workflow.Options{})
 	b.client, b.insp = asynq.NewClientFromRedisClient(writes), asynq.NewInspectorFromRedisClient(lookups)
 	// asynq has no batch API, and one round trip per task is what bounds a
 	// plain loop: the AutoPipeliner (experimental in go-redis v9.23) joins the
@@ -169,9 +176,20 @@ func autoPipeline(c redis.UniversalClient) *redis.AutoPipeliner {
 	return nil
 }
 
+// workflows makes b submit workflows, checked against types, on the
+// write connections (not autopipelined: a submission is a script and a
+// pipeline of its own).
+func (b *bulkConn) workflows(types workflow.Types) {
+	b.flowSubmit = workflow.NewClient(b.writeRDB, workflow.Options{Types: types})
+}
+
 // io returns what enqueueAll uses of b.
 func (b *bulkConn) io() bulkIO {
-	return bulkIO{client: b.client, insp: b.insp, probe: b.probe, settle: b.settle}
+	io := bulkIO{client: b.client, insp: b.insp, probe: b.probe, settle: b.settle, findWorkflow: b.flowLookup.Get}
+	if b.flowSubmit != nil {
+		io.submit = b.flowSubmit.Submit
+	}
+	return io
 }
 
 // noRetries returns a new client with c's options, go-redis's retries off

@@ -26,6 +26,10 @@ type flags struct {
 	list        bool
 	progress    string
 
+	workflow       string // --workflow: JSON, @FILE or -
+	workflowStatus string // --workflow-status ID
+	cancelWorkflow string // --cancel-workflow ID
+
 	args []string // positional: TYPE [PAYLOAD]
 }
 
@@ -72,12 +76,15 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 	fs.StringVar(&id, "id", "", "task `ID` (default: a random UUID); a task id already in use is an error")
 	fs.StringVar(&retention, "retention", "", "keep the finished task and its result for `DURATION` (default 0, or 1h under --wait)")
 	fs.StringVar(&group, "group", "", "not supported: refused, since the worker runs no group aggregator (`NAME`)")
-	fs.BoolVar(&f.wait, "wait", false, "wait for the task to finish and print its result; exit 1 if it fails")
+	fs.BoolVar(&f.wait, "wait", false, "wait for the task, or the workflows, to finish and print the outcome; exit 1 if one fails")
 	fs.StringVar(&f.waitTimeout, "wait-timeout", "", "give up waiting after `DURATION` (default: no limit)")
 	fs.StringVar(&f.file, "file", "", "enqueue every task of the JSON Lines `FILE` (- for stdin), each line checked before any is enqueued")
 	fs.StringVar(&f.resend, "resend", "", "with --file, write the lines not enqueued to `FILE` (default: next to the input, as NAME.resend.jsonl, when some were not)")
 	fs.IntVar(&f.concurrency, "concurrency", defaultConcurrency, "enqueue up to `N` tasks of a --file at once")
 	fs.BoolVar(&f.json, "json", false, "print JSON instead of text")
+	fs.StringVar(&f.workflow, "workflow", "", "submit the workflow `JSON` (@FILE reads a file, - stdin), checked before anything is written")
+	fs.StringVar(&f.workflowStatus, "workflow-status", "", "print the state of workflow `ID` and its first 100 steps")
+	fs.StringVar(&f.cancelWorkflow, "cancel-workflow", "", "cancel workflow `ID`: no further step starts")
 	fs.BoolVar(&f.list, "list", false, "list the task types, this program's and those running workers published, with their payload fields")
 	fs.StringVar(&f.progress, "progress", "auto", "progress bar on stderr: `MODE` auto (on a terminal, not with --json), always or never")
 	help := fs.BoolP("help", "h", false, "show this help")
@@ -169,14 +176,41 @@ func (c *cli) checkCombinations(fs *pflag.FlagSet) error {
 		if len(f.args) > 0 {
 			return badInput("--file takes no TYPE or PAYLOAD arguments, got %q: the types and payloads are in the file", f.args)
 		}
-		// Task options given as flags are defaults for every line; a task
-		// id cannot be shared and --wait follows a single task.
+		if f.waitTimeout != "" && !f.wait {
+			return badInput("--wait-timeout %q needs --wait", f.waitTimeout)
+		}
+		// Task options given as flags are defaults for every task line; a
+		// task id cannot be shared. --wait follows the file's workflows.
 		return only("--file", "file", "resend", "concurrency", "queue", "delay", "at", "max-retry",
-			"timeout", "deadline", "unique", "retention", "group")
+			"timeout", "deadline", "unique", "retention", "group", "wait", "wait-timeout")
+	case fs.Changed("workflow"):
+		if len(f.args) > 0 {
+			return badInput("--workflow takes no TYPE or PAYLOAD arguments, got %q: the steps are in the workflow's JSON", f.args)
+		}
+		if f.workflow == "" || f.workflow == "@" {
+			return badInput("--workflow %q: want the workflow's JSON, @FILE or - for stdin", f.workflow)
+		}
+		if f.waitTimeout != "" && !f.wait {
+			return badInput("--wait-timeout %q needs --wait", f.waitTimeout)
+		}
+		// A workflow's steps carry their own options in its JSON.
+		return only("--workflow", "workflow", "wait", "wait-timeout")
+	case fs.Changed("workflow-status"), fs.Changed("cancel-workflow"):
+		flag, id := "--workflow-status", f.workflowStatus
+		if fs.Changed("cancel-workflow") {
+			flag, id = "--cancel-workflow", f.cancelWorkflow
+		}
+		if len(f.args) > 0 {
+			return badInput("%s takes no other arguments, got %q", flag, f.args)
+		}
+		if id == "" {
+			return badInput("%s needs a workflow ID", flag)
+		}
+		return only(flag, flag[2:])
 	}
 	switch len(f.args) {
 	case 0:
-		return badInput("missing TYPE: usage: %[1]s TYPE [PAYLOAD], %[1]s --file FILE or %[1]s --list (see %[1]s --help)", c.prog)
+		return badInput("missing TYPE: usage: %[1]s TYPE [PAYLOAD], %[1]s --file FILE, %[1]s --workflow JSON or %[1]s --list (see %[1]s --help)", c.prog)
 	case 1:
 	case 2:
 		if f.payloadFile != "" {
@@ -230,11 +264,14 @@ func (c *cli) waitTimeout() (time.Duration, error) {
 	return d, nil
 }
 
-const usageText = `enqueue puts forgeq tasks on their queues.
+const usageText = `enqueue puts forgeq tasks on their queues and submits workflows.
 
 Usage:
   enqueue [flags] TYPE [PAYLOAD]     one task; PAYLOAD is JSON (- reads stdin)
-  enqueue [flags] --file FILE        every task of a JSON Lines file, checked first
+  enqueue [flags] --file FILE        every task and workflow of a JSON Lines file, checked first
+  enqueue [--wait] --workflow JSON   one workflow (@FILE reads a file, - stdin)
+  enqueue --workflow-status ID       a workflow's state and its first 100 steps
+  enqueue --cancel-workflow ID       cancel a workflow
   enqueue --list [--json]            the task types and their payload fields
 
 The payload comes from the PAYLOAD argument, --payload-file, or stdin when it
@@ -255,6 +292,10 @@ Examples:
   enqueue cache:warm --payload-file warm.json --queue low --at 2030-01-02T03:00:00Z
   enqueue data:process '{"key": "r:2", "work": 5}' --id nightly-r2 --unique 1h --json
   enqueue --file tasks.jsonl --queue low
+  enqueue --workflow @nightly.json --wait
+  enqueue --workflow '{"workflow": {"chain": [{"type": "data:process", "payload": {"key": "a", "work": 1}}, {"type": "cache:warm", "payload": {"keys": ["a"], "work": 1}}]}}'
+  enqueue --workflow-status nightly-2030-01-02 --json
+  enqueue --cancel-workflow nightly-2030-01-02
 
 A --file line is one JSON object:
   {"type": "data:process", "payload": {"key": "r:1", "work": 10}, "queue": "low",
@@ -278,6 +319,44 @@ NAME.resend.jsonl next to the input), each with its task id, so that
 ` + "`enqueue --file NAME.resend.jsonl`" + ` completes the run without enqueuing a
 task twice.
 
+Workflows: --workflow submits a chain or group of tasks as one workflow, in
+the JSON form the HTTP API (POST /api/workflows) takes:
+  {"workflow": {"chain": [
+      {"type": "data:process", "payload": {"key": "r:1", "work": 10}},
+      {"group": [
+         {"type": "cache:warm", "payload": {"keys": ["r:1"], "work": 1}},
+         {"chain": [{"type": "data:process", "payload": {"key": "r:2", "work": 5}},
+                    {"type": "cache:invalidate", "payload": {"pattern": "r:*"}}]}],
+       "callback": {"type": "data:process", "payload": {"key": "done", "work": 1}},
+       "policy": "all_succeeded"}]},
+   "id": "nightly-2030-01-02", "name": "nightly", "retention": "72h"}
+A node is a task {"type", "payload", and optionally "queue", "max_retry",
+"timeout", "deadline", "retention"}, a {"chain": [NODE, ...]} run one after
+another, or a {"group": [NODE, ...]} run in parallel, with an optional
+"callback" NODE run once all members finished and a "policy": all_succeeded
+(the default: the callback runs only if every member succeeded) or always.
+id (default: a random UUID; an id already in use is refused), name and
+retention (how long the finished workflow stays readable) are optional.
+Steps are named by their path: the root chain's steps 0, 1, ...; a group's
+members 1.m0, 1.m1, its callback 1.cb; a nested chain's steps 1.m1.0. Every
+step's type, payload and options are checked against this program's types and
+the task catalogue before anything is written: a bad step is bad input naming
+the step and its type (exit 2). The workflow's id is printed (with --json:
+id, name, total, started, status_url). --list says which types take the
+previous step's result ("takes previous result").
+
+A --file line may hold a workflow instead of a task: {"workflow": NODE, "id":
+..., "name": ..., "retention": ...}. It is checked with the other lines, all
+before anything is enqueued; a bad one names its line and step. Each workflow
+is submitted whole or not at all. Task flags given with --file apply to task
+lines only. A workflow id already in Redis is a bad line.
+
+--wait follows the workflow (with --file: every workflow of the file, once all
+lines are in) with one bar of the steps done, on a terminal and not with
+--json; then prints how it ended (the state as JSON with --json). It exits 0
+when every workflow succeeded and 1 when one failed (naming the failed step
+and its error), was cancelled, or --wait-timeout ran out.
+
 Flags:
 %s
 Connection (flag, or environment variable as in the worker):
@@ -288,9 +367,13 @@ REDIS_EMBEDDED_ADDR (default 127.0.0.1:6379), the address where
 embedded one.
 
 Exit codes: 0 success; 2 bad usage or input, nothing enqueued; 1 runtime
-failure (Redis unreachable; under --wait, the task was archived or the wait
-ended first; with --file, some tasks could not be enqueued while the others
-were).
+failure (Redis unreachable; under --wait, the task was archived, a workflow
+failed or was cancelled, or the wait ended first; with --file, some lines
+could not be enqueued while the others were).
+  --workflow-status ID: 0 whatever the workflow's status; 2 no such workflow
+    (never submitted, or its retention ran out); 1 Redis failure.
+  --cancel-workflow ID: 0 cancelled; 2 no such workflow; 1 already finished
+    (succeeded, failed or cancelled: nothing to cancel) or Redis failure.
 `
 
 // usage writes --help to w.

@@ -55,7 +55,7 @@ func TestUsageErrors(t *testing.T) {
 		{"list with a task flag", []string{"--list", "--queue", "low"}, "--list cannot be combined with --queue"},
 		{"file with a type", []string{"--file", "x.jsonl", "data:process"}, "--file takes no TYPE"},
 		{"file with an id", []string{"--file", "x.jsonl", "--id", "a"}, "--file cannot be combined with --id"},
-		{"file with wait", []string{"--file", "x.jsonl", "--wait"}, "--file cannot be combined with --wait"},
+		{"file with wait timeout, no wait", []string{"--file", "x.jsonl", "--wait-timeout", "1s"}, `--wait-timeout "1s" needs --wait`},
 		{"payload twice", []string{"data:process", "{}", "--payload-file", "p.json"}, "the payload is given twice"},
 		{"wait timeout without wait", []string{"data:process", "{}", "--wait-timeout", "1s"}, `--wait-timeout "1s" needs --wait`},
 		{"group", []string{"data:process", `{"key":"k","work":1}`, "--group", "g"}, `--group "g": task groups are not supported`},

@@ -21,6 +21,9 @@ type typeJSON struct {
 	Description string        `json:"description"`
 	Queue       string        `json:"queue"`
 	Fields      []tasks.Field `json:"fields"`
+	// TakesPrevious says what the type reads, as a workflow step, as the
+	// result of the stage before it; empty when it reads none.
+	TakesPrevious string `json:"takes_previous,omitempty"`
 	// Local is true for the program's own types, false for types only a
 	// worker published.
 	Local bool `json:"local"`
@@ -59,13 +62,13 @@ func (c *cli) list(ctx context.Context, fs *pflag.FlagSet) error {
 			p, published := cat.all[d.Type()]
 			out = append(out, typeJSON{
 				Type: d.Type(), Description: d.Description(), Queue: d.Queue(), Fields: nonNil(d.Fields()),
-				Local: true, Published: published, Workers: workersJSON(p.Workers), Schema: d.Schema(),
+				TakesPrevious: d.TakesPrevious(), Local: true, Published: published, Workers: workersJSON(p.Workers), Schema: d.Schema(),
 			})
 		}
 		for _, p := range cat.extra {
 			out = append(out, typeJSON{
 				Type: p.Type, Description: p.Description, Queue: p.Queue, Fields: nonNil(p.Fields()),
-				Published: true, Workers: workersJSON(p.Workers), Schema: p.Schema,
+				TakesPrevious: p.TakesPrevious, Published: true, Workers: workersJSON(p.Workers), Schema: p.Schema,
 			})
 		}
 		writeJSON(c.stdout, out)
@@ -74,7 +77,7 @@ func (c *cli) list(ctx context.Context, fs *pflag.FlagSet) error {
 	first := true
 	for _, d := range defs {
 		p, published := cat.all[d.Type()]
-		if err := c.listType(c.stdout, &first, d.Type(), d.Queue(), d.Description(), "", d.Fields()); err != nil {
+		if err := c.listType(c.stdout, &first, d.Type(), d.Queue(), d.Description(), "", d.TakesPrevious(), d.Fields()); err != nil {
 			return err
 		}
 		if published {
@@ -82,7 +85,7 @@ func (c *cli) list(ctx context.Context, fs *pflag.FlagSet) error {
 		}
 	}
 	for _, p := range cat.extra {
-		if err := c.listType(c.stdout, &first, p.Type, p.Queue, p.Description, ", published by a worker", p.Fields()); err != nil {
+		if err := c.listType(c.stdout, &first, p.Type, p.Queue, p.Description, ", published by a worker", p.TakesPrevious, p.Fields()); err != nil {
 			return err
 		}
 		listWorkers(c.stdout, p.Workers, now)
@@ -90,15 +93,19 @@ func (c *cli) list(ctx context.Context, fs *pflag.FlagSet) error {
 	return nil
 }
 
-// listType prints one type with its fields; first is true until the first
-// type is printed.
-func (c *cli) listType(w io.Writer, first *bool, typ, queue, description, origin string, fields []tasks.Field) error {
+// listType prints one type with its fields and, when it takes one, what
+// it reads as the previous result of a workflow; first is true until the
+// first type is printed.
+func (c *cli) listType(w io.Writer, first *bool, typ, queue, description, origin, previous string, fields []tasks.Field) error {
 	if !*first {
 		fmt.Fprintln(w)
 	}
 	*first = false
 	esc := termtext.Escape
 	fmt.Fprintf(w, "%s (queue %s%s)\n  %s\n", esc(typ), esc(queue), origin, esc(description))
+	if previous != "" {
+		fmt.Fprintf(w, "  takes previous result: %s\n", esc(previous))
+	}
 	if len(fields) == 0 {
 		fmt.Fprintln(w, "  payload: none")
 		return nil

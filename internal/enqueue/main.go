@@ -1,11 +1,14 @@
 // Package enqueue is the enqueue command: it puts tasks on their queues,
 // one from the command line or many from a JSON Lines file, optionally
-// waiting for a task's result, and lists the task types. The public worker
-// package runs it as `NAME enqueue` and cmd/enqueue as `enqueue`.
+// waiting for a task's result; submits workflows (package workflow), reads
+// their state and cancels them; and lists the task types. The public
+// worker package runs it as `NAME enqueue` and cmd/enqueue as `enqueue`.
 //
-// Exit codes: 0 success, 2 bad usage or input (nothing was enqueued), 1 a
-// runtime failure (Redis unreachable, a task that failed or was archived
-// under --wait, a bulk enqueue that did not enqueue everything).
+// Exit codes: 0 success, 2 bad usage or input (nothing was enqueued; an
+// unknown workflow id), 1 a runtime failure (Redis unreachable, a task
+// that failed or was archived or a workflow that failed or was cancelled
+// under --wait, a bulk enqueue that did not enqueue everything, a workflow
+// already finished under --cancel-workflow).
 package enqueue
 
 import (
@@ -150,6 +153,12 @@ func (c *cli) run(ctx context.Context, args []string) error {
 		return c.list(ctx, fs)
 	case c.f.file != "":
 		return c.bulk(ctx, fs)
+	case fs.Changed("workflow"):
+		return c.submitWorkflow(ctx, fs)
+	case fs.Changed("workflow-status"):
+		return c.workflowStatus(ctx, fs)
+	case fs.Changed("cancel-workflow"):
+		return c.cancelWorkflow(ctx, fs)
 	default:
 		return c.single(ctx, fs)
 	}

@@ -121,7 +121,7 @@ func TestBulkOutcomes(t *testing.T) {
 			c := &cli{reg: tasks.Default(), now: time.Now, stderr: io.Discard, stdout: io.Discard, prog: "enqueue"}
 			c.f.concurrency, c.f.progress = 1, "never"
 			c.f.file = filepath.Join(dir, "in.jsonl")
-			list, bad, err := c.checkLines(strings.NewReader(input), c.localTypes())
+			list, bad, err := c.checkLines(context.Background(), strings.NewReader(input), c.localTypes())
 			if err != nil || len(bad) > 0 {
 				t.Fatal(err, bad)
 			}
@@ -199,7 +199,7 @@ func TestBulkOutcomes(t *testing.T) {
 
 			// The resend lines parse, each with its task's id.
 			rc := &cli{reg: tasks.Default(), now: time.Now, stderr: io.Discard, stdout: io.Discard}
-			again, bad, err := rc.checkLines(bytes.NewReader(data), rc.localTypes())
+			again, bad, err := rc.checkLines(context.Background(), bytes.NewReader(data), rc.localTypes())
 			if err != nil || len(bad) > 0 {
 				t.Fatal(err, bad)
 			}
