@@ -302,7 +302,7 @@ func (c *cli) printSubmitted(info *workflow.Info) {
 	if info.Name != "" {
 		fmt.Fprintf(c.stdout, "  name:   %s\n", esc(info.Name))
 	}
-	fmt.Fprintf(c.stdout, "  steps:  %d (%d started)\n  status: %s --workflow-status %s\n",
+	fmt.Fprintf(c.stdout, "  steps:  %d (%d started)\n  follow: %s --workflow-status %s\n",
 		info.Total, info.Started, esc(c.prog), esc(info.ID))
 }
 

@@ -161,7 +161,7 @@ func TestWorkflowSubmit(t *testing.T) {
 		if r.code != exitOK {
 			t.Fatalf("exit %d: %s", r.code, r.stderr)
 		}
-		want := "submitted workflow flow-1\n  name:   two adds\n  steps:  2 (1 started)\n  status: enqueue --workflow-status flow-1\n"
+		want := "submitted workflow flow-1\n  name:   two adds\n  steps:  2 (1 started)\n  follow: enqueue --workflow-status flow-1\n"
 		if r.stdout != want {
 			t.Errorf("stdout = %q, want %q", r.stdout, want)
 		}

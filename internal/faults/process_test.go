@@ -53,6 +53,13 @@ type worker struct {
 // "worker started".
 func startWorker(tb testing.TB, url string, env ...string) *worker {
 	tb.Helper()
+	return startWorkerBin(tb, proctest.BuildWorker(tb), url, env...)
+}
+
+// startWorkerBin is startWorker with another worker binary: a program
+// built on worker.App, such as the workflow tests' testdata/wfworker.
+func startWorkerBin(tb testing.TB, bin, url string, env ...string) *worker {
+	tb.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(tb))
 	all := append([]string{
 		"REDIS_CONNECTION_URL=" + url,
@@ -61,7 +68,7 @@ func startWorker(tb testing.TB, url string, env ...string) *worker {
 		"HTTP_ADDR=" + addr,
 		"HTTP_RATE_LIMIT=off",
 	}, env...)
-	p := proctest.Start(tb, proctest.BuildWorker(tb), all)
+	p := proctest.Start(tb, bin, all)
 	watchProc(tb, p)
 	if p.WaitForMsg("worker started", startTimeout) == nil {
 		tb.Fatalf("%s did not start within %v", p, startTimeout)
