@@ -72,27 +72,8 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 	}
 	// Types the program lacks are looked up in the task catalogue, read
 	// once over the connection the tasks are then enqueued on.
-	var k *conn
-	defer func() {
-		if k != nil {
-			k.close()
-		}
-	}()
-	connect := func() (*conn, error) {
-		cfg, err := c.loadConfig(fs)
-		if err != nil {
-			return nil, err
-		}
-		return c.connect(ctx, cfg)
-	}
-	types := &typeSource{c: c, read: func() (*catalogView, error) {
-		kk, err := connect()
-		if err != nil {
-			return nil, err
-		}
-		k = kk
-		return readCatalog(ctx, kk)
-	}}
+	types, lazy := c.lazyTypes(ctx, fs)
+	defer lazy.close()
 	list, bad, err := c.checkLines(ctx, r, types)
 	if err != nil {
 		return badInput("--file %s: %w", name, err)
@@ -118,10 +99,9 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 	if c.f.wait && flows == 0 {
 		return badInput("--wait with --file follows the file's workflows, and --file %s has none; nothing was enqueued", name)
 	}
-	if k == nil {
-		if k, err = connect(); err != nil {
-			return err
-		}
+	k, err := lazy.get()
+	if err != nil {
+		return err
 	}
 	bc := k.bulk()
 	defer bc.close()

@@ -230,3 +230,50 @@ func seenAgo(now, t time.Time) string {
 	}
 	return d.String() + " ago"
 }
+
+// lazyConn is the connection of a command that may need Redis only after
+// checking its input: opened by the first of the task catalogue's read
+// and get, closed by close.
+type lazyConn struct {
+	open func() (*conn, error)
+	k    *conn
+}
+
+// get returns the connection, opening it if need be.
+func (l *lazyConn) get() (*conn, error) {
+	if l.k == nil {
+		k, err := l.open()
+		if err != nil {
+			return nil, err
+		}
+		l.k = k
+	}
+	return l.k, nil
+}
+
+func (l *lazyConn) close() {
+	if l.k != nil {
+		l.k.close()
+	}
+}
+
+// lazyTypes returns the types a command checks its input against (the
+// program's, then the task catalogue's, read once on first need) and the
+// connection that read opens, for the command to go on with.
+func (c *cli) lazyTypes(ctx context.Context, fs *pflag.FlagSet) (*typeSource, *lazyConn) {
+	lazy := &lazyConn{open: func() (*conn, error) {
+		cfg, err := c.loadConfig(fs)
+		if err != nil {
+			return nil, err
+		}
+		return c.connect(ctx, cfg)
+	}}
+	types := &typeSource{c: c, read: func() (*catalogView, error) {
+		k, err := lazy.get()
+		if err != nil {
+			return nil, err
+		}
+		return readCatalog(ctx, k)
+	}}
+	return types, lazy
+}

@@ -53,27 +53,8 @@ func (c *cli) submitWorkflow(ctx context.Context, fs *pflag.FlagSet) error {
 	// first, then the task catalogue, read once if a step needs it. A
 	// workflow of the program's types alone is checked before Redis is
 	// reached.
-	var k *conn
-	defer func() {
-		if k != nil {
-			k.close()
-		}
-	}()
-	connect := func() (*conn, error) {
-		cfg, err := c.loadConfig(fs)
-		if err != nil {
-			return nil, err
-		}
-		return c.connect(ctx, cfg)
-	}
-	types := &typeSource{c: c, read: func() (*catalogView, error) {
-		kk, err := connect()
-		if err != nil {
-			return nil, err
-		}
-		k = kk
-		return readCatalog(ctx, kk)
-	}}
+	types, lazy := c.lazyTypes(ctx, fs)
+	defer lazy.close()
 	chk := newWorkflowChecker(types)
 	defer chk.close()
 	cerr := chk.check(ctx, node, so)
@@ -86,10 +67,9 @@ func (c *cli) submitWorkflow(ctx context.Context, fs *pflag.FlagSet) error {
 	if cerr != nil {
 		return badInput("--workflow (%s): %s", from, workflowMessage(cerr))
 	}
-	if k == nil {
-		if k, err = connect(); err != nil {
-			return err
-		}
+	k, err := lazy.get()
+	if err != nil {
+		return err
 	}
 
 	wc := c.workflowClient(k)

@@ -25,6 +25,21 @@
 //     in-process asynq server with test-only task types.
 //   - TestSoakInProcess and TestSoakWorker: thousands of tasks; goroutines,
 //     connections and memory stay flat, and nothing leaks after shutdown.
+//   - TestWorkflowSIGKILL: a worker is killed with SIGKILL in the middle
+//     of a 200-member group (a callback and one more step after it); once
+//     the leases of its members are recovered the workflow succeeds, every
+//     step counted once, the callback and the step after it run exactly
+//     once and the callback sees all 200 members.
+//   - TestWorkflowReconcilerEnqueuesLostStep: a chain's next step is
+//     recorded as started but its task is gone, as when a worker dies
+//     between the two; the reconciler enqueues it after 15 s and the chain
+//     completes, each step run once.
+//   - TestWorkflowDuplicateDelivery: finished steps delivered again are
+//     skipped, or for a member run again and counted once; the workflow's
+//     state does not move and the callback does not run again.
+//
+// The workflow tests run testdata/wfworker: cmd/worker plus test-only
+// task types made for workflows.
 //
 // TestMain then checks that no process output, CLI error or HTTP body of
 // any test contains a password the tests used, and that no goroutine
