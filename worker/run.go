@@ -190,9 +190,7 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	srv := asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger))
 	deps := tasks.Deps{Cache: m, Logger: logger, Enqueuer: client}
 	rec := newRecoveries(inspector, logger, x.CountRecovered)
-	// The workflow middleware is outermost: it sees the outcome asynq
-	// sees, a panic included (turned into an error by the mux's logging).
-	handlers := newInflight(flows.Middleware()(newMux(reg, deps, x, rec, a.middleware)))
+	handlers := newInflight(newMux(reg, deps, x, rec, flows.Middleware(), a.middleware))
 	var sched *scheduler
 	if len(periodics) > 0 {
 		sched = newScheduler(client, periodics, logger)

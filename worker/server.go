@@ -90,15 +90,19 @@ func healthCheck(log *zap.Logger) func(error) {
 // newMux returns the worker's handler for every type of reg: tasks.NewMux,
 // whose middleware logs each task once, with x's metrics middleware inside
 // it, then rec's (when not nil), which logs and counts the tasks recovered
-// from a dead worker, then the App's own middleware. asynq runs middleware
+// from a dead worker, then flows (when not nil: the workflow middleware,
+// which passes a panic on), then the App's own middleware. asynq runs middleware
 // in the order of Use, the first outermost, so the metrics middleware sees
 // a panic of a handler (or of the App's middleware) before the logging one
 // turns it into an error, and counts it with outcome "panic".
-func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics, rec *recoveries, own []asynq.MiddlewareFunc) *asynq.ServeMux {
+func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics, rec *recoveries, flows asynq.MiddlewareFunc, own []asynq.MiddlewareFunc) *asynq.ServeMux {
 	mux := tasks.NewMux(reg, deps)
 	mux.Use(x.TaskMiddleware())
 	if rec != nil {
 		mux.Use(rec.middleware)
+	}
+	if flows != nil {
+		mux.Use(flows)
 	}
 	if len(own) > 0 {
 		mux.Use(own...)

@@ -22,7 +22,10 @@ const MaxResultBytes = 1 << 20
 const maxErrorBytes = 4 << 10
 
 // Middleware returns the asynq middleware that runs workflow steps:
-// worker.App installs it around every handler. A task that is not a
+// worker.App installs it around every handler, inside its logging,
+// metrics and recovery middleware and outside the App's own. A panic of
+// the handler is recorded as a failure on the step's last attempt and
+// passed on. A task that is not a
 // workflow step passes through untouched. For a step it
 //
 //   - skips the handler when the step has already finished (a duplicate
@@ -76,7 +79,13 @@ func (c *Client) run(ctx context.Context, next asynq.Handler, t *asynq.Task, id,
 	var result []byte
 	sctx := context.WithValue(ctx, stepKey{}, &stepCtx{c: c, id: id, path: path})
 	sctx = taskctx.WithResult(sctx, func(b []byte) { result = b })
-	herr := next.ProcessTask(sctx, t)
+	herr, panicked := call(sctx, next, t)
+	if panicked != nil {
+		// Recorded as the failure it is on a last attempt, then passed
+		// on to the middleware outside, which counts and logs panics.
+		defer panic(panicked)
+		herr = fmt.Errorf("%s: handler panic: %v", t.Type(), panicked)
+	}
 
 	var okStep bool
 	var msg string
@@ -127,6 +136,16 @@ func (c *Client) run(ctx context.Context, next asynq.Handler, t *asynq.Task, id,
 		}
 	}
 	return herr
+}
+
+// call runs next, returning the value of its panic, if any, apart.
+func call(ctx context.Context, next asynq.Handler, t *asynq.Task) (err error, panicked any) {
+	defer func() {
+		if p := recover(); p != nil {
+			panicked = p
+		}
+	}()
+	return next.ProcessTask(ctx, t), nil
 }
 
 // beganFor is how long a process skips the begin script for the group

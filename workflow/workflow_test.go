@@ -395,3 +395,27 @@ func TestGroupOf100000(t *testing.T) {
 		t.Fatalf("%d members ran", n)
 	}
 }
+
+// A step whose handler panics on its last attempt fails the workflow,
+// naming the panic; the worker's own middleware still sees the panic.
+func TestPanicFailsStep(t *testing.T) {
+	ty := newTypes()
+	boom := tasks.Define("wft:boom", "Panics.",
+		func(context.Context, tasks.Deps, struct{}) ([]byte, error) { panic("kaboom") }, asynq.MaxRetry(0))
+	w := forgeqtest.StartWorker(t, ty.app().Register(boom), forgeqtest.WorkerOptions{})
+	c := w.Services().Workflows
+	info, err := c.Submit(context.Background(), workflow.Chain(workflow.Task(boom, struct{}{}), workflow.Task(ty.add, addPayload{N: 1})), workflow.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := wait(t, c, info.ID)
+	if st.Status != workflow.StatusFailed || st.FailedStep != "0" || !strings.Contains(st.Error, "handler panic: kaboom") {
+		t.Fatalf("state %+v", st)
+	}
+	if !strings.Contains(w.Logs(), `"outcome":"archived"`) {
+		t.Fatalf("the worker's log has no archived outcome for the panic:\n%s", w.Logs())
+	}
+	if n := ty.rec.count("1"); n != 0 {
+		t.Fatal("the step after the panic ran")
+	}
+}
