@@ -110,6 +110,9 @@ type PublishedType struct {
 	// Timeout is the type's default timeout per attempt; 0 when it sets
 	// none (asynq's default of 30 minutes then applies).
 	Timeout time.Duration
+	// Retention is how long a completed task of the type is kept by
+	// default; 0 when it sets none.
+	Retention time.Duration
 	// Schema is the payload's JSON Schema (draft 2020-12).
 	Schema json.RawMessage
 	// TakesPrevious says what the type's handler reads as the result of
@@ -126,7 +129,7 @@ type PublishedType struct {
 }
 
 // Defaults returns the asynq options every task of the type gets: its
-// queue, and its retry limit and timeout when it sets them.
+// queue, and its retry limit, timeout and retention when it sets them.
 func (p PublishedType) Defaults() []asynq.Option {
 	opts := []asynq.Option{asynq.Queue(p.queue())}
 	if p.MaxRetry != nil {
@@ -134,6 +137,9 @@ func (p PublishedType) Defaults() []asynq.Option {
 	}
 	if p.Timeout > 0 {
 		opts = append(opts, asynq.Timeout(p.Timeout))
+	}
+	if p.Retention > 0 {
+		opts = append(opts, asynq.Retention(p.Retention))
 	}
 	return opts
 }
@@ -192,6 +198,7 @@ type catalogDoc struct {
 	Queue          string          `json:"queue"`
 	MaxRetry       *int            `json:"max_retry,omitempty"`
 	TimeoutSeconds *int64          `json:"timeout_seconds,omitempty"`
+	RetentionSecs  *int64          `json:"retention_seconds,omitempty"`
 	Schema         json.RawMessage `json:"schema"`
 	TakesPrevious  string          `json:"takes_previous,omitempty"`
 	PublishedAt    time.Time       `json:"published_at"`
@@ -218,6 +225,10 @@ func docOf(d *Definition, now time.Time) (catalogDoc, error) {
 	if t, ok := d.Timeout(); ok {
 		s := int64(t / time.Second) // asynq keeps timeouts in whole seconds
 		doc.TimeoutSeconds = &s
+	}
+	if r, ok := d.Retention(); ok && r >= time.Second {
+		s := int64(r / time.Second)
+		doc.RetentionSecs = &s
 	}
 	return doc, nil
 }
@@ -516,6 +527,9 @@ func decodePublished(typ, s string) (PublishedType, error) {
 	}
 	if doc.TimeoutSeconds != nil && *doc.TimeoutSeconds > 0 {
 		p.Timeout = time.Duration(*doc.TimeoutSeconds) * time.Second
+	}
+	if doc.RetentionSecs != nil && *doc.RetentionSecs > 0 {
+		p.Retention = time.Duration(*doc.RetentionSecs) * time.Second
 	}
 	return p, nil
 }

@@ -595,3 +595,40 @@ func listing(types []tasks.PublishedType) []listed {
 	}
 	return out
 }
+
+// A type's retention and TakesPrevious reach the catalogue, and the
+// published type applies the retention as a default.
+func TestCatalogRetentionAndTakesPrevious(t *testing.T) {
+	t.Parallel()
+	b := setupCatalog(t)
+	typ := tasks.Define("test:kept", "Kept an hour.",
+		func(context.Context, tasks.Deps, struct{}) ([]byte, error) { return nil, nil },
+		asynq.Retention(time.Hour)).TakesPrevious("the rows before")
+	reg, err := tasks.NewRegistry(typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.publish(t, reg, tasks.WorkerInfo{ID: "w1"})
+	got, err := b.cat.Lookup(context.Background(), "test:kept")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Retention != time.Hour || got.TakesPrevious != "the rows before" {
+		t.Fatalf("published %+v", got)
+	}
+	if _, err := got.NewTask([]byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, o := range got.Defaults() {
+		if o.Type() == asynq.RetentionOpt && o.Value() == time.Hour {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("defaults %v lack the retention", got.Defaults())
+	}
+	if typ.Definition().TakesPrevious() != "the rows before" || typ.Name() != "test:kept" {
+		t.Fatal("TakesPrevious lost the type's definition")
+	}
+}

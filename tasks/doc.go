@@ -75,6 +75,8 @@
 //	  "queue": "default",
 //	  "max_retry": 5,                 // absent: asynq's default (25)
 //	  "timeout_seconds": 600,         // absent: asynq's default (30 minutes)
+//	  "retention_seconds": 3600,      // absent: none (a completed task is deleted)
+//	  "takes_previous": "...",        // absent: takes no previous workflow result
 //	  "schema": {...},                // the payload's JSON Schema
 //	  "published_at": "2026-01-02T15:04:05Z"
 //	}
