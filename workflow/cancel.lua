@@ -10,7 +10,7 @@ local r = {"cancelled", ""}
 for _, p in ipairs(act) do
   r[#r + 1] = p
   redis.call("HSET", cnt_k, "x:" .. p, 1)
-  r[#r + 1] = string.sub(redis.call("HGET", shape_k, p), 3)
+  r[#r + 1] = cjson.decode(redis.call("HGET", spec_k, p)).queue
 end
 expire()
 return r

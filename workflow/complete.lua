@@ -8,11 +8,11 @@ if not st then return {"gone", ""} end
 if redis.call("SADD", done_k, p) == 0 then return {"dup", st} end
 redis.call("HDEL", act_k, p)
 redis.call("HINCRBY", meta, "done", 1)
-redis.call("HSET", meta, "updated", now)
 if ok then
   if #v > 0 then redis.call("HSET", res_k, p, v) end
 else
   redis.call("HINCRBY", meta, "failed", 1)
+  redis.call("HSET", meta, "updated", now)
   redis.call("HSET", err_k, p, p .. "\n" .. v)
 end
 if not live(st) then return {"stopped", st} end
@@ -20,6 +20,6 @@ local out = {}
 local fin = finish(p, ok, now, out)
 if fin then
   expire()
-  return reply("ok", fin, out)
+  return reply("ok", fin, out, now)
 end
-return reply("ok", st, out)
+return reply("ok", st, out, now)

@@ -133,7 +133,7 @@ func last(p string) string { return p[strings.LastIndexByte(p, '.')+1:] }
 func (c *Client) resultOf(ctx context.Context, id, path string, members bool) ([]byte, error) {
 	k := keys(id)
 	shape, err := c.rdb.HGet(ctx, k[kShape], path).Result()
-	if err != nil {
+	if err != nil && !errors.Is(err, redis.Nil) { // redis.Nil: a task step
 		return nil, fmt.Errorf("workflow: previous of %s: %w", path, err)
 	}
 	if strings.HasPrefix(shape, "g:") && (members || strings.Contains(shape, ":0:")) {

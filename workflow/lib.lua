@@ -4,6 +4,9 @@ local meta, shape_k, spec_k, act_k, done_k, cnt_k, res_k, err_k = KEYS[1], KEYS[
 
 -- Errors in err_k are "<task path>\n<message>": a chain or group that
 -- failed holds the error of the step that failed it.
+-- shape_k holds the shape of each chain ("c:<steps>") and group
+-- ("g:<members>:<callback 0|1>:<policy a|s>"); a path without one is a
+-- task step, whose spec_k entry says how to enqueue it.
 -- Paths: "." is the root chain; "1", "1.m3", "1.m3.0", "1.cb".
 local function parent(p)
   local i = string.find(p, "%.[^%.]*$")
@@ -25,12 +28,12 @@ local function live(st)
 end
 
 -- activate appends to out the task paths that start when the node at p
--- starts, marking each active.
+-- starts; mark then marks them active.
 local function activate(p, out, now)
   local sh = redis.call("HGET", shape_k, p)
-  local kind = string.sub(sh, 1, 1)
+  local kind = "t"
+  if sh then kind = string.sub(sh, 1, 1) end
   if kind == "t" then
-    redis.call("HSET", act_k, p, now)
     out[#out + 1] = p
   elseif kind == "c" then
     activate(child(p, "0"), out, now)
@@ -40,6 +43,23 @@ local function activate(p, out, now)
       activate(child(p, "m" .. i), out, now)
     end
   end
+end
+
+-- mark records the task paths of out as active since now, a thousand per
+-- call, and the workflow as updated.
+local function mark(out, now)
+  local i = 1
+  while i <= #out do
+    local j = math.min(i + 999, #out)
+    local args = {}
+    for k = i, j do
+      args[#args + 1] = out[k]
+      args[#args + 1] = now
+    end
+    redis.call("HSET", act_k, unpack(args))
+    i = j + 1
+  end
+  if #out > 0 then redis.call("HSET", meta, "updated", now) end
 end
 
 -- expire gives every key of the workflow its retention once it is final.
@@ -57,10 +77,10 @@ local function finish(p, ok, now, out)
   while true do
     if p == "." then
       if ok then
-        redis.call("HSET", meta, "status", "succeeded", "finished", now)
+        redis.call("HSET", meta, "status", "succeeded", "finished", now, "updated", now)
         return "succeeded"
       end
-      redis.call("HSET", meta, "status", "failed", "finished", now)
+      redis.call("HSET", meta, "status", "failed", "finished", now, "updated", now)
       local e = redis.call("HGET", err_k, ".")
       if e then
         local fp, msg = string.match(e, "^([^\n]*)\n(.*)$")
@@ -121,7 +141,8 @@ local function finish(p, ok, now, out)
 end
 
 -- reply returns {code, status, path1, spec1, ...} for the task paths of out.
-local function reply(code, st, out)
+local function reply(code, st, out, now)
+  mark(out, now)
   local r = {code, st or ""}
   local i = 1
   while i <= #out do

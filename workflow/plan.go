@@ -148,7 +148,7 @@ func (s taskSpec) task(id, path string) *asynq.Task {
 // plan is a checked workflow, flattened: the shape of every composite
 // node and the task of every task node, by path.
 type plan struct {
-	shapes map[string]string   // path -> "c:<steps>" | "g:<members>:<callback 0|1>:<policy a|s>" | "t:<queue>"
+	shapes map[string]string   // composite path -> "c:<steps>" | "g:<members>:<callback 0|1>:<policy a|s>"; a task path has none
 	specs  map[string]taskSpec // task paths
 	order  []string            // task paths, in the order of the tree
 	bytes  int
@@ -334,7 +334,6 @@ func (c *compiler) task(path string, n *TaskNode) error {
 			s.Retention, _ = o.Value().(time.Duration)
 		}
 	}
-	c.p.shapes[path] = "t:" + s.Queue
 	c.p.specs[path] = s
 	c.p.order = append(c.p.order, path)
 	return nil

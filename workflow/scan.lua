@@ -10,8 +10,8 @@ local act = redis.call("HGETALL", act_k)
 for i = 1, #act, 2 do
   if tonumber(act[i + 1]) <= now - stale then
     out[#out + 1] = act[i]
-    redis.call("HSET", act_k, act[i], now)
     if #out >= limit then break end
   end
 end
-return reply("live", st, out)
+-- Claimed for another stale period.
+return reply("live", st, out, now)

@@ -39,6 +39,8 @@ type State struct {
 	// (status failed); Error holds the reason of a cancellation.
 	FailedStep string    `json:"failed_step,omitempty"`
 	Error      string    `json:"error,omitempty"`
+	// Updated is when steps last started, a step failed, or the status
+	// changed.
 	Created    time.Time `json:"created"`
 	Started    time.Time `json:"started,omitzero"`
 	Updated    time.Time `json:"updated"`

@@ -24,6 +24,7 @@ while i <= #ARGV do
 end
 local out = {}
 activate(".", out, now)
+mark(out, now)
 table.insert(out, 1, "ok")
 table.insert(out, 2, "pending")
 return out
