@@ -25,8 +25,8 @@ import (
 	"github.com/forgeq/forgeq/internal/metrics"
 	"github.com/forgeq/forgeq/internal/redisurl"
 	"github.com/forgeq/forgeq/tasks"
-	"github.com/forgeq/forgeq/workflow"
 	"github.com/forgeq/forgeq/web"
+	"github.com/forgeq/forgeq/workflow"
 )
 
 // The handlers reach the cache manager through tasks.Cache.

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"math/rand/v2"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/forgeq/forgeq/internal/metrics"
 	"github.com/forgeq/forgeq/internal/pickup"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/workflow"
 )
 
 // serverConfig maps the configuration onto the asynq server's. It sets no
@@ -35,6 +37,9 @@ func serverConfig(cfg config.Config, log *zap.Logger) asynq.Config {
 		Logger:                   asynqLogger{alog.Sugar()},
 		LogLevel:                 asynqLevel(cfg.Log.Level),
 		HealthCheckFunc:          healthCheck(alog),
+		// A workflow step done but not recorded runs again without
+		// using up a retry, so it is never archived for it.
+		IsFailure: func(err error) bool { return !errors.Is(err, workflow.ErrNotRecorded) },
 	}
 	if cfg.Worker.Pickup != config.PickupPoll {
 		// The pickup paces the fetches (docs/pickup.md); asynq's pause

@@ -21,6 +21,7 @@ import (
 	"github.com/forgeq/forgeq/internal/metrics"
 	"github.com/forgeq/forgeq/internal/pickup"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/workflow"
 )
 
 func TestServerConfig(t *testing.T) {
@@ -251,5 +252,21 @@ func TestInflight(t *testing.T) {
 	close(release)
 	if n := h.wait(5 * time.Second); n != 0 {
 		t.Errorf("wait after release = %d, want 0", n)
+	}
+}
+
+// A workflow step done but not recorded is no failure to asynq: it runs
+// again without using up a retry; every other error is one.
+func TestServerConfigIsFailure(t *testing.T) {
+	t.Parallel()
+	f := serverConfig(config.Config{}, zap.NewNop()).IsFailure
+	if f == nil {
+		t.Fatal("no IsFailure")
+	}
+	if f(fmt.Errorf("workflow w step 0: %w: connection refused", workflow.ErrNotRecorded)) {
+		t.Error("a step not recorded counts as a failure")
+	}
+	if !f(errors.New("boom")) {
+		t.Error("a handler's error does not count as a failure")
 	}
 }

@@ -63,6 +63,9 @@ type Client struct {
 	// script of one of its steps (mustBegin).
 	began       sync.Map
 	beganStores atomic.Int64
+	// cancelled holds, by workflow id, when this process heard of its
+	// cancellation (CancelChannel): its steps run the begin script.
+	cancelled sync.Map
 }
 
 // NewClient returns a Client on rdb: a single node, Sentinel or a Redis
@@ -100,7 +103,7 @@ type Info struct {
 	ID    string `json:"id"`
 	Name  string `json:"name,omitempty"`
 	Total int    `json:"total"`
-	// Started are the task ids of the steps enqueued by Submit.
+	// Started is how many steps Submit enqueued (the first stage).
 	Started int `json:"started"`
 }
 
@@ -403,11 +406,14 @@ func toAny(s []string) []any {
 	return a
 }
 
-// Cancel cancels workflow id: no further step starts, the steps waiting
-// in their queues are deleted, those running are told to stop (asynq's
-// cancellation: their handler's ctx ends; a step that still finishes is
-// recorded, and nothing after it starts), and the state becomes
-// cancelled with reason as its Error. Errors: ErrNotFound, ErrFinished.
+// Cancel cancels workflow id: the state becomes cancelled, with reason
+// as its Error, in one script, and from then on no chain step or
+// callback starts; the workers are told (CancelChannel), so that they no
+// longer start its group members either; the steps waiting in their
+// queues are deleted (32 at a time), and those running are told to stop
+// (asynq's cancellation: their handler's ctx ends; a step that still
+// finishes is recorded, and nothing after it starts). Errors:
+// ErrNotFound, ErrFinished.
 func (c *Client) Cancel(ctx context.Context, id, reason string) (*State, error) {
 	if err := checkID(id); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
@@ -426,14 +432,31 @@ func (c *Client) Cancel(ctx context.Context, id, reason string) (*State, error) 
 	case "final":
 		return nil, fmt.Errorf("%w: %q is %s", ErrFinished, id, r.status)
 	}
-	c.rdb.ZRem(ctx, RunningKey, id) // best effort: the reconciler drops it too
-	var errs []error
+	// Best effort: the reconciler drops it from RunningKey too, and a
+	// worker that misses the message runs the begin script of the
+	// workflow's steps within beganFor anyway.
+	c.rdb.ZRem(ctx, RunningKey, id)
+	if err := c.rdb.Publish(ctx, CancelChannel, id).Err(); err != nil {
+		c.log.Warn("workflow: cancel: could not tell the workers", zap.String("workflow_id", id), zap.Error(err))
+	}
+	var (
+		mu   sync.Mutex
+		errs []error
+		g    errgroup.Group
+	)
+	g.SetLimit(enqueueParallel)
 	for i := 0; i+1 < len(r.pairs); i += 2 {
 		taskID, queue := TaskID(id, r.pairs[i]), r.pairs[i+1]
-		if err := c.removeTask(ctx, queue, taskID); err != nil {
-			errs = append(errs, err)
-		}
+		g.Go(func() error {
+			if err := c.removeTask(ctx, queue, taskID); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
 	}
+	_ = g.Wait()
 	st, err := c.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -500,17 +523,12 @@ func (c *Client) Wait(ctx context.Context, id string, interval time.Duration, pr
 }
 
 // Result returns the result of the step (or chain or group) at path of
-// workflow id, as its handler returned it; nil when it returned none.
+// workflow id, as Previous reads it: a task step's handler's bytes (nil:
+// none), a chain's last step's, a group's callback's, or for a group
+// without one the JSON array of its members' results.
 func (c *Client) Result(ctx context.Context, id, path string) ([]byte, error) {
 	if err := checkID(id); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
-	b, err := c.rdb.HGet(ctx, keys(id)[kRes], path).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("workflow: result of %s %s: %w", id, path, err)
-	}
-	return b, nil
+	return c.resultOf(ctx, id, path, false)
 }

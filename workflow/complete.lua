@@ -15,7 +15,11 @@ else
   redis.call("HSET", meta, "updated", now)
   redis.call("HSET", err_k, p, p .. "\n" .. v)
 end
-if not live(st) then return {"stopped", st} end
+if not live(st) then
+  -- Final: what this completion wrote expires with the rest.
+  expire()
+  return {"stopped", st}
+end
 local out = {}
 local fin = finish(p, ok, now, out)
 if fin then

@@ -78,14 +78,11 @@ func Previous(ctx context.Context) ([]byte, error) {
 	if s.fixed {
 		return s.previous, nil
 	}
-	if last(s.path) == "cb" {
-		return s.c.resultOf(ctx, s.id, parent(s.path), true)
-	}
-	prev, err := prevStage(s.path)
+	prev, members, err := prevStage(s.path)
 	if err != nil {
 		return nil, err
 	}
-	return s.c.resultOf(ctx, s.id, prev, false)
+	return s.c.resultOf(ctx, s.id, prev, members)
 }
 
 // PreviousAs decodes Previous's result, a JSON document, into a T: the
@@ -106,16 +103,21 @@ func PreviousAs[T any](ctx context.Context) (T, error) {
 	return v, nil
 }
 
-// prevStage returns the path of the stage before the step at path.
-func prevStage(path string) (string, error) {
+// prevStage returns the path of the stage before the step at path, and
+// members true when that stage is the group whose callback the step is
+// (or is in): then its members' results are what came before.
+func prevStage(path string) (prev string, members bool, err error) {
 	for path != rootPath {
 		seg, par := last(path), parent(path)
+		if seg == "cb" {
+			return par, true, nil
+		}
 		if i, err := strconv.Atoi(seg); err == nil && i > 0 {
-			return child(par, strconv.Itoa(i-1)), nil
+			return child(par, strconv.Itoa(i-1)), false, nil
 		}
 		path = par // first step of a chain, or a group's member
 	}
-	return "", ErrNoPrevious
+	return "", false, ErrNoPrevious
 }
 
 func parent(p string) string {
@@ -128,22 +130,38 @@ func parent(p string) string {
 
 func last(p string) string { return p[strings.LastIndexByte(p, '.')+1:] }
 
-// resultOf returns the result of the node at path; members asks for the
-// array of a group's members even when it has a callback.
+// resultOf returns the result of the node at path: a task's own; a
+// chain's last step's; a group's callback's, or without one (or with
+// members) the JSON array of its members' results.
 func (c *Client) resultOf(ctx context.Context, id, path string, members bool) ([]byte, error) {
 	k := keys(id)
 	shape, err := c.rdb.HGet(ctx, k[kShape], path).Result()
 	if err != nil && !errors.Is(err, redis.Nil) { // redis.Nil: a task step
-		return nil, fmt.Errorf("workflow: previous of %s: %w", path, err)
+		return nil, fmt.Errorf("workflow: result of %s: %w", path, err)
 	}
-	if strings.HasPrefix(shape, "g:") && (members || strings.Contains(shape, ":0:")) {
-		n, _ := strconv.Atoi(strings.Split(shape, ":")[1])
+	parts := strings.Split(shape, ":")
+	switch {
+	case len(parts) == 2 && parts[0] == "c":
+		n, _ := strconv.Atoi(parts[1])
+		return c.resultOf(ctx, id, child(path, strconv.Itoa(n-1)), false)
+	case len(parts) == 4 && parts[0] == "g" && parts[2] == "1" && !members:
+		return c.resultOf(ctx, id, child(path, "cb"), false)
+	case len(parts) == 4 && parts[0] == "g":
+		n, _ := strconv.Atoi(parts[1])
 		if n > MaxInlineResults {
 			return nil, fmt.Errorf("%w: group %s has %d members; use Results and GroupResults.Each", ErrTooManyResults, path, n)
 		}
 		g := &GroupResults{c: c, id: id, group: path, Total: n}
-		var out []json.RawMessage
-		err := g.Each(ctx, func(_ int, result []byte, failure string) error {
+		out := make([]json.RawMessage, 0, n)
+		err := g.Each(ctx, func(member int, result []byte, failure string) error {
+			if failure == "" && len(result) == 0 {
+				// A member that is a chain or a group: resolve it.
+				b, err := c.resultOf(ctx, id, child(path, "m"+strconv.Itoa(member)), false)
+				if err != nil {
+					return err
+				}
+				result = b
+			}
 			out = append(out, jsonValue(result, failure))
 			return nil
 		})
@@ -157,7 +175,7 @@ func (c *Client) resultOf(ctx context.Context, id, path string, members bool) ([
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("workflow: previous %s: %w", path, err)
+		return nil, fmt.Errorf("workflow: result of %s: %w", path, err)
 	}
 	return b, nil
 }
@@ -202,8 +220,8 @@ type Failure struct {
 }
 
 // Results returns the outcomes of the members of the group the step
-// running under ctx closes: the group whose callback it is, or the group
-// that is the stage before it. Errors: ErrNotInWorkflow, ErrNoPrevious
+// running under ctx closes: the group whose callback it is (or is a step
+// of), or the group that is the stage before it. Errors: ErrNotInWorkflow, ErrNoPrevious
 // (no group before the step), or Redis's.
 func Results(ctx context.Context) (*GroupResults, error) {
 	s, ok := ctx.Value(stepKey{}).(*stepCtx)
@@ -216,20 +234,16 @@ func Results(ctx context.Context) (*GroupResults, error) {
 		}
 		return s.results, nil
 	}
-	group := parent(s.path)
-	if last(s.path) != "cb" {
-		prev, err := prevStage(s.path)
-		if err != nil {
-			return nil, err
-		}
-		group = prev
+	group, _, err := prevStage(s.path)
+	if err != nil {
+		return nil, err
 	}
 	k := keys(s.id)
 	var (
 		shape *redis.StringCmd
 		fails *redis.StringCmd
 	)
-	_, err := s.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = s.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		shape = p.HGet(ctx, k[kShape], group)
 		fails = p.HGet(ctx, k[kCnt], group+":f")
 		return nil

@@ -550,3 +550,117 @@ func newEngineClient(t *testing.T) *Client {
 	c, _, _ := newEngine(t)
 	return c
 }
+
+// What a step writes after its workflow was cancelled expires with the
+// rest of the workflow.
+func TestCompletionAfterCancelExpires(t *testing.T) {
+	c, mr, _ := newEngine(t)
+	info := submit(t, c, Group(item("a"), item("b")))
+	if _, err := c.Cancel(context.Background(), info.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if r := finish(t, c, info.ID, "0.m0", true, `"late"`); r.code != "stopped" {
+		t.Fatalf("reply %+v", r)
+	}
+	for _, k := range []string{keys(info.ID)[kDone], keys(info.ID)[kRes]} {
+		if !mr.Exists(k) || mr.TTL(k) <= 0 {
+			t.Errorf("%s: exists %v, ttl %v: want it to expire", k, mr.Exists(k), mr.TTL(k))
+		}
+	}
+}
+
+// Nesting: a callback that is a chain reads its group's members; a group
+// whose callback succeeded is no failed member of the group around it; a
+// chain ending in a group without a callback has that group's results.
+func TestNestedResults(t *testing.T) {
+	c, _, _ := newEngine(t)
+	ctx := context.Background()
+	at := func(id, path string) context.Context {
+		return context.WithValue(ctx, stepKey{}, &stepCtx{c: c, id: id, path: path})
+	}
+
+	info := submit(t, c, Group(item("a"), item("b")).Then(Chain(Task(sumType, struct{}{}), item("c")), Always))
+	finish(t, c, info.ID, "0.m0", true, "1")
+	finish(t, c, info.ID, "0.m1", false, "boom")
+	if b, err := Previous(at(info.ID, "0.cb.0")); err != nil || string(b) != "[1,null]" {
+		t.Fatalf("a chain callback's first step: %s, %v", b, err)
+	}
+	g, err := Results(at(info.ID, "0.cb.0"))
+	if err != nil || g.Total != 2 || g.Failed != 1 {
+		t.Fatalf("results in a chain callback: %+v, %v", g, err)
+	}
+	finish(t, c, info.ID, "0.cb.0", true, "7")
+	if b, err := Previous(at(info.ID, "0.cb.1")); err != nil || string(b) != "7" {
+		t.Fatalf("the callback chain's second step: %s, %v", b, err)
+	}
+
+	info = submit(t, c, Group(Group(item("a"), item("b")).Then(item("cb"), Always), item("c")).Then(Task(sumType, struct{}{}), AllSucceeded))
+	finish(t, c, info.ID, "0.m0.m0", false, "boom")
+	finish(t, c, info.ID, "0.m0.m1", true, "2")
+	finish(t, c, info.ID, "0.m0.cb", true, `"inner"`)
+	r := finish(t, c, info.ID, "0.m1", true, "3")
+	if got := started(r); len(got) != 1 || got[0] != "0.cb" {
+		t.Fatalf("started %v, want the outer callback (the inner group succeeded)", got)
+	}
+	g, err = Results(at(info.ID, "0.cb"))
+	if err != nil || g.Failed != 0 || len(g.Failures) != 0 {
+		t.Fatalf("outer results %+v, %v: the inner group succeeded through its callback", g, err)
+	}
+	if all, err := g.Results(ctx); err != nil || string(all[0]) != `"inner"` || string(all[1]) != "3" {
+		t.Fatalf("outer member results %s, %v", all, err)
+	}
+
+	info = submit(t, c, Chain(Chain(item("x"), Group(item("a"), item("b"))), item("y")))
+	finish(t, c, info.ID, "0.0", true, `"x"`)
+	finish(t, c, info.ID, "0.1.m0", true, `"a"`)
+	finish(t, c, info.ID, "0.1.m1", true, `"b"`)
+	if b, err := Previous(at(info.ID, "1")); err != nil || string(b) != `["a","b"]` {
+		t.Fatalf("after a chain ending in a group: %s, %v", b, err)
+	}
+}
+
+func TestPolicyAlwaysNeedsCallback(t *testing.T) {
+	c, _, _ := newEngine(t)
+	_, err := c.Submit(context.Background(), Group(item("a")).Then(nil, Always), SubmitOptions{})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "without a callback") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+// A worker hears of a cancellation and runs the begin script of the
+// cancelled workflow's members, which it would otherwise skip.
+func TestCancelTellsWorkers(t *testing.T) {
+	c, _, _ := newEngine(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); c.RunReconciler(ctx) }()
+	info := submit(t, c, Group(item("a"), item("b")))
+	c.noteBegan(info.ID)
+	if c.mustBegin(ctx, info.ID, "0.m1") {
+		t.Fatal("a member of a workflow this process began runs the begin script")
+	}
+	// The subscription is up once a publish reaches it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := c.rdb.PubSubNumSub(ctx, CancelChannel).Result()
+		if err == nil && n[CancelChannel] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no subscriber on the cancel channel")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := c.Cancel(ctx, info.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	for !c.mustBegin(ctx, info.ID, "0.m1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the cancellation did not reach the worker")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}

@@ -24,6 +24,12 @@ var (
 	// ErrNoResult is returned by PreviousAs when the stage before returned
 	// no result to decode.
 	ErrNoResult = errors.New("workflow: the stage before returned no result")
+	// ErrNotRecorded is wrapped by the error the middleware returns for a
+	// step whose handler succeeded but whose record could not be written
+	// (Redis failing): asynq runs the step again. worker.App tells asynq
+	// that it is no failure (asynq.Config.IsFailure), so it uses up no
+	// retry and is never archived for it.
+	ErrNotRecorded = errors.New("workflow: step done but not recorded")
 	// ErrTooManyResults is returned by Previous and Results when the
 	// group holds more than MaxInlineResults members: page through them
 	// with GroupResults.Each.

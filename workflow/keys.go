@@ -25,6 +25,10 @@ const (
 	// RunningKey is the sorted set of workflows that are not final, by
 	// when the reconciler next looks at them (Unix milliseconds).
 	RunningKey = KeyPrefix + "running"
+	// CancelChannel is the Pub/Sub channel Cancel publishes a cancelled
+	// workflow's id on, so that workers stop starting its steps at once
+	// (a Redis ACL user needs &forgeq:wf:cancelled, or &*).
+	CancelChannel = KeyPrefix + "cancelled"
 	// MaxRecent is how many workflows RecentKey keeps at most.
 	MaxRecent = 10_000
 )

@@ -113,6 +113,9 @@ local function finish(p, ok, now, out)
         if ok then
           local r = redis.call("HGET", res_k, p)
           if r then redis.call("HSET", res_k, par, r) end
+          -- The group succeeded: a member's failure (policy always) is
+          -- not the group's.
+          redis.call("HDEL", err_k, par)
         else
           -- The callback's failure fails the group, whatever failed
           -- before it (policy always).

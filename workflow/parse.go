@@ -99,7 +99,9 @@ func parseNode(data []byte, path string, depth int) (Node, error) {
 	bad := func(format string, a ...any) error {
 		return &StepError{Step: path, Err: fmt.Errorf(format, a...)}
 	}
-	if depth > MaxDepth {
+	if depth > 4*MaxDepth {
+		// Submit refuses past MaxDepth, naming the step; this only stops
+		// a document nested absurdly deep early.
 		return nil, bad("nested %d deep; the most is %d (MaxDepth)", depth, MaxDepth)
 	}
 	var j nodeJSON

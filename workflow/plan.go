@@ -260,6 +260,9 @@ func (c *compiler) group(path string, g *GroupNode, depth int) error {
 	switch g.policy {
 	case AllSucceeded:
 	case Always:
+		if g.callback == nil {
+			return &StepError{Step: path, Err: errors.New("policy always without a callback")}
+		}
 		pol = "a"
 	default:
 		return &StepError{Step: path, Err: fmt.Errorf("unknown callback policy %d", int(g.policy))}

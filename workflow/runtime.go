@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -37,7 +38,8 @@ const maxErrorBytes = 4 << 10
 //     start next.
 //
 // A step whose handler succeeded but whose record could not be written
-// (Redis failing) returns an error, so asynq runs it again.
+// (Redis failing) returns an error wrapping ErrNotRecorded, so asynq runs
+// it again (see ErrNotRecorded).
 func (c *Client) Middleware() asynq.MiddlewareFunc {
 	return func(next asynq.Handler) asynq.Handler {
 		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
@@ -118,7 +120,7 @@ func (c *Client) run(ctx context.Context, next asynq.Handler, t *asynq.Task, id,
 	r, err := c.complete(rctx, id, path, okStep, value)
 	if err != nil {
 		if okStep {
-			return fmt.Errorf("workflow %s step %s: done, but not recorded: %w", id, path, err)
+			return fmt.Errorf("workflow %s step %s: %w: %w", id, path, ErrNotRecorded, err)
 		}
 		log.Warn("workflow step failed and could not be recorded; the reconciler records it", zap.Error(err))
 		return herr
@@ -165,6 +167,9 @@ func (c *Client) mustBegin(ctx context.Context, id, path string) bool {
 	if !strings.HasPrefix(last(path), "m") {
 		return true
 	}
+	if _, ok := c.cancelled.Load(id); ok {
+		return true
+	}
 	if n, _ := asynq.GetRetryCount(ctx); n > 0 {
 		return true
 	}
@@ -188,12 +193,14 @@ func (c *Client) noteBegan(id string) {
 	if c.beganStores.Add(1)%1024 != 0 {
 		return
 	}
-	c.began.Range(func(k, v any) bool {
-		if now.Sub(v.(time.Time)) > beganFor {
-			c.began.Delete(k)
-		}
-		return true
-	})
+	for _, m := range []*sync.Map{&c.began, &c.cancelled} {
+		m.Range(func(k, v any) bool {
+			if now.Sub(v.(time.Time)) > beganFor {
+				m.Delete(k)
+			}
+			return true
+		})
+	}
 }
 
 // complete records the end of the step at path, retrying a failing Redis
@@ -247,7 +254,7 @@ func (c *Client) reconcile(ctx context.Context, id string, now time.Time) error 
 	if checkID(id) != nil {
 		return c.rdb.ZRem(ctx, RunningKey, id).Err()
 	}
-	r, err := parseReply(scanScript.Run(ctx, c.rdb, keys(id), now.UnixMilli(), reconcileAfter.Milliseconds(), 1000).Result())
+	r, err := parseReply(scanScript.Run(ctx, c.rdb, keys(id), now.UnixMilli(), reconcileAfter.Milliseconds(), scanLimit).Result())
 	if err != nil {
 		return fmt.Errorf("workflow: reconcile %s: %w", id, err)
 	}
@@ -255,6 +262,9 @@ func (c *Client) reconcile(ctx context.Context, id string, now time.Time) error 
 		return c.rdb.ZRem(ctx, RunningKey, id).Err()
 	}
 	next := reconcileAfter
+	if len(r.pairs)/2 >= scanLimit {
+		next = time.Second // more to check: soon
+	}
 	for i := 0; i+1 < len(r.pairs); i += 2 {
 		path, spec := r.pairs[i], r.pairs[i+1]
 		if err := c.repair(ctx, id, path, spec); err != nil {
@@ -275,6 +285,12 @@ func (c *Client) repair(ctx context.Context, id, path, spec string) error {
 	info, err := c.insp.GetTaskInfo(s.Queue, TaskID(id, path))
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		// The step may have finished (and its task been deleted) since
+		// the scan: it is then no longer active.
+		active, err := c.rdb.HExists(ctx, keys(id)[kAct], path).Result()
+		if err != nil || !active {
+			return err
+		}
 		c.log.Info("workflow: enqueuing a step whose task is missing", zap.String("workflow_id", id), zap.String("step", path))
 		return c.start(ctx, id, []string{path, spec})
 	case err != nil:
@@ -308,12 +324,25 @@ func (c *Client) repair(ctx context.Context, id, path, spec string) error {
 	return nil
 }
 
+// scanLimit is how many steps of one workflow a Reconcile checks.
+const scanLimit = 1000
+
 // ReconcileInterval is how often RunReconciler runs Reconcile.
 const ReconcileInterval = 5 * time.Second
 
 // RunReconciler runs Reconcile every ReconcileInterval until ctx ends,
-// logging its failures; worker.App runs it in every worker.
+// logging its failures, and listens on CancelChannel meanwhile, so that
+// this process stops starting the steps of a cancelled workflow at once;
+// worker.App runs it in every worker.
 func (c *Client) RunReconciler(ctx context.Context) {
+	sub := c.rdb.Subscribe(ctx, CancelChannel)
+	defer sub.Close()
+	go func() {
+		for msg := range sub.Channel() {
+			c.cancelled.Store(msg.Payload, c.now())
+			c.began.Delete(msg.Payload)
+		}
+	}()
 	t := time.NewTicker(ReconcileInterval)
 	defer t.Stop()
 	for {

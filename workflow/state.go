@@ -39,12 +39,12 @@ type State struct {
 	// (status failed); Error holds the reason of a cancellation.
 	FailedStep string    `json:"failed_step,omitempty"`
 	Error      string    `json:"error,omitempty"`
-	// Updated is when steps last started, a step failed, or the status
-	// changed.
 	Created    time.Time `json:"created"`
 	Started    time.Time `json:"started,omitzero"`
-	Updated    time.Time `json:"updated"`
-	Finished   time.Time `json:"finished,omitzero"`
+	// Updated is when steps last started, a step failed, or the status
+	// changed.
+	Updated  time.Time `json:"updated"`
+	Finished time.Time `json:"finished,omitzero"`
 	// Retention is how long the workflow stays readable once final;
 	// RetentionSeconds is the same in whole seconds, for JSON.
 	Retention        time.Duration `json:"-"`

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/forgeq/forgeq/internal/proctest"
+	"github.com/forgeq/forgeq/workflow"
 )
 
 // The messages of tasks.NewMux's one line per handler call.
@@ -46,12 +47,26 @@ func readLedger(tb testing.TB, procs ...*proctest.Proc) ledger {
 	tb.Helper()
 	l := ledger{}
 	for _, p := range procs {
+		// A workflow step skipped by the workflow middleware (a
+		// duplicate, or a final workflow) still logs "task done" right
+		// after: that line is no run of the handler.
+		skipped := map[string]int{}
 		for _, e := range p.JSONLogLines() {
 			msg, _ := e["msg"].(string)
+			if strings.HasPrefix(msg, "workflow step skipped") {
+				wf, _ := e["workflow_id"].(string)
+				step, _ := e["step"].(string)
+				skipped[workflow.TaskID(wf, step)]++
+				continue
+			}
 			if msg != msgDone && msg != msgFailed && msg != msgInterrupted {
 				continue
 			}
 			id, _ := e["task_id"].(string)
+			if msg == msgDone && skipped[id] > 0 {
+				skipped[id]--
+				continue
+			}
 			ts, _ := e["time"].(string)
 			end, err := time.Parse(logTime, ts)
 			took, ok := e["took"].(float64)

@@ -18,6 +18,10 @@ const (
 	fieldRetention protowire.Number = 12
 )
 
+// maxBatchedArgs is the most arguments a script call shared in a
+// pipeline may have.
+const maxBatchedArgs = 64
+
 // Hook returns the go-redis hook to add to the client the asynq server
 // uses. Commands other than asynq's dequeue script and result writes pass
 // straight through.
@@ -47,7 +51,9 @@ func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			// the task's hash (retry, archive, requeue): only asynq's
 			// done script deletes it.
 			cmds := append(p.forgetTasks(ctx, keys, !deletesTask(keys)), cmd)
-			if !p.closed.Load() && finishesTask(keys) {
+			// A big call (a workflow's submission) goes alone: it would
+			// hold up the small ones sharing its pipeline.
+			if !p.closed.Load() && len(args) <= maxBatchedArgs && finishesTask(keys) {
 				if sent, err := p.batcher.do(cmds...); sent {
 					return err
 				}
