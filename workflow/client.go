@@ -156,7 +156,6 @@ func (c *Client) Submit(ctx context.Context, root Node, so SubmitOptions) (*Info
 		return nil, fmt.Errorf("workflow: submit %s: %w", so.ID, err)
 	}
 	r, err := parseReply(submitScript.Run(ctx, c.rdb, keys(so.ID), args...).Result())
-
 	if err != nil {
 		return nil, fmt.Errorf("workflow: submit %s: %w", so.ID, err)
 	}
