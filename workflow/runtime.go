@@ -108,7 +108,7 @@ func (c *Client) run(ctx context.Context, next asynq.Handler, t *asynq.Task, id,
 		return herr // asynq retries or requeues it; nothing to record yet
 	}
 	if len(msg) > maxErrorBytes {
-		msg = msg[:maxErrorBytes]
+		msg = strings.ToValidUTF8(msg[:maxErrorBytes], "")
 	}
 	value := string(result)
 	if !okStep {
