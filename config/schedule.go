@@ -207,3 +207,13 @@ func ParseScheduleSpec(spec string) (cron.Schedule, error) {
 	}
 	return s, nil
 }
+
+// ParseScheduleEntry parses and checks one schedule entry given as a JSON
+// object with the keys name, spec, type, payload and queue, exactly as
+// [Load] checks each entry of WORKER_SCHEDULE: unknown keys, a bad name,
+// spec or queue, and a payload that is not a JSON object are errors. The
+// payload comes back compact. Source is left empty. Package schedule
+// checks the entries it stores in Redis with it.
+func ParseScheduleEntry(raw []byte) (ScheduleEntry, error) {
+	return parseScheduleEntry(raw)
+}

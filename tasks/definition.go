@@ -73,6 +73,7 @@ type Definition struct {
 	schema      func() (json.RawMessage, error) // the payload's JSON Schema, computed once (schema.go)
 	validate    func(payload []byte) error
 	process     func(ctx context.Context, deps Deps, payload []byte) ([]byte, error)
+	limits      limits // rate limit and concurrency caps (limits.go)
 }
 
 func (d *Definition) definition() *Definition { return d }

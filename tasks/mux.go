@@ -15,8 +15,10 @@ import (
 // retry, took, outcome) and turns a handler panic into a task error.
 // Outcomes: "done", "retry" (failed, asynq will retry), "archived"
 // (failed with no retry left: asynq archives it), "skip_retry" (failed
-// for good, archived) and "canceled" (interrupted by shutdown or a lost
-// lease; asynq requeues it).
+// for good, archived), "canceled" (interrupted by shutdown or a lost
+// lease; asynq requeues it), "postponed" (a PostponeError: run again
+// later without counting a retry) and "cancelled" (stopped by a cancellation,
+// see CancelledError; archived).
 func NewMux(r *Registry, deps Deps) *asynq.ServeMux {
 	if deps.Logger == nil {
 		deps.Logger = zap.NewNop()
@@ -64,9 +66,14 @@ func Outcome(ctx context.Context, err error) string {
 			return OutcomeDone
 		}
 	}
+	var pe *PostponeError
 	switch {
+	case errors.As(err, &pe):
+		return OutcomePostponed
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		return OutcomeCanceled
+	case IsCancelled(err):
+		return OutcomeCancelled
 	case errors.Is(err, asynq.SkipRetry):
 		return OutcomeSkipRetry
 	case LastAttempt(ctx):
@@ -117,6 +124,12 @@ func logTasks(log *zap.Logger) asynq.MiddlewareFunc {
 					log.Info("task done", fields...)
 				case OutcomeCanceled:
 					log.Warn("task interrupted", append(fields, zap.Error(logged))...)
+				case OutcomePostponed:
+					pe, _ := AsPostpone(err)
+					log.Info("task postponed", append(fields,
+						zap.String("reason", pe.Reason), zap.Duration("delay", pe.Delay))...)
+				case OutcomeCancelled:
+					log.Warn("task cancelled", append(fields, zap.Error(logged))...)
 				case OutcomeSkipRetry, OutcomeArchived:
 					log.Error("task failed", append(fields, zap.Error(logged))...)
 				default:

@@ -15,6 +15,10 @@
 //	GET  /api/cache/{key}?work=N   200 {"key":..,"data":..,"source":"cache"|"computed"}; the key may contain "/"
 //	POST /api/tasks/{type}         202 {"id","queue","type","state","process_at"?,"status_url"}; Location: status_url
 //	GET  /api/tasks/{queue}/{id}   200 the task's state, payload, result, last error, retries, times, progress
+//	DELETE /api/tasks/{queue}/{id} cancels it (package control): 200 {"queue","id","type","was","state","by","reason",
+//	                               "cancelled_at","status_url"}, state "cancelled" (removed before it ran) or
+//	                               "archived" (stopped while it ran); 202 with state "active" when its handler had
+//	                               not returned after control.Wait; 404 not_found; 409 already_finished
 //	GET  /api/task-types           200 {"task_types":[{"type","description","queue","fields":[...],"local","published","workers"?,"schema"}],
 //	                               "catalog_error"?}: the registered types, then those only the task catalogue has
 //	POST /api/workflows            a workflow in its JSON form (workflow.Parse): 202 {"id","name"?,"total","started",

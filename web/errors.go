@@ -39,7 +39,7 @@ const (
 	codeNotFound         = "not_found"              // no such route or resource
 	codeMethodNotAllowed = "method_not_allowed"     // the route exists, with other methods
 	codeConflict         = "conflict"               // a task id, workflow id or unique lock is taken
-	codeAlreadyFinished  = "already_finished"       // DELETE /api/workflows/{id} of a finished workflow
+	codeAlreadyFinished  = "already_finished"       // DELETE /api/workflows/{id} or /api/tasks/{queue}/{id} of a finished one
 	codeTooLarge         = "request_too_large"      // the body is over MaxBodyBytes
 	codeUnsupportedMedia = "unsupported_media_type" // a body in a format the route does not take
 	codeRateLimited      = "rate_limited"           // over Options.RateLimit or Options.LoginLimit

@@ -70,12 +70,17 @@ func (s *Server) indexData() indexBody {
 		{"GET", "/api/cache/{key}?work=N", "the cached value of key, computed and cached when missing"},
 		{"POST", "/api/tasks/{type}", `enqueue a task: {"payload": {...}}`},
 		{"GET", "/api/tasks/{queue}/{id}", "a task's state and result"},
+		{"DELETE", "/api/tasks/{queue}/{id}", "cancel a task: removed from its queue, or stopped where it runs"},
 		{"GET", "/api/task-types", "the task types that can be enqueued"},
 		{"POST", workflowsPath, `submit a workflow: {"workflow": {"chain": [...]}}`},
 		{"GET", workflowsPath + "?limit=N", "the recent workflows"},
 		{"GET", workflowsPath + "/{id}?offset=N&limit=N", "a workflow's state and a page of its steps"},
 		{"DELETE", workflowsPath + "/{id}", "cancel a workflow"},
 		{"GET", workflowsPage, "the workflows page: recent workflows, each with its steps' progress"},
+		{"GET", schedulesPath, "the periodic entries stored in Redis, with their next and previous ticks"},
+		{"PUT", schedulesPath + "/{name}", `add or replace a periodic entry: {"spec", "type", "payload", "queue", "paused"}`},
+		{"POST", schedulesPath + "/{name}/pause", "pause a stored periodic entry (/resume resumes it)"},
+		{"DELETE", schedulesPath + "/{name}", "remove a stored periodic entry"},
 	}
 	if s.auth != nil {
 		b.Routes = append(b.Routes,

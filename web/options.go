@@ -86,6 +86,11 @@ type Options struct {
 
 	// Metrics, when not nil, is served at GET /metrics.
 	Metrics http.Handler
+	// OnDeduplicated, when not nil, is called for every POST
+	// /api/tasks/{type} whose dedup key was held by a waiting task, with
+	// the mode applied (the worker counts it in
+	// forgeq_tasks_deduplicated_total).
+	OnDeduplicated func(taskType, queue, mode string)
 	// MetricsAuth makes GET /metrics need the credentials too (a session or
 	// basic auth, as Prometheus's basic_auth sends). It needs
 	// AuthUsername and AuthPassword. false: /metrics is open.

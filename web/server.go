@@ -96,6 +96,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	mux.Handle("GET /api/cache/{key...}", s.crossSiteGET(s.api(http.HandlerFunc(s.cached))))
 	mux.Handle("POST /api/tasks/{type}", s.api(http.HandlerFunc(s.enqueue)))
 	mux.Handle("GET /api/tasks/{queue}/{id}", s.api(http.HandlerFunc(s.taskStatus)))
+	mux.Handle("DELETE /api/tasks/{queue}/{id}", s.api(http.HandlerFunc(s.cancelTask)))
 	mux.Handle("GET /api/task-types", s.api(http.HandlerFunc(s.taskTypes)))
 	mux.Handle("POST "+workflowsPath, s.api(http.HandlerFunc(s.submitWorkflow)))
 	mux.Handle("GET "+workflowsPath, s.api(http.HandlerFunc(s.listWorkflows)))
@@ -104,6 +105,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	mux.Handle("GET "+workflowsPage, s.page(http.HandlerFunc(s.workflowsPage)))
 	mux.Handle("GET "+workflowsPage+"/{id}", s.page(http.HandlerFunc(s.workflowPage)))
 	mux.Handle("POST "+workflowsPage+"/{id}/cancel", s.page(s.rateLimit(http.HandlerFunc(s.cancelFromPage))))
+	s.handleSchedules(mux)
 
 	mux.HandleFunc("GET /login", s.loginPage)
 	mux.HandleFunc("POST /login", s.login)

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +35,13 @@ type enqueueRequest struct {
 	Timeout   string          `json:"timeout"`    // default: the type's
 	Deadline  string          `json:"deadline"`   // a time the task must finish by
 	Retention string          `json:"retention"`  // how long it stays readable once completed; default Options.TaskRetention
+
+	// Deduplication (tasks.Dedup): while a task enqueued with dedup_key
+	// waits in the queue, another with the key does what dedup_mode says.
+	DedupKey      string `json:"dedup_key"`
+	DedupMode     string `json:"dedup_mode"`      // keep (default), replace or debounce
+	DedupRelease  string `json:"dedup_release"`   // start (default) or finish
+	DedupMaxDelay string `json:"dedup_max_delay"` // debounce: the latest run time, from the first enqueue
 }
 
 // enqueuedBody is the 202 body of POST /api/tasks/{type}.
@@ -44,6 +52,10 @@ type enqueuedBody struct {
 	State     string     `json:"state"`                // "pending" or "scheduled"
 	ProcessAt *time.Time `json:"process_at,omitempty"` // when scheduled
 	StatusURL string     `json:"status_url"`           // GET it for the task's state
+	// Deduplicated is the mode applied when the dedup key was held by a
+	// waiting task (keep, replace or debounce): the body then describes
+	// that task, and no new one was made.
+	Deduplicated string `json:"deduplicated,omitempty"`
 }
 
 // taskBuilder is a task type POST /api/tasks/{type} builds tasks of: a
@@ -67,7 +79,11 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	opts, err := req.options(time.Now())
+	now := time.Now()
+	opts, err := req.options(now)
+	if err == nil {
+		err = req.checkDedup(opts, now)
+	}
 	if err != nil {
 		fail(w, r, http.StatusBadRequest, codeInvalidOption, err.Error())
 		return
@@ -89,9 +105,23 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	// client gets its 503 after one socket timeout, not after go-redis's
 	// retries.
 	ctx, cancel := s.redisCtx(r.Context())
-	info, err := s.client.EnqueueContext(ctx, task)
+	var info *asynq.TaskInfo
+	dedupMode := ""
+	if req.dedup() != nil {
+		info, dedupMode, err = s.enqueueDedup(ctx, def, task, opts, req.dedup())
+	} else {
+		info, err = s.client.EnqueueContext(ctx, task)
+	}
 	cancel()
 	switch {
+	case errors.Is(err, tasks.ErrDedupConflict):
+		var be *tasks.BatchError
+		msg := err.Error()
+		if errors.As(err, &be) {
+			msg = strings.TrimPrefix(be.Err.Error(), "tasks: ")
+		}
+		fail(w, r, http.StatusConflict, codeConflict, msg)
+		return
 	case errors.Is(err, asynq.ErrDuplicateTask):
 		fail(w, r, http.StatusConflict, codeConflict,
 			fmt.Sprintf("an equal %s task is already queued and unique for up to %s", typ, req.Unique))
@@ -104,11 +134,15 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := enqueuedBody{
-		ID:        info.ID,
-		Queue:     info.Queue,
-		Type:      info.Type,
-		State:     info.State.String(),
-		StatusURL: statusURL(info.Queue, info.ID),
+		ID:           info.ID,
+		Queue:        info.Queue,
+		Type:         info.Type,
+		State:        info.State.String(),
+		StatusURL:    statusURL(info.Queue, info.ID),
+		Deduplicated: dedupMode,
+	}
+	if dedupMode != "" && s.o.OnDeduplicated != nil {
+		s.o.OnDeduplicated(info.Type, info.Queue, dedupMode)
 	}
 	if info.State == asynq.TaskStateScheduled {
 		t := info.NextProcessAt.UTC()
@@ -235,6 +269,64 @@ func (q enqueueRequest) options(now time.Time) ([]asynq.Option, error) {
 		}
 	}
 	return opts, nil
+}
+
+// dedup returns the request's dedup options, nil when it gives none.
+func (q enqueueRequest) dedup() *tasks.Dedup {
+	if q.DedupKey == "" && q.DedupMode == "" && q.DedupRelease == "" && q.DedupMaxDelay == "" {
+		return nil
+	}
+	d := &tasks.Dedup{Key: q.DedupKey, Mode: tasks.DedupMode(q.DedupMode), Release: tasks.DedupRelease(q.DedupRelease)}
+	d.MaxDelay, _ = time.ParseDuration(q.DedupMaxDelay) // checkDedup has checked it
+	return d
+}
+
+// checkDedup checks the request's dedup options with tasks.CheckDedup, for
+// a task with opts (the request's checked options) at now.
+func (q enqueueRequest) checkDedup(opts []asynq.Option, now time.Time) error {
+	if q.dedup() == nil {
+		return nil
+	}
+	if q.DedupKey == "" {
+		return errors.New(`the dedup fields need "dedup_key"`)
+	}
+	if q.DedupMaxDelay != "" {
+		if _, err := parseDuration("dedup_max_delay", q.DedupMaxDelay); err != nil {
+			return err
+		}
+	}
+	if q.Unique != "" {
+		return errors.New(`give "dedup_key" or "unique", not both`)
+	}
+	var delay time.Duration
+	for _, o := range opts {
+		switch o.Type() {
+		case asynq.ProcessInOpt:
+			delay, _ = o.Value().(time.Duration)
+		case asynq.ProcessAtOpt:
+			at, _ := o.Value().(time.Time)
+			delay = at.Sub(now)
+		}
+	}
+	raw := map[string]string{"dedup_key": q.DedupKey, "dedup_mode": q.DedupMode, "dedup_release": q.DedupRelease, "dedup_max_delay": q.DedupMaxDelay}
+	var oe *tasks.OptionError
+	if err := tasks.CheckDedup(*q.dedup(), delay); errors.As(err, &oe) {
+		return checkedAs(oe.Option, raw[oe.Option], err)
+	}
+	return nil
+}
+
+// enqueueDedup enqueues task, built by def with opts, with its dedup key
+// (tasks.EnqueueBatch), and returns the task that holds the key and the
+// mode applied when it was held ("": a new task).
+func (s *Server) enqueueDedup(ctx context.Context, def taskBuilder, task *asynq.Task, opts []asynq.Option, d *tasks.Dedup) (*asynq.TaskInfo, string, error) {
+	res, err := tasks.EnqueueBatch(ctx, s.o.Manager.Client(), []tasks.BatchItem{{
+		Type: task.Type(), Payload: task.Payload(), Options: append(def.Defaults(), opts...), Dedup: d}})
+	if err != nil {
+		return nil, "", err
+	}
+	r := res[0]
+	return &asynq.TaskInfo{ID: r.ID, Queue: r.Queue, Type: r.Type, State: r.State, NextProcessAt: r.ProcessAt}, string(r.Deduplicated), nil
 }
 
 // checkedAs returns err, the error of a tasks check, as the message of

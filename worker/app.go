@@ -89,7 +89,10 @@ func (a *App) Handle(pattern string, h func(Services) http.Handler) *App {
 // with p.Payload is enqueued, once however many replicas run (see the
 // README's Periodic tasks). Entries from WORKER_SCHEDULE are added to
 // these; a name given twice, an unknown type or a payload the type refuses
-// stops Run with exit code 2.
+// stops Run with exit code 2. Entries stored in Redis with package
+// schedule (added, changed, paused and removed at run time) run beside
+// them; a stored entry of the same name replaces this one while it is
+// stored.
 func (a *App) Schedule(p Periodic) *App {
 	a.periodics = append(a.periodics, p)
 	return a

@@ -830,8 +830,11 @@ func TestAppMetricsFromStart(t *testing.T) {
 		want["forgeq_tasks_processed_total"+labels] = 0
 		want["forgeq_task_duration_seconds_count"+labels] = 0
 		want["forgeq_task_duration_seconds_sum"+labels] = 0
-		for _, outcome := range []string{"retry", "archived", "skip_retry", "canceled", "panic"} {
+		for _, outcome := range []string{"retry", "archived", "skip_retry", "canceled", "cancelled", "panic"} {
 			want[fmt.Sprintf(`forgeq_tasks_failed_total{outcome=%q,queue=%q,task_type="test:report-build"}`, outcome, q)] = 0
+		}
+		for _, reason := range tasks.LimitReasons {
+			want[fmt.Sprintf(`forgeq_tasks_postponed_total{queue=%q,reason=%q,task_type="test:report-build"}`, q, reason)] = 0
 		}
 		for _, state := range []string{"pending", "active", "scheduled", "retry", "archived", "completed", "aggregating"} {
 			want[fmt.Sprintf(`forgeq_queue_tasks{queue=%q,state=%q}`, q, state)] = 0
@@ -840,7 +843,7 @@ func TestAppMetricsFromStart(t *testing.T) {
 			want[fmt.Sprintf("%s{queue=%q}", name, q)] = 0
 		}
 	}
-	got := r.scrape(t, "forgeq_tasks_processed_total", "forgeq_tasks_failed_total", "forgeq_tasks_in_progress",
+	got := r.scrape(t, "forgeq_tasks_processed_total", "forgeq_tasks_failed_total", "forgeq_tasks_postponed_total", "forgeq_tasks_in_progress",
 		"forgeq_task_duration_seconds", "forgeq_queue_tasks", "forgeq_queue_latency_seconds",
 		"forgeq_queue_processed_total", "asynq_queue_size", "asynq_tasks_processed_total")
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -590,7 +590,7 @@ func newForgeqServer(tb testing.TB, url string, env map[string]string, types ...
 	}
 	return &benchServer{
 		srv:     asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger)),
-		handler: newInflight(newMux(reg, tasks.Deps{Cache: m, Logger: logger}, x, nil, nil, nil)),
+		handler: newInflight(newMux(reg, tasks.Deps{Cache: m, Logger: logger}, x, nil, nil, nil, nil, nil)),
 		beforeShutdown: func() {
 			if pk != nil {
 				pk.Close()

@@ -66,8 +66,12 @@
 //
 // [App.Schedule] adds a [Periodic] entry: a task of a type, with a
 // payload, enqueued at every tick of a spec ("@every 30s", "@daily", a cron
-// spec). Entries of WORKER_SCHEDULE are added to those in code. However
-// many replicas run, each tick is enqueued once.
+// spec). Entries of WORKER_SCHEDULE are added to those in code, and so
+// are the entries stored in Redis with package schedule, which can be
+// added, changed, paused and removed while the workers run (a stored entry
+// replaces the program's entry of its name). However many replicas run,
+// each tick is enqueued once. The dashboard's Schedulers page lists the
+// entries that run, with their next and previous runs.
 //
 // # Running it
 //

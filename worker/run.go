@@ -24,6 +24,7 @@ import (
 	"github.com/forgeq/forgeq/internal/buildinfo"
 	"github.com/forgeq/forgeq/internal/metrics"
 	"github.com/forgeq/forgeq/internal/redisurl"
+	"github.com/forgeq/forgeq/schedule"
 	"github.com/forgeq/forgeq/tasks"
 	"github.com/forgeq/forgeq/web"
 	"github.com/forgeq/forgeq/workflow"
@@ -155,6 +156,7 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		o.Logger = services.Logger
 		o.Ready = ready.check
 		o.Metrics = x.Handler()
+		o.OnDeduplicated = x.CountDeduplicated
 		o.Middleware = x.HTTPMiddleware(nil)
 		for _, r := range a.routes {
 			o.Routes = append(o.Routes, web.Route{Pattern: r.pattern, Handler: r.handler(services)})
@@ -177,6 +179,11 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		}
 	}
 
+	// Declared rate limits and concurrency caps (worker/limits.go). Its
+	// hook goes before the pickup's, which sends the scripts that finish
+	// tasks on its own connection.
+	limits := newLimiter(m.Client(), reg, logger.Named("limits"))
+	m.Client().AddHook(limits.hook())
 	// Event-driven pickup (docs/pickup.md): a hook on the client asynq's
 	// server uses; closed before the server shuts down, so that no fetch
 	// is left waiting.
@@ -190,11 +197,18 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	srv := asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger))
 	deps := tasks.Deps{Cache: m, Logger: logger, Enqueuer: client}
 	rec := newRecoveries(inspector, logger, x.CountRecovered)
-	handlers := newInflight(newMux(reg, deps, x, rec, flows.Middleware(), a.middleware))
-	var sched *scheduler
-	if len(periodics) > 0 {
-		sched = newScheduler(client, periodics, logger)
-	}
+	// Cancellation (package control): subscribed before the server starts.
+	cancels := newCancels(logger.Named("cancel"), x.CountCancelIgnored)
+	cancelSub := cancels.subscribe(ctx, m.Client(), cfg.Redis.SocketTimeout)
+	// Dedup keys (tasks.Dedup) are freed after the limits, before the
+	// program's own middleware (worker/dedup.go).
+	own := append([]asynq.MiddlewareFunc{newDedupRelease(m.Client(), logger.Named("dedup")).middleware}, a.middleware...)
+	handlers := newInflight(newMux(reg, deps, x, rec, flows.Middleware(), cancels.middleware, limits.middleware(), own))
+	// The scheduler runs even without entries of the program's own: the
+	// entries stored in Redis (package schedule) may come at any time.
+	sched := newScheduler(client, periodics, logger)
+	sched.live = newLive(schedule.NewStore(m.Client(), nil), workflow.CatalogTypes(reg, tasks.NewCatalog(m.Client())), cfg.Worker.MaxRetry)
+	sched.board = newBoard(m.Client(), logger.Named("scheduler"))
 	httpAddr := "off"
 	if www != nil {
 		httpAddr = www.Addr()
@@ -241,9 +255,6 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	schedDone := make(chan struct{})
 	g.Go(func() error {
 		defer close(schedDone)
-		if sched == nil {
-			return nil
-		}
 		return sched.Run(gctx)
 	})
 	g.Go(func() error {
@@ -282,6 +293,7 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	})
 	g.Go(func() error { return pub.run(gctx, catalogued) })
 	g.Go(func() error { flows.RunReconciler(gctx); return nil })
+	g.Go(func() error { cancels.listen(gctx, cancelSub); return nil })
 	if www != nil {
 		// Serves until gctx ends, then stops listening and waits up to
 		// HTTP_SHUTDOWN_TIMEOUT for in-flight requests, alongside the

@@ -13,6 +13,7 @@ import (
 
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/workflow"
 )
 
 // How the scheduler makes replicas agree.
@@ -47,6 +48,9 @@ type periodic struct {
 	queue string
 	// retention is how long the completed task is kept.
 	retention time.Duration
+	// opts are the task's options in asynq's text form, for the
+	// dashboard.
+	opts []string
 }
 
 // newPeriodics checks each entry against reg (its type must exist and its
@@ -73,21 +77,41 @@ func newPeriodics(entries []config.ScheduleEntry, reg *tasks.Registry, maxRetry 
 }
 
 func newPeriodic(e config.ScheduleEntry, reg *tasks.Registry, maxRetry int, now time.Time) (*periodic, error) {
+	var b workflow.Builder
+	if def, ok := reg.Lookup(e.Type); ok {
+		b = def
+	}
+	// Unknown types fail in reg.NewTask, with the registry's message.
+	return buildPeriodic(e, b, func(payload []byte, opts ...asynq.Option) (*asynq.Task, error) {
+		return reg.NewTask(e.Type, payload, opts...)
+	}, maxRetry, now)
+}
+
+// buildPeriodic checks e and builds its task with newTask: the defaults
+// of b (nil for an unknown type), then asynq.MaxRetry(maxRetry) if they
+// set none, then the entry's queue.
+func buildPeriodic(e config.ScheduleEntry, b workflow.Builder, newTask func([]byte, ...asynq.Option) (*asynq.Task, error), maxRetry int, now time.Time) (*periodic, error) {
 	sched, err := config.ParseScheduleSpec(e.Spec)
 	if err != nil {
 		return nil, err
 	}
-	p := &periodic{name: e.Name, spec: e.Spec, sched: sched, typ: e.Type, retention: scheduleRetention}
+	p := &periodic{name: e.Name, spec: e.Spec, sched: sched, typ: e.Type, queue: "default", retention: scheduleRetention}
 	if c, ok := sched.(cron.ConstantDelaySchedule); ok {
 		p.every = c.Delay
 	}
-	var opts []asynq.Option
-	def, ok := reg.Lookup(e.Type)
-	if ok {
-		p.queue = def.Queue()
+	var (
+		opts     []asynq.Option
+		defaults []asynq.Option
+	)
+	if b != nil {
+		defaults = b.Defaults()
 		hasMaxRetry := false
-		for _, o := range def.Defaults() {
+		for _, o := range defaults {
 			switch o.Type() {
+			case asynq.QueueOpt:
+				if q, ok := o.Value().(string); ok {
+					p.queue = q
+				}
 			case asynq.MaxRetryOpt:
 				hasMaxRetry = true
 			case asynq.RetentionOpt:
@@ -105,12 +129,13 @@ func newPeriodic(e config.ScheduleEntry, reg *tasks.Registry, maxRetry int, now 
 		opts = append(opts, asynq.Queue(e.Queue))
 	}
 	// Unknown types and bad payloads fail here.
-	if p.task, err = reg.NewTask(e.Type, []byte(e.Payload), opts...); err != nil {
+	if p.task, err = newTask([]byte(e.Payload), opts...); err != nil {
 		return nil, err
 	}
 	if p.next(now).IsZero() {
 		return nil, fmt.Errorf("spec %q never matches a date", e.Spec)
 	}
+	p.opts = boardOptions(defaults, opts, p.queue, p.retention)
 	return p, nil
 }
 
@@ -137,28 +162,45 @@ type enqueuer interface {
 // scheduler enqueues the periodic tasks at their ticks. Several replicas
 // with the same schedule enqueue each tick once; see scheduleLateness.
 // Ticks begin after Run starts: a tick that fell while no replica ran is not
-// made up.
+// made up. With a live source it runs the entries stored in Redis too
+// (schedule_live.go); with a board it publishes its entries to the
+// dashboard (schedule_board.go).
 type scheduler struct {
 	client  enqueuer
-	entries []*periodic
+	static  []*periodic // the program's own entries
+	entries []*periodic // the entries run: static, then the live ones
 	log     *zap.Logger
-	next    []time.Time // the next tick of each entry; zero: none
+	next    []time.Time          // the next tick of each entry; zero: none
+	prev    map[string]time.Time // the last tick enqueued of each entry, by name
+
+	live  *live  // nil: the program's entries only
+	board *board // nil: not published
 }
 
 func newScheduler(client enqueuer, entries []*periodic, log *zap.Logger) *scheduler {
-	return &scheduler{client: client, entries: entries, log: log.Named("scheduler")}
+	return &scheduler{client: client, static: entries, entries: entries, log: log.Named("scheduler"), prev: make(map[string]time.Time)}
 }
 
 // Run enqueues ticks until ctx ends, then returns nil. Enqueue failures are
 // logged, not returned: another replica, or the next tick, may succeed.
+// With a live source, it checks the stored entries every scheduleReload
+// and before every tick.
 func (s *scheduler) Run(ctx context.Context) error {
-	s.start(time.Now())
+	now := time.Now()
+	s.start(now)
 	for i, e := range s.entries {
 		s.log.Info("schedule entry", zap.String("schedule", e.name), zap.String("spec", e.spec),
 			zap.String("task_type", e.typ), zap.String("queue", e.queue), zap.Time("next", s.next[i]))
 	}
+	s.refresh(ctx, now)
+	s.publish(ctx, now)
 	for {
 		wake := s.wake()
+		if s.live != nil {
+			if r := s.live.checked.Add(scheduleReload); wake.IsZero() || r.Before(wake) {
+				wake = r
+			}
+		}
 		if wake.IsZero() {
 			<-ctx.Done()
 			return nil
@@ -170,7 +212,17 @@ func (s *scheduler) Run(ctx context.Context) error {
 			return nil
 		case <-timer.C:
 		}
-		s.tick(ctx, time.Now())
+		now := time.Now()
+		s.refresh(ctx, now)
+		s.tick(ctx, now)
+		s.publish(ctx, time.Now())
+	}
+}
+
+// publish writes the entries to the dashboard, if s has a board.
+func (s *scheduler) publish(ctx context.Context, now time.Time) {
+	if s.board != nil && ctx.Err() == nil {
+		s.board.publish(ctx, now, s.entries, s.next, s.prev)
 	}
 }
 
@@ -227,14 +279,29 @@ func (s *scheduler) enqueue(ctx context.Context, e *periodic, tick time.Time) {
 	switch {
 	case err == nil:
 		s.log.Info("scheduled task enqueued", fields...)
+		s.enqueued(e, tick)
+		if s.board != nil {
+			s.board.record(ctx, e, id, tick, time.Now())
+		}
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		s.log.Debug("scheduled task already enqueued by another replica", fields...)
+		s.enqueued(e, tick)
 	case errors.Is(err, asynq.ErrDuplicateTask):
 		s.log.Info("scheduled task skipped: its type's unique lock is held", fields...)
 	case ctx.Err() != nil:
 		// Shutting down.
 	default:
 		s.log.Error("enqueue scheduled task", append(fields, zap.Error(err))...)
+	}
+}
+
+// enqueued notes that e's tick is enqueued, by this replica or another.
+func (s *scheduler) enqueued(e *periodic, tick time.Time) {
+	if tick.After(s.prev[e.name]) {
+		s.prev[e.name] = tick
+		if s.board != nil {
+			s.board.dirty = true
+		}
 	}
 }
 

@@ -39,7 +39,13 @@ func serverConfig(cfg config.Config, log *zap.Logger) asynq.Config {
 		HealthCheckFunc:          healthCheck(alog),
 		// A workflow step done but not recorded runs again without
 		// using up a retry, so it is never archived for it.
-		IsFailure: func(err error) bool { return !errors.Is(err, workflow.ErrNotRecorded) },
+		// A postponed task (tasks.Postpone: a declared limit, or its
+		// handler) runs again after its delay (retryDelayOf), also
+		// without using up a retry.
+		IsFailure: func(err error) bool {
+			_, postponed := tasks.AsPostpone(err)
+			return !postponed && !errors.Is(err, workflow.ErrNotRecorded)
+		},
 	}
 	if cfg.Worker.Pickup != config.PickupPoll {
 		// The pickup paces the fetches (docs/pickup.md); asynq's pause
@@ -49,6 +55,7 @@ func serverConfig(cfg config.Config, log *zap.Logger) asynq.Config {
 	if w := cfg.Worker; w.RetryDelayMin > 0 { // zero: asynq's default
 		c.RetryDelayFunc = retryDelay(w.RetryDelayMin, max(w.RetryDelayMin, w.RetryDelayMax), rand.Int64N)
 	}
+	c.RetryDelayFunc = postponeDelay(c.RetryDelayFunc)
 	return c
 }
 
@@ -96,11 +103,13 @@ func healthCheck(log *zap.Logger) func(error) {
 // whose middleware logs each task once, with x's metrics middleware inside
 // it, then rec's (when not nil), which logs and counts the tasks recovered
 // from a dead worker, then flows (when not nil: the workflow middleware,
-// which passes a panic on), then the App's own middleware. asynq runs middleware
+// which passes a panic on), then cancel (when not nil: the cancellation
+// middleware, worker/cancel.go), then limits (when not nil: the declared
+// rate limits and concurrency caps, worker/limits.go), then the App's own middleware. asynq runs middleware
 // in the order of Use, the first outermost, so the metrics middleware sees
 // a panic of a handler (or of the App's middleware) before the logging one
 // turns it into an error, and counts it with outcome "panic".
-func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics, rec *recoveries, flows asynq.MiddlewareFunc, own []asynq.MiddlewareFunc) *asynq.ServeMux {
+func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics, rec *recoveries, flows, cancel, limits asynq.MiddlewareFunc, own []asynq.MiddlewareFunc) *asynq.ServeMux {
 	mux := tasks.NewMux(reg, deps)
 	mux.Use(x.TaskMiddleware())
 	if rec != nil {
@@ -108,6 +117,12 @@ func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics, rec *recov
 	}
 	if flows != nil {
 		mux.Use(flows)
+	}
+	if cancel != nil {
+		mux.Use(cancel)
+	}
+	if limits != nil {
+		mux.Use(limits)
 	}
 	if len(own) > 0 {
 		mux.Use(own...)

@@ -49,8 +49,14 @@ func TestServerConfig(t *testing.T) {
 	if _, ok := cfg.Worker.Queues["c"]; ok {
 		t.Error("Queues shares the config's map")
 	}
-	if got.RetryDelayFunc != nil {
-		t.Error("RetryDelayFunc set with no retry delay configured; want asynq's default")
+	// With no retry delay configured, a failure waits as asynq's default
+	// has it (15 s plus up to 30 s for the first retry); a postponement
+	// waits its own delay.
+	if d := got.RetryDelayFunc(0, errors.New("fail"), asynq.NewTask("t", nil)); d < 15*time.Second || d > 45*time.Second {
+		t.Errorf("first retry after %v, want asynq's default of 15-45s", d)
+	}
+	if d := got.RetryDelayFunc(3, tasks.Postpone(300*time.Millisecond, tasks.PostponedConcurrency), asynq.NewTask("t", nil)); d != 300*time.Millisecond {
+		t.Errorf("postponed for %v, want 300ms", d)
 	}
 	if got.DelayedTaskCheckInterval != time.Second {
 		t.Errorf("DelayedTaskCheckInterval = %v, want 1s", got.DelayedTaskCheckInterval)
@@ -170,7 +176,7 @@ func TestNewMuxCountsTasks(t *testing.T) {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zapcore.InfoLevel)
-	mux := newMux(reg, tasks.Deps{Cache: m, Logger: zap.New(core)}, x, nil, nil, nil)
+	mux := newMux(reg, tasks.Deps{Cache: m, Logger: zap.New(core)}, x, nil, nil, nil, nil, nil)
 
 	for _, typ := range []string{"test:ok", "test:panic", "test:fail"} {
 		err := mux.ProcessTask(context.Background(), asynq.NewTask(typ, []byte("{}")))
@@ -268,5 +274,8 @@ func TestServerConfigIsFailure(t *testing.T) {
 	}
 	if !f(errors.New("boom")) {
 		t.Error("a handler's error does not count as a failure")
+	}
+	if f(fmt.Errorf("wrapped: %w", tasks.Postpone(time.Second, tasks.PostponedRate))) {
+		t.Error("a postponed task counts as a failure")
 	}
 }

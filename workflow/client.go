@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/forgeq/forgeq/control"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -410,8 +411,9 @@ func toAny(s []string) []any {
 // callback starts; the workers are told (CancelChannel), so that they no
 // longer start its group members either; the steps waiting in their
 // queues are deleted (32 at a time), and those running are told to stop
-// (asynq's cancellation: their handler's ctx ends; a step that still
-// finishes is recorded, and nothing after it starts). Errors:
+// (control.Publish: their handler's ctx ends and their task is archived,
+// "cancelled by workflow", without a retry; a step that still finishes
+// is recorded, and nothing after it starts). Errors:
 // ErrNotFound, ErrFinished.
 func (c *Client) Cancel(ctx context.Context, id, reason string) (*State, error) {
 	if err := checkID(id); err != nil {
@@ -477,7 +479,9 @@ func (c *Client) removeTask(ctx context.Context, queue, taskID string) error {
 		return fmt.Errorf("task %s: %w", taskID, err)
 	}
 	if info.State == asynq.TaskStateActive {
-		if err := c.insp.CancelProcessing(taskID); err != nil {
+		// The worker running it stops it and archives it, "cancelled by
+		// workflow", without a retry (package control).
+		if err := control.Publish(ctx, c.rdb, control.Request{Queue: queue, ID: taskID, By: "workflow"}); err != nil {
 			return fmt.Errorf("cancel task %s: %w", taskID, err)
 		}
 		return nil

@@ -99,7 +99,7 @@ func (c *Client) run(ctx context.Context, next asynq.Handler, t *asynq.Task, id,
 			msg = fmt.Sprintf("result of %d bytes: a workflow step's result may hold at most %d (MaxResultBytes)", len(result), MaxResultBytes)
 			herr = fmt.Errorf("workflow step %s: %s: %w", path, msg, asynq.SkipRetry)
 		}
-	case tasks.OutcomeArchived, tasks.OutcomeSkipRetry:
+	case tasks.OutcomeArchived, tasks.OutcomeSkipRetry, tasks.OutcomeCancelled:
 		if herr == nil {
 			herr = ctx.Err()
 		}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -44,8 +45,10 @@ type bulkTask struct {
 	ownID  bool   // id was generated here, not given
 	unique bool   // under a uniqueness lock
 	task   *asynq.Task
-	wf     *bulkWorkflow // a workflow line (typ "workflow", id its id); task is nil
-	text   []byte        // the line as read, for the resend file
+	item   tasks.BatchItem // task as tasks.EnqueueBatch takes it
+	there  string          // the state of this very task, found in Redis by takenIDs (an earlier run sent it)
+	wf     *bulkWorkflow   // a workflow line (typ "workflow", id its id); task is nil
+	text   []byte          // the line as read, for the resend file
 }
 
 // bulk enqueues every task of --file, or none if any line is bad.
@@ -301,10 +304,15 @@ type lineJSON struct {
 	ID        *string         `json:"id"`
 	Retention json.RawMessage `json:"retention"`
 	Group     *string         `json:"group"`
+
+	DedupKey      *string         `json:"dedup_key"`
+	DedupMode     *string         `json:"dedup_mode"`
+	DedupRelease  *string         `json:"dedup_release"`
+	DedupMaxDelay json.RawMessage `json:"dedup_max_delay"`
 }
 
 // lineFields lists the fields of lineJSON, for messages.
-const lineFields = "type, payload, queue, delay, at, max_retry, timeout, deadline, unique, id, retention, group"
+const lineFields = "type, payload, queue, delay, at, max_retry, timeout, deadline, unique, id, retention, group, dedup_key, dedup_mode, dedup_release, dedup_max_delay"
 
 // checkLine checks one line and builds its task.
 func (c *cli) checkLine(line []byte, now time.Time, types *typeSource) (bulkTask, []error) {
@@ -369,6 +377,8 @@ func (c *cli) checkLine(line []byte, now time.Time, types *typeSource) (bulkTask
 		Queue: l.Queue, At: l.At, ID: l.ID, Group: l.Group, MaxRetry: l.MaxRetry,
 		Delay: dur("delay", l.Delay), Timeout: dur("timeout", l.Timeout), Unique: dur("unique", l.Unique),
 		Retention: dur("retention", l.Retention), Deadline: dur("deadline", l.Deadline),
+		DedupKey: l.DedupKey, DedupMode: l.DedupMode, DedupRelease: l.DedupRelease,
+		DedupMaxDelay: dur("dedup_max_delay", l.DedupMaxDelay),
 	}
 	typ := l.Type
 	payload := l.Payload
@@ -404,21 +414,42 @@ func (c *cli) checkLine(line []byte, now time.Time, types *typeSource) (bulkTask
 	if ownID {
 		opts.id = uuid.NewString()
 	}
-	task, err := def.newTask(payload, opts.asynq()...)
+	aopts := opts.asynq()
+	task, err := def.newTask(payload, aopts...)
 	if err != nil {
 		return t, []error{fmt.Errorf("field \"payload\": %w", err)}
 	}
-	t = bulkTask{typ: def.name(), queue: def.queue(), id: opts.id, ownID: ownID, task: task,
-		unique: opts.unique > 0 || hasOption(def.defaults(), asynq.UniqueOpt)}
+	unique := opts.unique > 0 || hasOption(def.defaults(), asynq.UniqueOpt)
+	if unique && opts.dedup != nil {
+		return t, []error{fmt.Errorf("%s %q: the task type's unique option cannot be combined with it", fieldOrFlag(raw, "dedup_key"), opts.dedup.Key)}
+	}
+	t = bulkTask{typ: def.name(), queue: def.queue(), id: opts.id, ownID: ownID, task: task, unique: unique,
+		item: tasks.BatchItem{Type: task.Type(), Payload: task.Payload(), Options: append(def.defaults(), aopts...), Dedup: opts.dedup}}
 	if opts.queue != "" {
 		t.queue = opts.queue
 	}
 	return t, nil
 }
 
+// fieldOrFlag names option opt as the line gave it, or as the flag.
+func fieldOrFlag(o rawOptions, opt string) string {
+	if lineHas(o, opt) {
+		return fieldName(opt)
+	}
+	return flagName(opt)
+}
+
 // lineHas reports whether the line itself gave option opt.
 func lineHas(o rawOptions, opt string) bool {
 	switch opt {
+	case "dedup_key":
+		return o.DedupKey != nil
+	case "dedup_mode":
+		return o.DedupMode != nil
+	case "dedup_release":
+		return o.DedupRelease != nil
+	case "dedup_max_delay":
+		return o.DedupMaxDelay != nil
 	case "queue":
 		return o.Queue != nil
 	case "delay":
@@ -446,7 +477,8 @@ func lineHas(o rawOptions, opt string) bool {
 // takenIDs returns a lineError for every task whose id is already used in
 // its queue in Redis by another task. A task with the same id, type and
 // payload is not an error: it is this line, enqueued by an earlier run (a
-// rerun of a resend file), and enqueueAll counts it as enqueued.
+// rerun of a resend file); takenIDs sets its there, and enqueueAll counts
+// it as enqueued without sending it again.
 func (c *cli) takenIDs(ctx context.Context, insp taskLookup, list []bulkTask) ([]lineError, error) {
 	var withID []bulkTask
 	for _, t := range list {
@@ -457,6 +489,7 @@ func (c *cli) takenIDs(ctx context.Context, insp taskLookup, list []bulkTask) ([
 	var (
 		mu    sync.Mutex
 		taken []lineError
+		there = make(map[int]string) // line: state of the task already in Redis
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.f.concurrency)
@@ -472,6 +505,9 @@ func (c *cli) takenIDs(ctx context.Context, insp taskLookup, list []bulkTask) ([
 			case err != nil:
 				return fmt.Errorf("line %d: look up task id %q: %w", t.line, t.id, err)
 			case sameTask(ti, t):
+				mu.Lock()
+				there[t.line] = ti.State.String()
+				mu.Unlock()
 				return nil
 			}
 			mu.Lock()
@@ -484,6 +520,11 @@ func (c *cli) takenIDs(ctx context.Context, insp taskLookup, list []bulkTask) ([
 		return nil, err
 	}
 	sort.Slice(taken, func(i, j int) bool { return taken[i].Line < taken[j].Line })
+	for i := range list {
+		if state, ok := there[list[i].line]; ok {
+			list[i].there = state
+		}
+	}
 	return taken, nil
 }
 
@@ -500,11 +541,12 @@ const (
 // bulkResult is the outcome of enqueueAll.
 type bulkResult struct {
 	tasks    []bulkTask
-	outcomes []outcome        // by index of tasks
-	states   []string         // by index of tasks: the state of an enqueued task, else ""
-	flows    []*workflow.Info // by index of tasks: a submitted workflow, else nil
-	ends     []*finalState    // by index of tasks: a workflow's end under --wait, else nil
-	errs     []error          // by index of tasks
+	outcomes []outcome         // by index of tasks
+	states   []string          // by index of tasks: the state of an enqueued task, else ""
+	flows    []*workflow.Info  // by index of tasks: a submitted workflow, else nil
+	ends     []*finalState     // by index of tasks: a workflow's end under --wait, else nil
+	errs     []error           // by index of tasks
+	dedup    []tasks.DedupMode // by index of tasks: how a deduplicated task was, else ""
 	took     time.Duration
 	enqueued int
 	failed   int
@@ -527,11 +569,6 @@ func (r *bulkResult) count() {
 	}
 }
 
-// enqueuer enqueues a task: an *asynq.Client.
-type enqueuer interface {
-	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
-}
-
 // taskLookup finds a task by queue and id: an *asynq.Inspector.
 type taskLookup interface {
 	GetTaskInfo(queue, id string) (*asynq.TaskInfo, error)
@@ -539,8 +576,10 @@ type taskLookup interface {
 
 // bulkIO is what enqueueAll uses of Redis.
 type bulkIO struct {
-	client enqueuer   // writes; each call fails within about a socket timeout
-	insp   taskLookup // look-ups, each within about a socket timeout
+	// batch writes a batch (tasks.EnqueueBatch); each call fails within
+	// about a socket timeout.
+	batch func(ctx context.Context, items []tasks.BatchItem) ([]tasks.BatchResult, error)
+	insp  taskLookup // look-ups, each within about a socket timeout
 	// probe reports whether Redis answers.
 	probe func(ctx context.Context) error
 	// settle ends the writes and waits until Redis has run everything they
@@ -553,68 +592,112 @@ type bulkIO struct {
 	findWorkflow func(ctx context.Context, id string) (*workflow.State, error)
 }
 
-// enqueueAll enqueues list with c.f.concurrency goroutines (asynq has no
-// batch API) on io.client, which should be autopipelined so that their
-// commands share round trips. A conflict that the checks before could not
-// see (a uniqueness lock in Redis, an id taken since) fails one task.
+// batchConcurrency is how many --file batches are sent at once: Redis
+// runs their scripts one after the other, while the next ones are encoded
+// and on the wire.
+const batchConcurrency = 4
+
+// enqueueAll enqueues the task lines of list in batches of c.f.batchSize
+// lines (0: one batch), each with tasks.EnqueueBatch: one script per batch
+// (per queue on a cluster), all or nothing. A conflict that the checks
+// before could not see (a uniqueness lock in Redis, an id taken since, a
+// dedup key held by a task it cannot replace) fails its whole batch, and
+// names its line. Then the workflow lines are submitted with
+// c.f.concurrency goroutines.
 //
-// Any other error leaves the outcome of its write unknown: the write may
+// Any other error leaves the outcome of its batch unknown: the script may
 // sit in a socket that Redis reads later. It stops the run, since it means
-// Redis is in trouble; the writes in flight end within about two socket
-// timeouts (theirs and the one of the pipeline before them). Then the
-// unknown outcomes are resolved (see resolve).
+// Redis is in trouble; the calls in flight end within about two socket
+// timeouts. Then the unknown outcomes are resolved (see resolve).
 //
-// A task may reach Redis twice, when a rerun sends it again; the second
-// attempt then conflicts with the first (on its id, or on its own
-// uniqueness lock). So on a conflict the task's id is looked up: when its
+// A task may reach Redis twice, when a rerun sends it again. takenIDs
+// found those sent before the run (bulkTask.there); one that another
+// process sends meanwhile conflicts on its id, and is looked up: when its
 // queue holds a task of that id with the same type and payload, the task is
-// there, and counts as enqueued.
+// there, counts as enqueued, and its batch is sent again without it.
 func (c *cli) enqueueAll(ctx context.Context, io bulkIO, list []bulkTask) bulkResult {
 	res := bulkResult{tasks: list, outcomes: make([]outcome, len(list)), states: make([]string, len(list)),
-		flows: make([]*workflow.Info, len(list)), errs: make([]error, len(list))}
+		flows: make([]*workflow.Info, len(list)), errs: make([]error, len(list)), dedup: make([]tasks.DedupMode, len(list))}
 	bar := c.newCountBar(len(list))
 	start := time.Now()
 	var (
-		next      atomic.Int64
 		stop      atomic.Bool
 		stopOnce  sync.Once
 		probing   bool // set under stopOnce
 		probeDone = make(chan error, 1)
 		wg        sync.WaitGroup
 	)
-	for range min(c.f.concurrency, len(list)) {
+	halt := func(line int, err error) {
+		stopOnce.Do(func() {
+			stop.Store(true)
+			probing = true
+			res.stopped = fmt.Errorf("line %d: %w", line, err)
+			// Learn at once whether Redis answers, while the calls in
+			// flight time out.
+			go func() { probeDone <- io.probe(ctx) }()
+		})
+	}
+	var taskIdx, flowIdx []int
+	for i, t := range list {
+		switch {
+		case t.wf != nil:
+			flowIdx = append(flowIdx, i)
+		case t.there != "":
+			res.outcomes[i], res.states[i] = enqueued, t.there
+			if bar != nil {
+				_ = bar.Add(1)
+			}
+		default:
+			taskIdx = append(taskIdx, i)
+		}
+	}
+	size := c.f.batchSize
+	if size <= 0 {
+		size = max(len(taskIdx), 1)
+	}
+	var batches [][]int
+	for from := 0; from < len(taskIdx); from += size {
+		batches = append(batches, taskIdx[from:min(from+size, len(taskIdx))])
+	}
+	var nextBatch atomic.Int64
+	for range min(batchConcurrency, c.f.concurrency, len(batches)) {
 		wg.Go(func() {
 			for !stop.Load() && ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= len(list) {
+				b := int(nextBatch.Add(1) - 1)
+				if b >= len(batches) {
 					return
 				}
-				var (
-					o     outcome
-					state string
-					err   error
-				)
-				if list[i].wf != nil {
-					o, res.flows[i], err = submitOne(ctx, io, list[i])
-					if o == enqueued {
-						state = submittedState
-					}
-				} else {
-					o, state, err = enqueueOne(ctx, io, list[i])
+				if line, err := c.enqueueBatch(ctx, io, &res, batches[b]); err != nil {
+					halt(line, err)
 				}
-				res.outcomes[i], res.states[i], res.errs[i] = o, state, err
+				if bar != nil {
+					_ = bar.Add(len(batches[b]))
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	var next atomic.Int64
+	for range min(c.f.concurrency, len(flowIdx)) {
+		wg.Go(func() {
+			for !stop.Load() && ctx.Err() == nil {
+				j := int(next.Add(1) - 1)
+				if j >= len(flowIdx) {
+					return
+				}
+				i := flowIdx[j]
+				o, info, err := submitOne(ctx, io, list[i])
+				state := ""
+				if o == enqueued {
+					state = submittedState
+				}
+				res.outcomes[i], res.states[i], res.flows[i], res.errs[i] = o, state, info, err
 				if bar != nil {
 					_ = bar.Add(1)
 				}
 				if o == unknown {
-					stopOnce.Do(func() {
-						stop.Store(true)
-						probing = true
-						res.stopped = fmt.Errorf("line %d: %w", list[i].line, err)
-						// Learn at once whether Redis answers, while the
-						// writes in flight time out.
-						go func() { probeDone <- io.probe(ctx) }()
-					})
+					halt(list[i].line, err)
 				}
 			}
 		})
@@ -635,23 +718,69 @@ func (c *cli) enqueueAll(ctx context.Context, io bulkIO, list []bulkTask) bulkRe
 	return res
 }
 
-// enqueueOne enqueues t.
-func enqueueOne(ctx context.Context, io bulkIO, t bulkTask) (outcome, string, error) {
-	info, err := io.client.EnqueueContext(ctx, t.task)
-	switch {
-	case err == nil:
-		return enqueued, info.State.String(), nil
-	case isConflict(err):
-		state, err := landed(io.insp, t, err)
+// enqueueBatch enqueues the tasks of res at idx as one batch, and sets
+// their outcomes. When Redis fails it returns the error and the first
+// line of the batch, and leaves the outcomes of the tasks not known to be
+// in unknown.
+func (c *cli) enqueueBatch(ctx context.Context, io bulkIO, res *bulkResult, idx []int) (int, error) {
+	in := func(i int, r tasks.BatchResult) {
+		res.outcomes[i], res.states[i], res.dedup[i] = enqueued, r.State.String(), r.Deduplicated
+		if r.Deduplicated != "" {
+			res.tasks[i].id = r.ID // the task that holds the line's dedup key
+		}
+	}
+	for len(idx) > 0 {
+		items := make([]tasks.BatchItem, len(idx))
+		for j, i := range idx {
+			items[j] = res.tasks[i].item
+		}
+		results, err := io.batch(ctx, items)
+		var (
+			be   *tasks.BatchError
+			rest []int // not in
+		)
+		for j, i := range idx {
+			if err == nil || (results != nil && results[j].ID != "") {
+				in(i, results[j])
+			} else {
+				rest = append(rest, i)
+			}
+		}
 		switch {
 		case err == nil:
-			return enqueued, state, nil
-		case isConflict(err): // this task alone fails
-			return failed, "", err
+			return 0, nil
+		case !errors.As(err, &be) || be.Index < 0 || be.Index >= len(idx):
+			for _, i := range rest {
+				res.outcomes[i], res.errs[i] = unknown, fmt.Errorf("outcome unknown: %w", err)
+			}
+			return res.tasks[idx[0]].line, err
 		}
-		return unknown, "", err
+		bad := idx[be.Index]
+		t := res.tasks[bad]
+		cause := error(be)
+		if isConflict(be.Err) {
+			state, lerr := landed(io.insp, t, be.Err)
+			if lerr == nil { // an earlier send of this very task: send the others again
+				res.outcomes[bad], res.states[bad] = enqueued, state
+				idx = slices.DeleteFunc(rest, func(i int) bool { return i == bad })
+				continue
+			}
+			cause = lerr
+		} else {
+			cause = be.Err
+		}
+		first, last := res.tasks[idx[0]].line, res.tasks[idx[len(idx)-1]].line
+		for _, i := range rest {
+			res.outcomes[i] = failed
+			if i == bad {
+				res.errs[i] = cause
+			} else {
+				res.errs[i] = fmt.Errorf("not enqueued: line %d conflicts, and its batch (lines %d to %d) is all or nothing", t.line, first, last)
+			}
+		}
+		return 0, nil
 	}
-	return unknown, "", fmt.Errorf("outcome unknown: %w", err)
+	return 0, nil
 }
 
 // resolve looks up the tasks whose outcome is unknown, when Redis answered
@@ -753,6 +882,9 @@ type bulkTaskJSON struct {
 	Type  string `json:"type"`
 	Queue string `json:"queue"`
 	State string `json:"state"`
+	// Deduplicated is the mode applied to the task that held the line's
+	// dedup key (ID is that task's); empty for a new task.
+	Deduplicated string `json:"deduplicated,omitempty"`
 }
 
 // bulkWorkflowJSON is a submitted workflow of a --file; under --wait, State
@@ -821,7 +953,7 @@ func (c *cli) report(res bulkResult, rf resendFile) error {
 			case t.wf != nil:
 				out.Workflows = append(out.Workflows, c.workflowLineJSON(res, i))
 			default:
-				out.Tasks = append(out.Tasks, bulkTaskJSON{t.line, t.id, t.typ, t.queue, state})
+				out.Tasks = append(out.Tasks, bulkTaskJSON{t.line, t.id, t.typ, t.queue, state, string(res.dedup[i])})
 			}
 		}
 		writeJSON(c.stdout, out)
@@ -838,6 +970,9 @@ func (c *cli) report(res bulkResult, rf resendFile) error {
 		default:
 			fmt.Fprintf(c.stdout, "enqueued %d of %d %s and submitted %d of %d %s in %v",
 				tasksIn, nTasks, plural(nTasks, "task", "tasks"), flowsIn, nFlows, plural(nFlows, "workflow", "workflows"), took)
+		}
+		if n := countDeduplicated(res); n > 0 {
+			fmt.Fprintf(c.stdout, "; %d deduplicated (their dedup key held by a waiting task)", n)
 		}
 		if res.failed > 0 {
 			fmt.Fprintf(c.stdout, "; %d failed", res.failed)
@@ -887,6 +1022,18 @@ func (c *cli) report(res bulkResult, rf resendFile) error {
 		return silentError{err}
 	}
 	return err
+}
+
+// countDeduplicated counts the lines of res that found their dedup key
+// held, and made no new task.
+func countDeduplicated(res bulkResult) int {
+	n := 0
+	for _, m := range res.dedup {
+		if m != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // workflowLineJSON describes the workflow of res.tasks[i], submitted.

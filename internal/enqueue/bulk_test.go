@@ -116,13 +116,21 @@ func TestBulkTextAndProgress(t *testing.T) {
 }
 
 // TestBulkRuntimeFailure: a task refused by Redis while enqueueing (here
-// by a uniqueness lock another producer holds) fails alone; the others are
-// enqueued, the summary says so with the line, and the exit code is 1.
+// by a uniqueness lock another producer holds, which the checks before
+// cannot see) in the middle of a batch fails the whole batch: nothing of
+// it is enqueued, the summary names the conflicting line and says the
+// others were not enqueued because of it, and the exit code is 1. With
+// --batch-size 1 the task fails alone.
 func TestBulkRuntimeFailure(t *testing.T) {
 	tb := setup(t, dbCLI)
-	if r := runCmd(t, tb.env, "", "data:process", `{"key": "held", "work": 1}`, "--unique", "1h"); r.code != exitOK {
-		t.Fatalf("seed: exit %d: %s", r.code, r.stderr)
+	seed := func() {
+		t.Helper()
+		tb.rdb.FlushDB(context.Background())
+		if r := runCmd(t, tb.env, "", "data:process", `{"key": "held", "work": 1}`, "--unique", "1h"); r.code != exitOK {
+			t.Fatalf("seed: exit %d: %s", r.code, r.stderr)
+		}
 	}
+	seed()
 	file := writeFile(t, "tasks.jsonl", strings.Join([]string{
 		`{"type": "data:process", "payload": {"key": "a", "work": 1}, "unique": "1h"}`,
 		`{"type": "data:process", "payload": {"key": "held", "work": 1}, "unique": "1h"}`,
@@ -132,22 +140,36 @@ func TestBulkRuntimeFailure(t *testing.T) {
 	if r.code != exitFailure {
 		t.Fatalf("exit %d, want 1; stderr %q", r.code, r.stderr)
 	}
-	if !strings.Contains(r.stdout, "enqueued 2 of 3 tasks") || !strings.Contains(r.stdout, "1 failed") {
+	if !strings.Contains(r.stdout, "enqueued 0 of 3 tasks") || !strings.Contains(r.stdout, "3 failed") {
 		t.Errorf("stdout = %q", r.stdout)
 	}
-	if !strings.Contains(r.stderr, `line 2: task already exists: an earlier data:process task with the same payload holds its uniqueness lock on queue "default"`) {
-		t.Errorf("stderr = %q", r.stderr)
+	for _, want := range []string{
+		`line 2: task already exists: an earlier data:process task with the same payload holds its uniqueness lock on queue "default"`,
+		`line 1: not enqueued: line 2 conflicts, and its batch (lines 1 to 3) is all or nothing`,
+		`line 3: not enqueued: line 2 conflicts`,
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr = %q; want %q", r.stderr, want)
+		}
 	}
-	if n := tb.queued(t); n != 3 {
-		t.Errorf("%d tasks in Redis, want 3", n)
+	if n := tb.queued(t); n != 1 {
+		t.Errorf("%d tasks in Redis, want the seed alone", n)
 	}
 
-	tb.rdb.FlushDB(context.Background())
-	runCmd(t, tb.env, "", "data:process", `{"key": "held", "work": 1}`, "--unique", "1h")
+	seed()
 	r = runCmd(t, tb.env, "", "--file", file, "--json")
 	sum := decodeJSON[bulkJSON](t, r.stdout)
-	if r.code != exitFailure || sum.Enqueued != 2 || sum.Failed != 1 || len(sum.Errors) != 1 || sum.Errors[0].Line != 2 {
+	if r.code != exitFailure || sum.Enqueued != 0 || sum.Failed != 3 || len(sum.Errors) != 3 || sum.Errors[1].Line != 2 {
 		t.Errorf("--json: exit %d, summary %+v", r.code, sum)
+	}
+
+	seed()
+	r = runCmd(t, tb.env, "", "--file", file, "--batch-size", "1")
+	if r.code != exitFailure || !strings.Contains(r.stdout, "enqueued 2 of 3 tasks") || !strings.Contains(r.stdout, "1 failed") {
+		t.Errorf("--batch-size 1: exit %d, stdout %q", r.code, r.stdout)
+	}
+	if n := tb.queued(t); n != 3 {
+		t.Errorf("--batch-size 1: %d tasks in Redis, want 3", n)
 	}
 }
 
@@ -203,6 +225,14 @@ func TestBulkOwnRetry(t *testing.T) {
 	if err != nil || len(bad) > 0 {
 		t.Fatal(err, bad)
 	}
+	// One batch: the first conflict fails both.
+	res = c.enqueueAll(context.Background(), bc.io(), others)
+	if res.enqueued != 0 || res.failed != 2 || res.stopped != nil ||
+		!strings.Contains(fmt.Sprint(res.errs[1]), "not enqueued: line 1 conflicts, and its batch (lines 1 to 2) is all or nothing") {
+		t.Fatalf("others in one batch: enqueued %d, failed %d, errs %v, stopped %v", res.enqueued, res.failed, res.errs, res.stopped)
+	}
+	// A batch each: each says what holds its id or lock.
+	c.f.batchSize = 1
 	res = c.enqueueAll(context.Background(), bc.io(), others)
 	if res.enqueued != 0 || res.failed != 2 || res.stopped != nil {
 		t.Fatalf("others: enqueued %d, failed %d, stopped %v", res.enqueued, res.failed, res.stopped)

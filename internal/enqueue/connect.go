@@ -18,6 +18,7 @@ import (
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/internal/bootstrap"
 	"github.com/forgeq/forgeq/internal/redisurl"
+	"github.com/forgeq/forgeq/tasks"
 	"github.com/forgeq/forgeq/workflow"
 )
 
@@ -117,8 +118,8 @@ func (c *cli) connect(ctx context.Context, cfg config.Config) (*conn, error) {
 // read everything they sent: a write that timed out was still in the
 // socket, and Redis runs it when it answers again.
 type bulkConn struct {
-	client  enqueuer   // the writes, autopipelined
-	insp    taskLookup // look-ups, on the look-up client
+	client  *asynq.Client // the writes, autopipelined (workflow submissions use writeRDB)
+	insp    taskLookup    // look-ups, on the look-up client
 	timeout time.Duration
 	name    string                // the write connections' name; "" when settle cannot tell
 	writes  redis.UniversalClient // nil when the writes use the process's client
@@ -185,7 +186,11 @@ func (b *bulkConn) workflows(types workflow.Types) {
 
 // io returns what enqueueAll uses of b.
 func (b *bulkConn) io() bulkIO {
-	io := bulkIO{client: b.client, insp: b.insp, probe: b.probe, settle: b.settle, findWorkflow: b.flowLookup.Get}
+	writes := b.writeRDB
+	io := bulkIO{insp: b.insp, probe: b.probe, settle: b.settle, findWorkflow: b.flowLookup.Get,
+		batch: func(ctx context.Context, items []tasks.BatchItem) ([]tasks.BatchResult, error) {
+			return tasks.EnqueueBatch(ctx, writes, items)
+		}}
 	if b.flowSubmit != nil {
 		io.submit = b.flowSubmit.Submit
 	}

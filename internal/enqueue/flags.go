@@ -22,6 +22,7 @@ type flags struct {
 	file        string
 	resend      string
 	concurrency int
+	batchSize   int // --batch-size: task lines per batch of --file (0: all)
 	json        bool
 	list        bool
 	progress    string
@@ -29,6 +30,9 @@ type flags struct {
 	workflow       string // --workflow: JSON, @FILE or -
 	workflowStatus string // --workflow-status ID
 	cancelWorkflow string // --cancel-workflow ID
+	cancel         string // --cancel [ID]: cancelNoValue when given without one (cancel.go)
+
+	sched scheduleFlags // --schedule-put, --schedule-list, ... (schedule.go)
 
 	args []string // positional: TYPE [PAYLOAD]
 }
@@ -37,6 +41,7 @@ type flags struct {
 const (
 	defaultConcurrency = 256
 	maxConcurrency     = 1024
+	defaultBatchSize   = 1000
 )
 
 // configFlagsShown are the config flags --help lists; the others (worker,
@@ -64,6 +69,7 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 	f := &c.f
 	var maxRetry int
 	var queue, delay, at, timeout, deadline, unique, id, retention, group string
+	var dedupKey, dedupMode, dedupRelease, dedupMaxDelay string
 
 	fs.StringVar(&f.payloadFile, "payload-file", "", "read the payload from `FILE` (- for stdin)")
 	fs.StringVar(&queue, "queue", "", "queue `NAME` (default: the task type's queue)")
@@ -76,6 +82,11 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 	fs.StringVar(&id, "id", "", "task `ID` (default: a random UUID); a task id already in use is an error")
 	fs.StringVar(&retention, "retention", "", "keep the finished task and its result for `DURATION` (default 0, or 1h under --wait)")
 	fs.StringVar(&group, "group", "", "not supported: refused, since the worker runs no group aggregator (`NAME`)")
+	fs.StringVar(&dedupKey, "dedup-key", "", "deduplicate by `KEY` while the task waits: a second enqueue with it in the queue does what --dedup-mode says")
+	fs.StringVar(&dedupMode, "dedup-mode", "", "with --dedup-key: `MODE` keep (default: return the waiting task), replace (its payload) or debounce (replace and push its run time back)")
+	fs.StringVar(&dedupRelease, "dedup-release", "", "with --dedup-key: free the key when the task `WHEN`s: start (default) or finish")
+	fs.StringVar(&dedupMaxDelay, "dedup-max-delay", "", "with --dedup-mode debounce: push the run time back at most `DURATION` past the first enqueue")
+	fs.IntVar(&f.batchSize, "batch-size", defaultBatchSize, "with --file, enqueue `N` task lines per batch, each batch all or nothing (0: the whole file)")
 	fs.BoolVar(&f.wait, "wait", false, "wait for the task, or the workflows, to finish and print the outcome; exit 1 if one fails")
 	fs.StringVar(&f.waitTimeout, "wait-timeout", "", "give up waiting after `DURATION` (default: no limit)")
 	fs.StringVar(&f.file, "file", "", "enqueue every task of the JSON Lines `FILE` (- for stdin), each line checked before any is enqueued")
@@ -85,6 +96,9 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 	fs.StringVar(&f.workflow, "workflow", "", "submit the workflow `JSON` (@FILE reads a file, - stdin), checked before anything is written")
 	fs.StringVar(&f.workflowStatus, "workflow-status", "", "print the state of workflow `ID` and its first 100 steps")
 	fs.StringVar(&f.cancelWorkflow, "cancel-workflow", "", "cancel workflow `ID`: no further step starts")
+	fs.StringVar(&f.cancel, "cancel", "", "cancel task `ID` (more ids as arguments, or from --file): remove it from its queue, or stop it where it runs")
+	fs.Lookup("cancel").NoOptDefVal = cancelNoValue
+	c.registerScheduleFlags(fs)
 	fs.BoolVar(&f.list, "list", false, "list the task types, this program's and those running workers published, with their payload fields")
 	fs.StringVar(&f.progress, "progress", "auto", "progress bar on stderr: `MODE` auto (on a terminal, not with --json), always or never")
 	help := fs.BoolP("help", "h", false, "show this help")
@@ -124,6 +138,8 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 		{"timeout", timeout, &o.Timeout}, {"deadline", deadline, &o.Deadline},
 		{"unique", unique, &o.Unique}, {"id", id, &o.ID},
 		{"retention", retention, &o.Retention}, {"group", group, &o.Group},
+		{"dedup-key", dedupKey, &o.DedupKey}, {"dedup-mode", dedupMode, &o.DedupMode},
+		{"dedup-release", dedupRelease, &o.DedupRelease}, {"dedup-max-delay", dedupMaxDelay, &o.DedupMaxDelay},
 	} {
 		if fs.Changed(s.name) {
 			*s.dst = &s.val
@@ -137,6 +153,9 @@ func (c *cli) parse(args []string) (*pflag.FlagSet, error) {
 	case "auto", "always", "never":
 	default:
 		return fs, badInput("--progress %q: want auto, always or never", f.progress)
+	}
+	if f.batchSize < 0 {
+		return fs, badInput("--batch-size %d: must not be negative", f.batchSize)
 	}
 	if f.concurrency < 1 || f.concurrency > maxConcurrency {
 		return fs, badInput("--concurrency %d: want 1 to %d", f.concurrency, maxConcurrency)
@@ -167,6 +186,10 @@ func (c *cli) checkCombinations(fs *pflag.FlagSet) error {
 		return nil
 	}
 	switch {
+	case scheduleMode(fs) != "":
+		return c.checkSchedule(scheduleMode(fs), only)
+	case fs.Changed("cancel"):
+		return c.checkCancel(fs, only)
 	case f.list:
 		if len(f.args) > 0 {
 			return badInput("--list takes no arguments, got %q", f.args)
@@ -182,7 +205,8 @@ func (c *cli) checkCombinations(fs *pflag.FlagSet) error {
 		// Task options given as flags are defaults for every task line; a
 		// task id cannot be shared. --wait follows the file's workflows.
 		return only("--file", "file", "resend", "concurrency", "queue", "delay", "at", "max-retry",
-			"timeout", "deadline", "unique", "retention", "group", "wait", "wait-timeout")
+			"timeout", "deadline", "unique", "retention", "group", "wait", "wait-timeout",
+			"dedup-key", "dedup-mode", "dedup-release", "dedup-max-delay", "batch-size")
 	case fs.Changed("workflow"):
 		if len(f.args) > 0 {
 			return badInput("--workflow takes no TYPE or PAYLOAD arguments, got %q: the steps are in the workflow's JSON", f.args)
@@ -272,7 +296,11 @@ Usage:
   enqueue [--wait] --workflow JSON   one workflow (@FILE reads a file, - stdin)
   enqueue --workflow-status ID       a workflow's state and its first 100 steps
   enqueue --cancel-workflow ID       cancel a workflow
+  enqueue --cancel ID [ID...]        cancel tasks (--file FILE: ids from a file)
   enqueue --list [--json]            the task types and their payload fields
+  enqueue --schedule-put JSON        add or replace a periodic entry stored in Redis
+  enqueue --schedule-list            the periodic entries stored in Redis
+  enqueue --schedule-pause NAME      pause one (--schedule-resume, --schedule-remove)
 
 The payload comes from the PAYLOAD argument, --payload-file, or stdin when it
 is not a terminal; no payload at all means {}. It is checked against the task
@@ -296,18 +324,27 @@ Examples:
   enqueue --workflow '{"workflow": {"chain": [{"type": "data:process", "payload": {"key": "a", "work": 1}}, {"type": "cache:warm", "payload": {"keys": ["a"], "work": 1}}]}}'
   enqueue --workflow-status nightly-2030-01-02 --json
   enqueue --cancel-workflow nightly-2030-01-02
+  enqueue --schedule-put '{"name": "purge-tmp", "spec": "@every 30s", "type": "cache:invalidate", "payload": {"pattern": "tmp:*"}}'
+  enqueue --schedule-pause purge-tmp
+  enqueue --cancel 5f1c9e0a-4a4b-4d3e-9a57-2b8f4c1d2e3f --queue default
+  enqueue --cancel --file ids.txt --json
 
 A --file line is one JSON object:
   {"type": "data:process", "payload": {"key": "r:1", "work": 10}, "queue": "low",
    "delay": "10s", "id": "r-1", "max_retry": 3, "timeout": "5m"}
 with the optional fields queue, delay, at, max_retry, timeout, deadline,
-unique, id and retention, named and parsed like the flags; a duration
+unique, id, retention, dedup_key, dedup_mode, dedup_release and
+dedup_max_delay, named and parsed like the flags; a duration
 is a string ("90s") or a number of seconds. Task flags given with --file are
 defaults for every line. Every line is checked first: one bad line, a task id
 used twice, the same unique task twice, or a task id its queue already has in
-Redis, and nothing is enqueued (exit 2). The check cannot see uniqueness locks
-in Redis, nor an id another producer takes meanwhile: such a task fails when it
-is enqueued, alone, the other tasks are enqueued, and the exit code is 1. A
+Redis, and nothing is enqueued (exit 2). The task lines then go in batches of
+--batch-size lines (default 1000; 0: the whole file), one script per batch
+(per queue on a cluster), each all or nothing. The check cannot see
+uniqueness locks in Redis, dedup keys held by a running task, nor an id another
+producer takes meanwhile: such a task fails its whole batch when it is
+enqueued, the summary names its line, the other batches are enqueued, and the
+exit code is 1. A
 task id already in Redis with the same type and payload is that line,
 enqueued before: it counts as enqueued. A Redis failure part-way (an error, or
 no answer within REDIS_SOCKET_TIMEOUT) stops the run within about two socket
@@ -374,6 +411,14 @@ could not be enqueued while the others were).
     (never submitted, or its retention ran out); 1 Redis failure.
   --cancel-workflow ID: 0 cancelled; 2 no such workflow; 1 already finished
     (succeeded, failed or cancelled: nothing to cancel) or Redis failure.
+  --cancel ID...: 0 every task cancelled; 2 an unknown task id, an id in
+    several queues without --queue, or a bad --file line (then nothing is
+    cancelled); 1 a task already finished (completed, archived or cancelled
+    before) or Redis failure. A --file line is a task id or
+    {"id": ..., "queue": ...}; without a queue, every queue is searched.
+  --schedule-put, --schedule-pause, --schedule-resume, --schedule-remove,
+  --schedule-list: 0 done; 2 an entry refused (nothing written) or a NAME
+    no entry stored in Redis has; 1 Redis failure.
 `
 
 // usage writes --help to w.

@@ -8,7 +8,9 @@
 // unknown workflow id), 1 a runtime failure (Redis unreachable, a task
 // that failed or was archived or a workflow that failed or was cancelled
 // under --wait, a bulk enqueue that did not enqueue everything, a workflow
-// already finished under --cancel-workflow).
+// already finished under --cancel-workflow). --cancel: 0 every task
+// cancelled, 2 an unknown task id (or bad input), else 1 (a task already
+// finished, Redis failing).
 package enqueue
 
 import (
@@ -149,6 +151,10 @@ func (c *cli) run(ctx context.Context, args []string) error {
 		return err
 	}
 	switch {
+	case scheduleMode(fs) != "":
+		return c.schedule(ctx, fs, scheduleMode(fs))
+	case fs.Changed("cancel"):
+		return c.cancel(ctx, fs)
 	case c.f.list:
 		return c.list(ctx, fs)
 	case c.f.file != "":

@@ -26,6 +26,11 @@ type rawOptions struct {
 	ID        *string
 	Retention *string
 	Group     *string
+
+	DedupKey      *string
+	DedupMode     *string
+	DedupRelease  *string
+	DedupMaxDelay *string
 }
 
 // over returns o with every option that line gives replaced by line's.
@@ -46,6 +51,10 @@ func (o rawOptions) over(line rawOptions) rawOptions {
 	set(&o.ID, line.ID)
 	set(&o.Retention, line.Retention)
 	set(&o.Group, line.Group)
+	set(&o.DedupKey, line.DedupKey)
+	set(&o.DedupMode, line.DedupMode)
+	set(&o.DedupRelease, line.DedupRelease)
+	set(&o.DedupMaxDelay, line.DedupMaxDelay)
 	if line.MaxRetry != nil {
 		o.MaxRetry = line.MaxRetry
 	}
@@ -63,6 +72,7 @@ type taskOptions struct {
 	unique    time.Duration
 	id        string
 	retention *time.Duration
+	dedup     *tasks.Dedup // nil: none
 }
 
 // parse reads o and checks it at time now with the rules of every enqueue
@@ -148,7 +158,61 @@ func (o rawOptions) parse(now time.Time, name func(string) string) (taskOptions,
 	if r, ok := duration("retention", o.Retention, asynq.Retention); ok {
 		t.retention = &r
 	}
+	t.dedup = o.parseDedup(t, now, name, &errs)
 	return t, errs
+}
+
+// parseDedup reads and checks the dedup options of o (tasks.CheckDedup),
+// for a task with the options t, and returns nil when none is given.
+func (o rawOptions) parseDedup(t taskOptions, now time.Time, name func(string) string, errs *[]error) *tasks.Dedup {
+	if o.DedupKey == nil && o.DedupMode == nil && o.DedupRelease == nil && o.DedupMaxDelay == nil {
+		return nil
+	}
+	if o.DedupKey == nil {
+		for _, g := range []struct {
+			opt string
+			v   *string
+		}{{"dedup_mode", o.DedupMode}, {"dedup_release", o.DedupRelease}, {"dedup_max_delay", o.DedupMaxDelay}} {
+			if g.v != nil {
+				*errs = append(*errs, fmt.Errorf("%s %q: needs %s", name(g.opt), *g.v, name("dedup_key")))
+				return nil
+			}
+		}
+	}
+	d := tasks.Dedup{Key: *o.DedupKey}
+	raw := map[string]string{"dedup_key": *o.DedupKey}
+	if o.DedupMode != nil {
+		d.Mode, raw["dedup_mode"] = tasks.DedupMode(*o.DedupMode), *o.DedupMode
+	}
+	if o.DedupRelease != nil {
+		d.Release, raw["dedup_release"] = tasks.DedupRelease(*o.DedupRelease), *o.DedupRelease
+	}
+	if o.DedupMaxDelay != nil {
+		raw["dedup_max_delay"] = *o.DedupMaxDelay
+		md, err := parseSignedDuration(*o.DedupMaxDelay)
+		if err != nil {
+			*errs = append(*errs, fmt.Errorf("%s %q: %v", name("dedup_max_delay"), *o.DedupMaxDelay, err))
+			return nil
+		}
+		d.MaxDelay = md
+	}
+	delay := t.delay
+	if !t.at.IsZero() {
+		delay = t.at.Sub(now)
+	}
+	if err := tasks.CheckDedup(d, delay); err != nil {
+		var oe *tasks.OptionError
+		if errors.As(err, &oe) {
+			err = oe.Named(name(oe.Option), raw[oe.Option])
+		}
+		*errs = append(*errs, err)
+		return nil
+	}
+	if t.unique > 0 {
+		*errs = append(*errs, fmt.Errorf("%s %q and %s: give one or the other", name("dedup_key"), d.Key, name("unique")))
+		return nil
+	}
+	return &d
 }
 
 // parseDeadline reads an RFC 3339 time or a duration from now.

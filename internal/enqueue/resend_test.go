@@ -51,6 +51,23 @@ func (f *fakeRedis) EnqueueContext(_ context.Context, task *asynq.Task, opts ...
 	return ti, nil
 }
 
+// batch enqueues items one at a time as EnqueueContext does, stopping at
+// the first conflict (as a *tasks.BatchError) or failure.
+func (f *fakeRedis) batch(ctx context.Context, items []tasks.BatchItem) ([]tasks.BatchResult, error) {
+	res := make([]tasks.BatchResult, len(items))
+	for i, it := range items {
+		ti, err := f.EnqueueContext(ctx, asynq.NewTask(it.Type, it.Payload))
+		switch {
+		case isConflict(err):
+			return res, &tasks.BatchError{Index: i, Err: err}
+		case err != nil:
+			return res, err
+		}
+		res[i] = tasks.BatchResult{ID: ti.ID, Type: ti.Type, State: ti.State}
+	}
+	return res, nil
+}
+
 func (f *fakeRedis) GetTaskInfo(_, id string) (*asynq.TaskInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -119,7 +136,7 @@ func TestBulkOutcomes(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			c := &cli{reg: tasks.Default(), now: time.Now, stderr: io.Discard, stdout: io.Discard, prog: "enqueue"}
-			c.f.concurrency, c.f.progress = 1, "never"
+			c.f.concurrency, c.f.progress, c.f.batchSize = 1, "never", 1
 			c.f.file = filepath.Join(dir, "in.jsonl")
 			list, bad, err := c.checkLines(context.Background(), strings.NewReader(input), c.localTypes())
 			if err != nil || len(bad) > 0 {
@@ -137,7 +154,7 @@ func TestBulkOutcomes(t *testing.T) {
 				f.landed[payload(k)] = true
 			}
 			probed := false
-			bio := bulkIO{client: f, insp: f,
+			bio := bulkIO{batch: f.batch, insp: f,
 				probe: func(context.Context) error {
 					probed = true
 					if tt.giveDown {

@@ -97,7 +97,15 @@ func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
 	if opts.queue != "" {
 		queue = opts.queue
 	}
-	info, err := k.client.EnqueueContext(ctx, task)
+	var (
+		info  *asynq.TaskInfo
+		dedup tasks.DedupMode
+	)
+	if opts.dedup != nil {
+		info, dedup, err = c.enqueueDedup(ctx, k, tt, task, opts)
+	} else {
+		info, err = k.client.EnqueueContext(ctx, task)
+	}
 	if errors.Is(err, asynq.ErrTaskIDConflict) && ownID {
 		info, err = k.insp.GetTaskInfo(queue, opts.id)
 	}
@@ -110,11 +118,19 @@ func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
 		return badInput("--id %q: queue %q already has a task with this id%s; asynq keeps an id until its task is deleted", opts.id, queue, state)
 	case errors.Is(err, asynq.ErrDuplicateTask):
 		return badInput("unique task: queue %q already has a %q task with the same payload, and its uniqueness lock (--unique) has not expired", queue, typ)
+	case errors.Is(err, tasks.ErrDedupConflict):
+		var be *tasks.BatchError
+		if errors.As(err, &be) {
+			err = be.Err
+		}
+		return fmt.Errorf("--dedup-key %q: %w", opts.dedup.Key, err)
 	case err != nil:
 		return fmt.Errorf("enqueue %q on queue %q: %w", typ, queue, err)
 	}
 
-	if !c.f.json || !c.f.wait {
+	if dedup != "" {
+		c.printDeduplicated(info, dedup)
+	} else if !c.f.json || !c.f.wait {
 		c.printEnqueued(info)
 	}
 	c.warnUnserved(k, []string{info.Queue}, c.f.wait)
@@ -189,6 +205,9 @@ type taskJSON struct {
 	LastError string     `json:"last_error,omitempty"`
 	Result    any        `json:"result,omitempty"`
 	Waited    *float64   `json:"waited_seconds,omitempty"`
+	// Deduplicated is the mode applied to the task that held the dedup
+	// key (keep, replace or debounce); empty for a new task.
+	Deduplicated string `json:"deduplicated,omitempty"`
 }
 
 func describe(info *asynq.TaskInfo) taskJSON {
@@ -201,6 +220,36 @@ func describe(info *asynq.TaskInfo) taskJSON {
 		t.ProcessAt = &at
 	}
 	return t
+}
+
+// enqueueDedup enqueues task, of type tt with opts, with its dedup key
+// (tasks.EnqueueBatch): it returns the task holding the key, and the mode
+// applied when it was held ("": the task is new).
+func (c *cli) enqueueDedup(ctx context.Context, k *conn, tt taskType, task *asynq.Task, opts taskOptions) (*asynq.TaskInfo, tasks.DedupMode, error) {
+	aopts := append(tt.defaults(), opts.asynq()...)
+	if c.f.wait && opts.retention == nil && !hasOption(tt.defaults(), asynq.RetentionOpt) {
+		aopts = append(aopts, asynq.Retention(waitRetention))
+	}
+	res, err := tasks.EnqueueBatch(ctx, k.m.Client(), []tasks.BatchItem{{Type: task.Type(), Payload: task.Payload(), Options: aopts, Dedup: opts.dedup}})
+	if err != nil {
+		return nil, "", err
+	}
+	r := res[0]
+	return &asynq.TaskInfo{ID: r.ID, Queue: r.Queue, Type: r.Type, State: r.State, NextProcessAt: r.ProcessAt}, r.Deduplicated, nil
+}
+
+// printDeduplicated reports a task whose dedup key was held by info, and
+// what was done to it.
+func (c *cli) printDeduplicated(info *asynq.TaskInfo, mode tasks.DedupMode) {
+	if c.f.json {
+		t := describe(info)
+		t.Deduplicated = string(mode)
+		writeJSON(c.stdout, t)
+		return
+	}
+	what := map[tasks.DedupMode]string{tasks.DedupKeep: "kept as it is", tasks.DedupReplace: "replaced", tasks.DedupDebounce: "replaced and pushed back"}[mode]
+	fmt.Fprintf(c.stdout, "deduplicated: task %s holds the dedup key, %s\n  type:  %s\n  queue: %s\n  state: %s\n",
+		termtext.Escape(info.ID), what, termtext.Escape(info.Type), termtext.Escape(info.Queue), info.State)
 }
 
 // printEnqueued reports a newly enqueued task.

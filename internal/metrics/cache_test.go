@@ -256,7 +256,7 @@ func TestCacheTiers(t *testing.T) {
 func TestCacheNearTiers(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	m, err := cachemgr.New(cachemgr.Options{URL: redistest.URL(t, 12), KeyPrefix: redistest.Prefix(t),
+	m, err := cachemgr.New(cachemgr.Options{URL: redistest.URL(t, 56), KeyPrefix: redistest.Prefix(t),
 		NearCache: cachemgr.NearCacheOptions{MaxEntries: 100}})
 	if err != nil {
 		t.Fatal(err)

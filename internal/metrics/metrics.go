@@ -65,8 +65,9 @@ type Options struct {
 	// before the first task and dashboards have no gaps:
 	// forgeq_tasks_in_progress for each type and, for each type and each
 	// queue of Queues, forgeq_tasks_processed_total,
-	// forgeq_task_duration_seconds and forgeq_tasks_failed_total for every
-	// outcome. Types met at run time get their series when their first
+	// forgeq_task_duration_seconds, forgeq_tasks_failed_total for every
+	// outcome and forgeq_tasks_postponed_total for every reason of
+	// tasks.LimitReasons. Types met at run time get their series when their first
 	// task finishes, as without TaskTypes.
 	TaskTypes []string
 	// Queues are the queues the process serves. They label the task series

@@ -18,7 +18,7 @@ const outcomePanic = "panic"
 // failureOutcomes are the outcomes of forgeq_tasks_failed_total: every
 // tasks.Outcome but done, and "panic".
 var failureOutcomes = []string{
-	tasks.OutcomeRetry, tasks.OutcomeArchived, tasks.OutcomeSkipRetry, tasks.OutcomeCanceled, outcomePanic,
+	tasks.OutcomeRetry, tasks.OutcomeArchived, tasks.OutcomeSkipRetry, tasks.OutcomeCanceled, tasks.OutcomeCancelled, outcomePanic,
 }
 
 // unknownQueue labels tasks whose ctx carries no queue name (a handler
@@ -35,6 +35,13 @@ type taskMetrics struct {
 	duration   *prometheus.HistogramVec
 	inProgress *prometheus.GaugeVec
 	recovered  *prometheus.CounterVec
+	// cancelIgnored counts cancelled tasks whose handler did not stop
+	// in time (CountCancelIgnored, in cancel.go).
+	cancelIgnored *prometheus.CounterVec
+	// postponed counts postponed calls by reason (postpone.go).
+	postponed *prometheus.CounterVec
+	// deduplicated counts enqueues deduplicated by mode (dedup.go).
+	deduplicated *prometheus.CounterVec
 }
 
 func newTaskMetrics(ns string) *taskMetrics {
@@ -45,7 +52,7 @@ func newTaskMetrics(ns string) *taskMetrics {
 		}, []string{"task_type", "queue"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "tasks", Name: "failed_total",
-			Help: "Tasks that failed in this worker, by outcome: retry, archived, skip_retry, canceled or panic.",
+			Help: "Tasks that failed in this worker, by outcome: retry, archived, skip_retry, canceled, cancelled or panic.",
 		}, []string{"task_type", "queue", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: "task", Name: "duration_seconds",
@@ -60,6 +67,9 @@ func newTaskMetrics(ns string) *taskMetrics {
 			Namespace: ns, Subsystem: "tasks", Name: "recovered_total",
 			Help: "Tasks this worker ran again after asynq's recoverer took them back from a worker that died (their lease expired).",
 		}, []string{"task_type", "queue"}),
+		cancelIgnored: newCancelIgnored(ns),
+		postponed:     newPostponed(ns),
+		deduplicated:  newDeduplicated(ns),
 	}
 }
 
@@ -72,6 +82,8 @@ func (m *taskMetrics) precreate(types, queues []string) {
 		for _, q := range queues {
 			m.processed.WithLabelValues(typ, q)
 			m.recovered.WithLabelValues(typ, q)
+			m.cancelIgnored.WithLabelValues(typ, q)
+			precreatePostponed(m.postponed, typ, q)
 			m.duration.WithLabelValues(typ, q)
 			for _, outcome := range failureOutcomes {
 				m.failed.WithLabelValues(typ, q, outcome)
@@ -87,6 +99,9 @@ func (m *taskMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.duration.Describe(ch)
 	m.inProgress.Describe(ch)
 	m.recovered.Describe(ch)
+	m.cancelIgnored.Describe(ch)
+	m.postponed.Describe(ch)
+	m.deduplicated.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -96,6 +111,9 @@ func (m *taskMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.duration.Collect(ch)
 	m.inProgress.Collect(ch)
 	m.recovered.Collect(ch)
+	m.cancelIgnored.Collect(ch)
+	m.postponed.Collect(ch)
+	m.deduplicated.Collect(ch)
 }
 
 // CountRecovered counts one task of taskType on queue in
@@ -117,12 +135,15 @@ func (x *Metrics) CountRecovered(taskType, queue string) {
 //
 // The outcome of a failure is "panic" when the handler panicked,
 // "canceled" when the call was interrupted by shutdown or a lost lease
-// (asynq requeues the task), "skip_retry" when the error wraps
+// (asynq requeues the task), "cancelled" when a cancellation stopped it
+// (tasks.CancelledError: archived, not retried), "skip_retry" when the error wraps
 // asynq.SkipRetry, "archived" when the task had no retry left
 // (tasks.LastAttempt) and "retry" otherwise: tasks.Outcome, as in
 // tasks.NewMux's log lines. A call that returns nil after its context
 // ended (its timeout, or shutdown) is a failure too: asynq has given up on
-// it.
+// it. A call that returned a *tasks.PostponeError (outcome "postponed")
+// counts only in forgeq_tasks_postponed_total, by its reason: the task was
+// neither processed nor failed, and runs again later.
 // Like tasks.NewMux's logging middleware, it turns a panic into the task's
 // error ("<type>: handler panic: <value>"), which asynq retries. Add it
 // with mux.Use after tasks.NewMux, so that it runs inside the logging
@@ -149,6 +170,11 @@ func (x *Metrics) TaskMiddleware() asynq.MiddlewareFunc {
 					outcome = outcomePanic
 				}
 				running.Dec()
+				if pe, ok := tasks.AsPostpone(err); ok && outcome == "" {
+					// Not processed, nor failed: it runs again later.
+					m.postponed.WithLabelValues(typ, queue, pe.Reason).Inc()
+					return
+				}
 				m.duration.WithLabelValues(typ, queue).Observe(time.Since(start).Seconds())
 				m.processed.WithLabelValues(typ, queue).Inc()
 				if outcome == "" {

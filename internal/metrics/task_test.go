@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/forgeq/forgeq/internal/metrics"
+	"github.com/forgeq/forgeq/tasks"
 )
 
 func TestTaskMiddleware(t *testing.T) {
@@ -55,6 +56,13 @@ func TestTaskMiddleware(t *testing.T) {
 			giveHandler: func(ctx context.Context, _ *asynq.Task) error { return ctx.Err() },
 			wantErr:     "context canceled",
 			wantOutcome: "canceled",
+		},
+		{
+			name:        "cancelled (package control)",
+			giveHandler: func(context.Context, *asynq.Task) error { return &tasks.CancelledError{By: "alice"} },
+			wantErr:     "cancelled by alice",
+			wantSkip:    true,
+			wantOutcome: "cancelled",
 		},
 		{
 			name:        "returned nil after shutdown began",
@@ -161,15 +169,16 @@ func TestTaskSeriesFromStart(t *testing.T) {
 			labels := fmt.Sprintf("{queue=%q,task_type=%q}", q, typ)
 			want["forgeq_tasks_processed_total"+labels] = 0
 			want["forgeq_tasks_recovered_total"+labels] = 0
+			want["forgeq_tasks_cancel_ignored_total"+labels] = 0
 			want["forgeq_task_duration_seconds_count"+labels] = 0
 			want["forgeq_task_duration_seconds_sum"+labels] = 0
-			for _, outcome := range []string{"retry", "archived", "skip_retry", "canceled", "panic"} {
+			for _, outcome := range []string{"retry", "archived", "skip_retry", "canceled", "cancelled", "panic"} {
 				want[fmt.Sprintf("forgeq_tasks_failed_total{outcome=%q,queue=%q,task_type=%q}", outcome, q, typ)] = 0
 			}
 		}
 	}
 	names := []string{"forgeq_tasks_processed_total", "forgeq_tasks_failed_total", "forgeq_tasks_in_progress", "forgeq_task_duration_seconds",
-		"forgeq_tasks_recovered_total"}
+		"forgeq_tasks_recovered_total", "forgeq_tasks_cancel_ignored_total"}
 	if diff := cmp.Diff(want, samples(t, b.x.Registry(), names...)); diff != "" {
 		t.Errorf("task series before any task (-want +got):\n%s", diff)
 	}
