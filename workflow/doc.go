@@ -93,9 +93,9 @@
 // step or callback starts after it; the workers hear of it over Pub/Sub
 // (CancelChannel) and stop starting its group members (one dequeued in
 // the milliseconds before may still run); the steps waiting in their
-// queues are deleted, the running ones are told to stop through asynq's
-// cancellation (a step that still finishes is recorded, and nothing after
-// it starts).
+// queues are deleted, the running ones are stopped through package
+// control (their handler's ctx ends and the task is archived, cancelled;
+// a step that still finishes is recorded, and nothing after it starts).
 //
 // A step whose handler succeeded but whose record could not be written
 // (Redis failing) runs again (ErrNotRecorded) without using up a retry.
