@@ -237,8 +237,16 @@ func checkRate(t *testing.T, ls []ranLine) {
 	steady := float64(len(starts)-limitBurst) / span.Seconds()
 	t.Logf("rated: %d starts over %v: %.2f/s after the first burst of %d (limit %d/s), %.2f/s overall; at most %d within 1 s (from %s; the limit allows %d: a burst, then %d/s)",
 		len(starts), span.Round(time.Millisecond), steady, limitBurst, limitRate, float64(len(starts))/span.Seconds(), per1s, worst, 2*limitBurst-1, limitRate)
-	if steady < 0.9*limitRate || steady > 1.1*limitRate {
-		t.Errorf("rated: throughput %.2f/s after the first burst, want within 10%% of %d/s", steady, limitRate)
+	// Within 10% of the limit (BENCHMARKS.md: 19.8 to 19.9/s for 20/s).
+	// Race-instrumented worker binaries, on a CI machine busy with every
+	// other package's tests, wake the waiting tasks later: 20% then.
+	// Exceeding the limit is never allowed (above).
+	low := 0.9
+	if proctest.Race() {
+		low = 0.8
+	}
+	if steady < low*limitRate || steady > 1.1*limitRate {
+		t.Errorf("rated: throughput %.2f/s after the first burst, want within %.0f%% of %d/s", steady, 100*(1-low), limitRate)
 	}
 }
 

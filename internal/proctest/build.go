@@ -152,3 +152,8 @@ func RemoveBuilds() error {
 	}
 	return nil
 }
+
+// Race reports whether the tests run with -race, so that the binaries
+// they build are race-instrumented (several times slower): a test may
+// then allow more for what depends on the processes' speed.
+func Race() bool { return raceEnabled }
