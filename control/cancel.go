@@ -138,7 +138,11 @@ func Cancel(ctx context.Context, rdb redis.UniversalClient, queue, id, by string
 			who, cancelled := strings.CutPrefix(info.LastErr, "cancelled by ")
 			cancelled = cancelled && info.State == asynq.TaskStateArchived
 			if cancelled && res.Was == asynq.TaskStateActive.String() {
-				return res, nil // its worker stopped it
+				// Its worker stopped it: the request is done with (a run
+				// of the archived task from the dashboard is not
+				// cancelled again).
+				rdb.Del(ctx, requestKey(queue, id))
+				return res, nil
 			}
 			res.By, res.CancelledAt = "", time.Time{}
 			if cancelled { // before this call
@@ -150,6 +154,12 @@ func Cancel(ctx context.Context, rdb redis.UniversalClient, queue, id, by string
 			if res.Was == "" {
 				res.Was, res.CancelledAt = info.State.String(), now
 				deadline = now.Add(Wait)
+				// Kept in Redis too: should its worker die before it
+				// hears the signal, the worker that runs it again after
+				// the lease recovery finds it (Requested).
+				if err := rdb.Set(ctx, requestKey(queue, id), res.By, RequestTTL).Err(); err != nil {
+					return res, fmt.Errorf("control: cancel %s in %s: %w", id, queue, err)
+				}
 			}
 			if now.Sub(sent) >= resendInterval {
 				if err := Publish(ctx, rdb, Request{Queue: queue, ID: id, By: res.By}); err != nil {
@@ -188,6 +198,30 @@ func Cancel(ctx context.Context, rdb redis.UniversalClient, queue, id, by string
 			}
 		}
 	}
+}
+
+// RequestTTL is how long the cancellation of a running task is kept in
+// Redis for Requested: longer than any lease recovery takes.
+const RequestTTL = 24 * time.Hour
+
+// requestKey holds who asked to cancel a running task (RequestTTL).
+func requestKey(queue, id string) string {
+	return "forgeq:cancelling:{" + queue + "}:" + id
+}
+
+// Requested reports whether a cancellation of task id of queue was asked
+// while the task ran, and by whom: the worker checks it before running a
+// task again (a retry), so that a task whose worker died before it heard
+// the signal is not run again after asynq's lease recovery.
+func Requested(ctx context.Context, rdb redis.UniversalClient, queue, id string) (by string, ok bool, err error) {
+	by, err = rdb.Get(ctx, requestKey(queue, id)).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("control: read the cancellation of %s in %s: %w", id, queue, err)
+	}
+	return by, true, nil
 }
 
 // recordKey is the key of the record of a removed task's cancellation;

@@ -102,8 +102,12 @@ for i = 1, n do
           if st == "scheduled" then
             h.score = tonumber(redis.call("ZSCORE", KEYS[2 * q], v[1]))
           end
-          if st == "completed" or st == "archived" or
-             (h.release == "start" and (st == "active" or st == "retry")) then
+          -- A key is free once its task is over, or (release start)
+          -- running, should its worker have missed the release. A task
+          -- of release start in retry with its key still held never
+          -- started: a limit postponed it (the release comes when its
+          -- handler starts), so it still waits.
+          if st == "completed" or st == "archived" or (h.release == "start" and st == "active") then
             h = false -- released
           end
         end
@@ -122,7 +126,8 @@ for i = 1, n do
     if h.typ ~= ARGV[a + 9] then
       return {0, i, "dedup_type", h.id, h.typ}
     end
-    local waiting = state == "pending" or state == "scheduled"
+    local waiting = state == "pending" or state == "scheduled" or
+      (state == "retry" and h.release == "start")
     if mode ~= "keep" and not waiting then
       return {0, i, "dedup_state", h.id, state}
     end

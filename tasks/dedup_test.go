@@ -133,6 +133,35 @@ func TestDedupModes(t *testing.T) {
 					t.Errorf("task %s %v at %v; want the last payload scheduled at %v", ti.Payload, ti.State, ti.NextProcessAt, third.ProcessAt)
 				}
 			})
+			// A task a rate limit or cap postponed is in retry without
+			// having started: its key (release at start) still holds it.
+			t.Run("postponed holder", func(t *testing.T) {
+				ctx := context.Background()
+				d := tasks.Dedup{Key: "postponed"}
+				first := enqueueOne(t, rdb, dedupItem(queue, `{"v":1}`, d))
+				prefix := "asynq:{" + queue + "}:"
+				if err := rdb.LRem(ctx, prefix+"pending", 0, first.ID).Err(); err != nil {
+					t.Fatal(err)
+				}
+				if err := rdb.ZAdd(ctx, prefix+"retry", redis.Z{Score: float64(time.Now().Add(time.Second).Unix()), Member: first.ID}).Err(); err != nil {
+					t.Fatal(err)
+				}
+				if err := rdb.HSet(ctx, prefix+"t:"+first.ID, "state", "retry").Err(); err != nil {
+					t.Fatal(err)
+				}
+				second := enqueueOne(t, rdb, dedupItem(queue, `{"v":2}`, d))
+				if second.ID != first.ID || second.Deduplicated != tasks.DedupKeep {
+					t.Fatalf("second %+v; want the postponed task kept", second)
+				}
+				d.Mode = tasks.DedupReplace
+				third := enqueueOne(t, rdb, dedupItem(queue, `{"v":3}`, d))
+				if third.ID != first.ID || third.Deduplicated != tasks.DedupReplace {
+					t.Fatalf("third %+v; want the postponed task replaced", third)
+				}
+				if got := payload(first.ID); got != `{"v":3}` {
+					t.Errorf("payload %s; want the replacement", got)
+				}
+			})
 			t.Run("in one batch", func(t *testing.T) {
 				d := tasks.Dedup{Key: "batch", Mode: tasks.DedupReplace}
 				res, err := tasks.EnqueueBatch(context.Background(), rdb, []tasks.BatchItem{

@@ -53,6 +53,10 @@ type cancels struct {
 	// The delays above, fields for the tests.
 	ignoredAfter, grace, earlyFor time.Duration
 
+	// requested, when not nil, reads a cancellation asked while a task
+	// ran (control.Requested): checked before a retried task runs.
+	requested func(ctx context.Context, queue, id string) (by string, ok bool, err error)
+
 	mu      sync.Mutex
 	running map[taskRef]*cancelling
 	early   map[taskRef]control.Request // requests for tasks not running here, by when they came
@@ -154,6 +158,17 @@ func (c *cancels) middleware(next asynq.Handler) asynq.Handler {
 			return next.ProcessTask(ctx, t)
 		}
 		ref := taskRef{m.queue, m.id}
+		if m.retried > 0 && c.requested != nil {
+			// Cancelled while it ran on a worker that died before it
+			// heard of it: asynq's lease recovery gave it back.
+			if by, ok, err := c.requested(ctx, m.queue, m.id); err != nil {
+				return err // retried, as any failure to start
+			} else if ok {
+				c.log.Warn("task cancelled before it ran again", zap.String("task_id", m.id),
+					zap.String("task_type", t.Type()), zap.String("queue", m.queue), zap.String("cancelled_by", by))
+				return &tasks.CancelledError{By: by}
+			}
+		}
 		hctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		run := &cancelling{cancel: cancel, stop: make(chan struct{})}

@@ -251,3 +251,47 @@ func BenchmarkCancelsMiddleware(b *testing.B) {
 		}
 	})
 }
+
+// A task cancelled while it ran on a worker that died before it heard of
+// it comes back through asynq's lease recovery as a retry: the worker
+// that takes it finds the request in Redis and does not run it again.
+func TestCancelsRequestedBeforeARetry(t *testing.T) {
+	ctx := context.Background()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	// What control.Cancel leaves for an active task (its worker gone):
+	// asynq's task hash in state active, then the request.
+	if _, err := asynq.NewClientFromRedisClient(rdb).EnqueueContext(ctx, asynq.NewTask("t:x", nil), asynq.Queue("q"), asynq.TaskID("t-1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.LRem(ctx, "asynq:{q}:pending", 0, "t-1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.LPush(ctx, "asynq:{q}:active", "t-1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, "asynq:{q}:t:t-1", "state", "active").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_, _ = control.Cancel(cctx, rdb, "q", "t-1", "alice") // nobody answers: it gives up at ctx's end
+	b := setupCancels(t)
+	b.c.requested = func(ctx context.Context, queue, id string) (string, bool, error) {
+		return control.Requested(ctx, rdb, queue, id)
+	}
+	ran := false
+	h := asynq.HandlerFunc(func(context.Context, *asynq.Task) error { ran = true; return nil })
+	// A first attempt is not looked up (costs nothing).
+	if err := b.c.middleware(h).ProcessTask(ctx, asynq.NewTask("t:x", nil)); err != nil || !ran {
+		t.Fatalf("first attempt: %v, ran %v", err, ran)
+	}
+	ran = false
+	b.c.meta = func(context.Context) taskMeta { return taskMeta{id: "t-1", queue: "q", retried: 1} }
+	err := b.c.middleware(h).ProcessTask(ctx, asynq.NewTask("t:x", nil))
+	wantCancelled(t, err, "alice")
+	if ran {
+		t.Fatal("the cancelled task ran again")
+	}
+}

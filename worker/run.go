@@ -20,6 +20,7 @@ import (
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
+	"github.com/forgeq/forgeq/control"
 	"github.com/forgeq/forgeq/internal/bootstrap"
 	"github.com/forgeq/forgeq/internal/buildinfo"
 	"github.com/forgeq/forgeq/internal/metrics"
@@ -199,6 +200,9 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	rec := newRecoveries(inspector, logger, x.CountRecovered)
 	// Cancellation (package control): subscribed before the server starts.
 	cancels := newCancels(logger.Named("cancel"), x.CountCancelIgnored)
+	cancels.requested = func(ctx context.Context, queue, id string) (string, bool, error) {
+		return control.Requested(ctx, m.Client(), queue, id)
+	}
 	cancelSub := cancels.subscribe(ctx, m.Client(), cfg.Redis.SocketTimeout)
 	// Dedup keys (tasks.Dedup) are freed after the limits, before the
 	// program's own middleware (worker/dedup.go).
