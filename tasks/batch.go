@@ -194,11 +194,20 @@ func EnqueueBatch(ctx context.Context, rdb redis.UniversalClient, items []BatchI
 	}
 	wg.Wait()
 	if len(errs) > 0 {
-		// The conflict of the lowest item first.
+		// An error whose outcome is unknown (Redis failed: that queue's
+		// script may have run) first, so that the caller looks the
+		// tasks up before sending any again; else the conflict of the
+		// lowest item.
+		for _, err := range errs {
+			var be *BatchError
+			if !errors.As(err, &be) {
+				return results, err
+			}
+		}
 		first := errs[0]
 		for _, err := range errs[1:] {
 			var a, b *BatchError
-			if errors.As(err, &a) && (!errors.As(first, &b) || a.Index < b.Index) {
+			if errors.As(err, &a) && errors.As(first, &b) && a.Index < b.Index {
 				first = err
 			}
 		}
