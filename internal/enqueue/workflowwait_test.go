@@ -269,7 +269,10 @@ func TestWorkflowWait(t *testing.T) {
 			}
 		}
 		r := run(t, "", "--cancel-workflow", "block-2")
-		if r.code != exitOK || !strings.HasPrefix(r.stdout, "cancelled workflow block-2: 0 of 2 steps had finished") {
+		// The running step is stopped at once (package control) and may
+		// be recorded before the state is read: 0 or 1 of 2.
+		if r.code != exitOK || !(strings.HasPrefix(r.stdout, "cancelled workflow block-2: 0 of 2 steps had finished") ||
+			strings.HasPrefix(r.stdout, "cancelled workflow block-2: 1 of 2 steps had finished")) {
 			t.Fatalf("cancel: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
 		r = <-waited
