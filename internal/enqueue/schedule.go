@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -216,30 +214,5 @@ func (c *cli) printSchedules(list []schedule.Info) error {
 // scheduleDoc reads the JSON of --schedule-put: the argument, @FILE or
 // stdin, and where it came from.
 func (c *cli) scheduleDoc() ([]byte, string, error) {
-	v := c.f.sched.put
-	var (
-		r    io.Reader
-		from string
-	)
-	switch {
-	case v == "-":
-		r, from = c.stdin, "stdin"
-	case strings.HasPrefix(v, "@"):
-		file, err := os.Open(v[1:])
-		if err != nil {
-			return nil, "", badInput("--schedule-put: %w", err)
-		}
-		defer file.Close()
-		r, from = file, fmt.Sprintf("file %q", v[1:])
-	default:
-		return []byte(v), "argument", nil
-	}
-	b, err := io.ReadAll(io.LimitReader(r, maxScheduleEntrySize+1))
-	if err != nil {
-		return nil, "", badInput("--schedule-put (%s): %w", from, err)
-	}
-	if len(b) > maxScheduleEntrySize {
-		return nil, "", badInput("--schedule-put (%s): over the %d-byte limit of an entry", from, maxScheduleEntrySize)
-	}
-	return bytes.TrimPrefix(b, byteOrderMark), from, nil
+	return c.jsonArg("--schedule-put", c.f.sched.put, maxScheduleEntrySize, "an entry")
 }

@@ -101,7 +101,13 @@ func (c *cli) submitWorkflow(ctx context.Context, fs *pflag.FlagSet) error {
 // workflowDoc returns the workflow document of --workflow and where it came
 // from: the flag's value, the file after an @, or stdin for -.
 func (c *cli) workflowDoc() ([]byte, string, error) {
-	v := c.f.workflow
+	return c.jsonArg("--workflow", c.f.workflow, maxWorkflowSize, "a workflow")
+}
+
+// jsonArg reads the JSON document a flag gives: its value, the file
+// after an @, or stdin for -, at most limit bytes (what: "a workflow"),
+// and says where it came from.
+func (c *cli) jsonArg(flag, v string, limit int, what string) ([]byte, string, error) {
 	var (
 		r    io.Reader
 		from string
@@ -112,19 +118,19 @@ func (c *cli) workflowDoc() ([]byte, string, error) {
 	case strings.HasPrefix(v, "@"):
 		file, err := os.Open(v[1:])
 		if err != nil {
-			return nil, "", badInput("--workflow: %w", err)
+			return nil, "", badInput("%s: %w", flag, err)
 		}
 		defer file.Close()
 		r, from = file, fmt.Sprintf("file %q", v[1:])
 	default:
 		return []byte(v), "argument", nil
 	}
-	b, err := io.ReadAll(io.LimitReader(r, maxWorkflowSize+1))
+	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {
-		return nil, "", badInput("--workflow (%s): %w", from, err)
+		return nil, "", badInput("%s (%s): %w", flag, from, err)
 	}
-	if len(b) > maxWorkflowSize {
-		return nil, "", badInput("--workflow (%s): over the %d-byte limit of a workflow", from, maxWorkflowSize)
+	if len(b) > limit {
+		return nil, "", badInput("%s (%s): over the %d-byte limit of %s", flag, from, limit, what)
 	}
 	return bytes.TrimPrefix(b, byteOrderMark), from, nil
 }
