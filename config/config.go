@@ -155,6 +155,14 @@ type Worker struct {
 	// Redis when idle. With PickupEvents it is only the pause after a wait
 	// that ended without a task.
 	TaskCheckInterval time.Duration
+	// Events turns on the task events (package events): the worker
+	// publishes each task's started, progress, failed, retried,
+	// succeeded, archived and cancelled events, and the enqueued event of
+	// what it enqueues, to a capped Redis Stream per queue.
+	Events bool
+	// EventsMaxLen is the length each queue's event stream is trimmed to
+	// (approximately); at least 100.
+	EventsMaxLen int
 	// Schedule lists the periodic tasks the worker enqueues. Every replica
 	// may run the same schedule; each tick is enqueued once.
 	Schedule []ScheduleEntry

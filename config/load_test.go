@@ -68,6 +68,8 @@ func defaults() config.Config {
 			RetryDelayMax:     time.Hour,
 			Pickup:            "events",
 			TaskCheckInterval: 10 * time.Millisecond,
+			Events:            true,
+			EventsMaxLen:      10000,
 		},
 		HTTP: config.HTTP{
 			Addr:            "127.0.0.1:8080",
@@ -264,6 +266,8 @@ func TestLoadFile(t *testing.T) {
 			RetryDelayMax:     5 * time.Minute,
 			Pickup:            "events",
 			TaskCheckInterval: 50 * time.Millisecond,
+			Events:            true,
+			EventsMaxLen:      10000,
 			Schedule: []config.ScheduleEntry{
 				{Name: "purge-tmp", Spec: "@every 30s", Type: "cache:invalidate", Queue: "low",
 					Payload: `{"deep":{"ok":true},"n":2,"pattern":"tmp:*"}`},
@@ -656,6 +660,11 @@ func TestLoadNormalises(t *testing.T) {
 			name:     "bare bool flag",
 			giveArgs: []string{"--worker-strict-priority"},
 			want:     func(c *config.Config) { c.Worker.StrictPriority = true },
+		},
+		{
+			name:    "events off with a max len",
+			giveEnv: map[string]string{"WORKER_EVENTS": "false", "WORKER_EVENTS_MAX_LEN": "100"},
+			want:    func(c *config.Config) { c.Worker.Events, c.Worker.EventsMaxLen = false, 100 },
 		},
 		{
 			name:     "bool flag false over env",
@@ -1065,6 +1074,16 @@ func TestLoadErrors(t *testing.T) {
 			name:    "async limit zero",
 			giveEnv: map[string]string{"CACHE_ASYNC_MAX_IN_FLIGHT": "0"},
 			wantErr: []string{`CACHE_ASYNC_MAX_IN_FLIGHT: "0" is too small; want 1 or more`},
+		},
+		{
+			name:    "events max len too small",
+			giveEnv: map[string]string{"WORKER_EVENTS_MAX_LEN": "99"},
+			wantErr: []string{`WORKER_EVENTS_MAX_LEN: "99" is too small; want 100 or more`},
+		},
+		{
+			name:    "bad events switch",
+			giveEnv: map[string]string{"WORKER_EVENTS": "sometimes"},
+			wantErr: []string{`WORKER_EVENTS: "sometimes" is not a boolean`},
 		},
 		{
 			name:    "negative max retry",

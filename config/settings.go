@@ -214,6 +214,18 @@ var specs = withFlags([]spec{
 		apply: durationValue(func(c *Config) *time.Duration { return &c.Worker.TaskCheckInterval }, false),
 	},
 	{
+		Setting: Setting{Key: "worker.events", Env: "WORKER_EVENTS", Default: "true",
+			Help: "Publish each task's lifecycle events (enqueued, started, progress, retried, succeeded, failed, archived, cancelled) to a capped Redis Stream per queue, for WaitResult, the web's event stream and enqueue --wait; false: none"},
+		kind:  "bool",
+		apply: boolValue(func(c *Config) *bool { return &c.Worker.Events }),
+	},
+	{
+		Setting: Setting{Key: "worker.events_max_len", Env: "WORKER_EVENTS_MAX_LEN", Default: "10000",
+			Help: "Entries each queue's event stream keeps (approximately: trimmed with XADD MAXLEN ~); its memory is about this times an entry's size; at least 100"},
+		kind:  "int",
+		apply: intValue(func(c *Config) *int { return &c.Worker.EventsMaxLen }, 100, "want 100 or more"),
+	},
+	{
 		Setting: Setting{Key: keySchedule, Env: "WORKER_SCHEDULE",
 			Help: `Periodic tasks, as a JSON list of {"name", "spec" ("@every 30s" or cron "*/5 * * * *", UTC unless CRON_TZ=), "type", "payload", "queue"}; in a file, a list of maps`},
 		kind:  "json",

@@ -7,11 +7,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/forgeq/forgeq/telemetry"
 )
 
 //go:embed batch.lua
@@ -133,12 +137,26 @@ type prepared struct {
 // script, so concurrent producers see each key held by exactly one task.
 //
 // It is safe for concurrent use.
-func EnqueueBatch(ctx context.Context, rdb redis.UniversalClient, items []BatchItem) ([]BatchResult, error) {
+func EnqueueBatch(ctx context.Context, rdb redis.UniversalClient, items []BatchItem) (_ []BatchResult, err error) {
+	ctx, span := telemetry.StartEnqueue(ctx, "batch")
+	defer func() {
+		if err != nil {
+			endEnqueueSpan(span, err)
+		}
+		span.End()
+	}()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("messaging.batch.message_count", len(items)))
+	}
+	// Every task carries the batch span's trace context and the caller's
+	// request id (package telemetry).
+	carried := map[string]string{}
+	telemetry.Inject(ctx, carried)
 	now := time.Now()
 	preps := make([]prepared, len(items))
 	ids := make(map[string]int, len(items))
 	for i, it := range items {
-		p, err := prepare(it, now)
+		p, err := prepare(it, carried, now)
 		if err != nil {
 			return nil, fmt.Errorf("tasks: batch item %d: %w", i, err)
 		}
@@ -217,7 +235,7 @@ func EnqueueBatch(ctx context.Context, rdb redis.UniversalClient, items []BatchI
 }
 
 // prepare checks one item and encodes its task.
-func prepare(it BatchItem, now time.Time) (prepared, error) {
+func prepare(it BatchItem, carried map[string]string, now time.Time) (prepared, error) {
 	if it.Type == "" {
 		return prepared{}, fmt.Errorf("%w: empty task type", ErrInvalidOption)
 	}
@@ -225,6 +243,12 @@ func prepare(it BatchItem, now time.Time) (prepared, error) {
 		return prepared{}, err
 	}
 	headers := it.headers()
+	if len(carried) > 0 {
+		if headers == nil {
+			headers = make(map[string]string, len(carried))
+		}
+		maps.Copy(headers, carried)
+	}
 	r, err := resolve(it.Type, it.Payload, headers, it.Options, now)
 	if err != nil {
 		return prepared{}, err

@@ -186,7 +186,9 @@ func (p PublishedType) NewTask(payload []byte, opts ...asynq.Option) (*asynq.Tas
 	if err := checkOptions(p.Type, all, time.Now()); err != nil {
 		return nil, err
 	}
-	return asynq.NewTask(p.Type, buf.Bytes(), all...), nil
+	// A header map of its own, which Client.EnqueueContext fills with
+	// the trace context and request id.
+	return asynq.NewTaskWithHeaders(p.Type, buf.Bytes(), map[string]string{}, all...), nil
 }
 
 // catalogDoc is the JSON document of a published type, the value of its

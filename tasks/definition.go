@@ -284,7 +284,9 @@ func (d *Definition) NewTask(payload []byte, opts ...asynq.Option) (*asynq.Task,
 	if err := checkOptions(d.typ, all, time.Now()); err != nil {
 		return nil, err
 	}
-	return asynq.NewTask(d.typ, buf.Bytes(), all...), nil
+	// A header map of its own, which Client.EnqueueContext fills with
+	// the trace context and request id.
+	return asynq.NewTaskWithHeaders(d.typ, buf.Bytes(), map[string]string{}, all...), nil
 }
 
 // Handler returns the asynq handler of the type, bound to deps: Process,

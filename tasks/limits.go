@@ -44,6 +44,10 @@ func (e *PostponeError) Error() string {
 	return fmt.Sprintf("postponed for %v: %s", e.Delay, e.Reason)
 }
 
+// Postponed returns Delay. Packages that cannot import tasks (telemetry)
+// recognise a postponement by this method.
+func (e *PostponeError) Postponed() time.Duration { return e.Delay }
+
 // Postpone returns a *PostponeError: a handler (or middleware) returning it
 // has its task run again after d, without counting a retry and without
 // archiving it however often it is postponed. A negative d counts as 0;

@@ -8,11 +8,14 @@ import (
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
+
+	"github.com/forgeq/forgeq/telemetry"
 )
 
 // NewMux returns an asynq.ServeMux serving every type of r with deps, behind
 // a middleware that logs one line per task (task_id, task_type, queue,
-// retry, took, outcome) and turns a handler panic into a task error.
+// retry, took, outcome, and trace_id, span_id and request_id when known)
+// and turns a handler panic into a task error.
 // Outcomes: "done", "retry" (failed, asynq will retry), "archived"
 // (failed with no retry left: asynq archives it), "skip_retry" (failed
 // for good, archived), "canceled" (interrupted by shutdown or a lost
@@ -111,6 +114,9 @@ func logTasks(log *zap.Logger) asynq.MiddlewareFunc {
 					zap.String("queue", queue), zap.Int("retry", retry),
 					zap.Duration("took", time.Since(start)),
 				}
+				// trace_id, span_id and the request id of the HTTP
+				// request that enqueued the task (package telemetry).
+				fields = append(fields, telemetry.LogFields(ctx)...)
 				// A nil returned after ctx ended is logged as the failure
 				// it is (see Outcome); the error returned to asynq stays.
 				outcome := Outcome(ctx, err)

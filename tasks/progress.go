@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
+	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/internal/taskctx"
 )
 
@@ -30,9 +31,10 @@ type Progress struct {
 func ProgressKey(taskID string) string { return "task:progress:" + taskID }
 
 // ReportProgress stores the running task's progress (percent in [0, 100])
-// through deps.Cache, for the CLI's --wait and the web's task status, and
-// passes it to deps.Progress when that is set. It needs the ctx the worker
-// (or forgeqtest) passed to the handler.
+// through deps.Cache, for the CLI's --wait and the web's task status,
+// publishes it as a progress event when the worker's task events are on
+// (package events), and passes it to deps.Progress when that is set. It
+// needs the ctx the worker (or forgeqtest) passed to the handler.
 func (d Deps) ReportProgress(ctx context.Context, percent float64, message string) error {
 	id, ok := asynq.GetTaskID(ctx)
 	if !ok {
@@ -51,6 +53,10 @@ func (d Deps) ReportProgress(ctx context.Context, percent float64, message strin
 	}
 	if err := d.Cache.Set(ctx, ProgressKey(id), b, ProgressTTL); err != nil {
 		return fmt.Errorf("tasks: report progress: %w", err)
+	}
+	if pub, e, ok := taskctx.Events(ctx); ok {
+		e.Kind, e.Time, e.Percent, e.Message = events.Progress, p.Updated, percent, message
+		pub.Publish(e)
 	}
 	if d.Progress != nil {
 		d.Progress(p)

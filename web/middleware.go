@@ -13,11 +13,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+
+	"github.com/forgeq/forgeq/telemetry"
 )
 
 // The request's way through the handler, outermost first:
 //
+//	tracing      the request's server span (Options.Telemetry), when tracing is on
 //	observe      request id, security headers, access log, last-resort panic recovery
 //	Middleware   Options.Middleware (metrics), when set
 //	recoverer    panics into 500 JSON, seen by Middleware
@@ -99,7 +104,9 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			id = s.ids.next()
 		}
 		st := &reqState{id: id}
-		r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+		// The request id goes on into the tasks the request enqueues
+		// (telemetry.Inject) and their log lines.
+		r = r.WithContext(context.WithValue(telemetry.WithRequestID(r.Context(), id), stateKey{}, st))
 		h := w.Header()
 		h.Set(RequestIDHeader, id)
 		h.Set("X-Content-Type-Options", "nosniff")
@@ -116,6 +123,12 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			if route == "" {
 				route = "unmatched"
 			}
+			span := trace.SpanFromContext(r.Context())
+			if span.IsRecording() {
+				// The tracing layer named it before the router matched.
+				span.SetName(route)
+				span.SetAttributes(attribute.String("http.route", route), attribute.String("forgeq.request_id", id))
+			}
 			fields := []zap.Field{
 				zap.String("request_id", id),
 				zap.String("method", r.Method),
@@ -129,6 +142,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			if st.user != "" {
 				fields = append(fields, zap.String("user", st.user))
 			}
+			fields = append(fields, telemetry.TraceFields(r.Context())...)
 			if status >= 500 {
 				s.log.Warn("http request", fields...)
 			} else {

@@ -13,7 +13,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/telemetry"
 	"github.com/forgeq/forgeq/workflow"
 )
 
@@ -61,8 +63,14 @@ type Options struct {
 	// /api/task-types lists the published types too. Default:
 	// tasks.NewCatalog(Manager.Client()).
 	Catalog *tasks.Catalog
-	// Client enqueues tasks. Default: an asynq client on Manager.Client().
+	// Client enqueues tasks (through a tasks.Client, which adds the
+	// enqueue span, the trace context and the enqueued event). Default:
+	// an asynq client on Manager.Client().
 	Client *asynq.Client
+	// Events, when set, receives the "enqueued" event of every task and
+	// workflow step the web process enqueues (package events); the
+	// worker passes its publisher. nil: no enqueued events.
+	Events *events.Publisher
 	// Workflows submits, reads and cancels workflows (the
 	// /api/workflows routes and the /workflows page). Default: a
 	// workflow.Client on Manager.Client() checking against Registry and
@@ -101,6 +109,11 @@ type Options struct {
 	// passes on has its Pattern set by the router once its handler
 	// returns ("" for unknown routes).
 	Middleware func(http.Handler) http.Handler
+	// Telemetry, when tracing is on, traces every request but the health
+	// checks and /metrics in a server span, outermost, that continues an
+	// incoming traceparent and is named after the route's pattern; the
+	// access log then carries trace_id and span_id. nil (or off): no spans.
+	Telemetry *telemetry.Provider
 
 	// RateLimit limits the requests to /api/ per client: the session or
 	// basic-auth user when there is one, else the remote IP address.
@@ -214,6 +227,7 @@ func (o *Options) init() error {
 	if o.Workflows == nil {
 		o.Workflows = workflow.NewClient(o.Manager.Client(), workflow.Options{
 			Types: workflow.CatalogTypes(o.Registry, o.Catalog), Cache: o.Manager, Logger: o.Logger,
+			Events: o.Events,
 		})
 	}
 	if o.Inspector == nil {

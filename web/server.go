@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -35,7 +36,7 @@ type Server struct {
 	o         Options
 	m         *cachemgr.Manager
 	reg       *tasks.Registry
-	client    *asynq.Client
+	client    *tasks.Client
 	inspector *asynq.Inspector
 	log       *zap.Logger
 	auth      *credentials // nil when no credentials are configured
@@ -44,6 +45,13 @@ type Server struct {
 	handler   http.Handler
 
 	draining atomic.Bool // shutdown has begun
+
+	events      *events.Client // reads the task event streams (events.go)
+	streamsDone chan struct{}  // closed when Run's shutdown ends the event streams
+	endStreams  sync.Once
+	// heartbeat and stateCheck, when set (tests), replace the event
+	// streams' timing (see eventTiming).
+	heartbeat, stateCheck atomic.Int64
 
 	redisLog    redisLog      // see noteRedis
 	localLogins *localLimiter // see checkPasswordLocally
@@ -64,11 +72,16 @@ func New(o Options) (*Server, error) {
 		o:         o,
 		m:         o.Manager,
 		reg:       o.Registry,
-		client:    o.Client,
+		client:    tasks.NewClient(o.Client, tasks.ClientOptions{Events: o.Events}),
 		inspector: o.Inspector,
 		log:       o.Logger,
 		ids:       newRequestIDs(),
 		cop:       http.NewCrossOriginProtection(),
+
+		// No logger: the client's shared readers outlive the requests
+		// (for seconds), and their retried reads are not worth a line.
+		events:      events.NewClient(o.Manager.Client(), events.ClientOptions{Inspector: o.Inspector}),
+		streamsDone: make(chan struct{}),
 	}
 	s.localLogins = &localLimiter{limit: o.LoginLimit}
 	if o.AuthUsername != "" {
@@ -97,6 +110,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	mux.Handle("POST /api/tasks/{type}", s.api(http.HandlerFunc(s.enqueue)))
 	mux.Handle("GET /api/tasks/{queue}/{id}", s.api(http.HandlerFunc(s.taskStatus)))
 	mux.Handle("DELETE /api/tasks/{queue}/{id}", s.api(http.HandlerFunc(s.cancelTask)))
+	mux.Handle("GET /api/tasks/{queue}/{id}/events", s.api(http.HandlerFunc(s.taskEvents)))
 	mux.Handle("GET /api/task-types", s.api(http.HandlerFunc(s.taskTypes)))
 	mux.Handle("POST "+workflowsPath, s.api(http.HandlerFunc(s.submitWorkflow)))
 	mux.Handle("GET "+workflowsPath, s.api(http.HandlerFunc(s.listWorkflows)))
@@ -105,6 +119,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	mux.Handle("GET "+workflowsPage, s.page(http.HandlerFunc(s.workflowsPage)))
 	mux.Handle("GET "+workflowsPage+"/{id}", s.page(http.HandlerFunc(s.workflowPage)))
 	mux.Handle("POST "+workflowsPage+"/{id}/cancel", s.page(s.rateLimit(http.HandlerFunc(s.cancelFromPage))))
+	mux.Handle("GET "+tasksPage+"/{queue}/{id}", s.page(http.HandlerFunc(s.taskPage)))
 	s.handleSchedules(mux)
 
 	mux.HandleFunc("GET /login", s.loginPage)
@@ -152,7 +167,7 @@ func (s *Server) chain(mux http.Handler) http.Handler {
 	if s.o.Middleware != nil {
 		h = s.o.Middleware(h)
 	}
-	return s.observe(h)
+	return s.o.Telemetry.HTTPHandler(s.observe(h))
 }
 
 // api is what every /api/ route goes through first: the rate limit, then,
@@ -224,6 +239,9 @@ func (s *Server) Run(ctx context.Context) error {
 		// requests finish during the shutdown.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	// Open event streams never go idle: they end when the shutdown begins,
+	// and their clients reconnect elsewhere or once the server is back.
+	srv.RegisterOnShutdown(s.closeStreams)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	s.log.Info("web listening", zap.String("addr", ln.Addr().String()), zap.String("dashboard", dashboardURL(ln.Addr().String())))

@@ -19,6 +19,7 @@ import (
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/telemetry"
 )
 
 // enqueueRequest is the body of POST /api/tasks/{type}. Every field but
@@ -52,6 +53,8 @@ type enqueuedBody struct {
 	State     string     `json:"state"`                // "pending" or "scheduled"
 	ProcessAt *time.Time `json:"process_at,omitempty"` // when scheduled
 	StatusURL string     `json:"status_url"`           // GET it for the task's state
+	EventsURL string     `json:"events_url"`           // GET it for the task's events (Server-Sent Events)
+	PageURL   string     `json:"page_url"`             // the task's page, which follows its events
 	// Deduplicated is the mode applied when the dedup key was held by a
 	// waiting task (keep, replace or debounce): the body then describes
 	// that task, and no new one was made.
@@ -139,6 +142,8 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		Type:         info.Type,
 		State:        info.State.String(),
 		StatusURL:    statusURL(info.Queue, info.ID),
+		EventsURL:    eventsURL(info.Queue, info.ID),
+		PageURL:      taskPageURL(info.Queue, info.ID),
 		Deduplicated: dedupMode,
 	}
 	if dedupMode != "" && s.o.OnDeduplicated != nil {
@@ -149,8 +154,9 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		body.ProcessAt = &t
 	}
 	w.Header().Set("Location", body.StatusURL)
-	s.log.Info("task enqueued", zap.String("request_id", stateOf(r).id),
-		zap.String("task_id", info.ID), zap.String("task_type", info.Type), zap.String("queue", info.Queue))
+	s.log.Info("task enqueued", append([]zap.Field{zap.String("request_id", stateOf(r).id),
+		zap.String("task_id", info.ID), zap.String("task_type", info.Type), zap.String("queue", info.Queue)},
+		telemetry.TraceFields(r.Context())...)...)
 	writeJSON(w, http.StatusAccepted, body)
 }
 
@@ -320,7 +326,7 @@ func (q enqueueRequest) checkDedup(opts []asynq.Option, now time.Time) error {
 // (tasks.EnqueueBatch), and returns the task that holds the key and the
 // mode applied when it was held ("": a new task).
 func (s *Server) enqueueDedup(ctx context.Context, def taskBuilder, task *asynq.Task, opts []asynq.Option, d *tasks.Dedup) (*asynq.TaskInfo, string, error) {
-	res, err := tasks.EnqueueBatch(ctx, s.o.Manager.Client(), []tasks.BatchItem{{
+	res, err := s.client.EnqueueBatch(ctx, s.o.Manager.Client(), []tasks.BatchItem{{
 		Type: task.Type(), Payload: task.Payload(), Options: append(def.Defaults(), opts...), Dedup: d}})
 	if err != nil {
 		return nil, "", err
@@ -385,19 +391,49 @@ type taskBody struct {
 	Timeout       string          `json:"timeout,omitempty"`
 	Result        json.RawMessage `json:"result,omitempty"`
 	Progress      *tasks.Progress `json:"progress,omitempty"` // the task's last progress report
+	EventsURL     string          `json:"events_url"`         // the task's events (Server-Sent Events)
+	PageURL       string          `json:"page_url"`           // the task's page, which follows its events
 }
 
 // taskStatus answers the state, result, last error and progress of one
 // task; 404 when the queue or the task does not exist (completed tasks
 // stay for their retention only).
 func (s *Server) taskStatus(w http.ResponseWriter, r *http.Request) {
-	queue, id := r.PathValue("queue"), r.PathValue("id")
+	queue, id, ok := taskRef(w, r)
+	if !ok {
+		return
+	}
+	body, err := s.readTask(r, queue, id)
+	switch {
+	case errors.Is(err, errNoTask):
+		fail(w, r, http.StatusNotFound, codeNotFound, fmt.Sprintf("no task %q in queue %q", id, queue))
+		return
+	case err != nil:
+		s.unavailable(w, r, "task queue", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// taskRef returns the {queue} and {id} of r's path, answering 400 itself
+// when one cannot name a task.
+func taskRef(w http.ResponseWriter, r *http.Request) (queue, id string, ok bool) {
+	queue, id = r.PathValue("queue"), r.PathValue("id")
 	for _, v := range [...]struct{ field, value string }{{"queue", queue}, {"id", id}} {
 		if err := checkRef(v.field, v.value); err != nil {
 			fail(w, r, http.StatusBadRequest, codeInvalidTaskRef, err.Error())
-			return
+			return "", "", false
 		}
 	}
+	return queue, id, true
+}
+
+// errNoTask is readTask's error for a queue or task that does not exist.
+var errNoTask = errors.New("no such task")
+
+// readTask reads the state of task id of queue and its last progress
+// report, for the request r. Errors: errNoTask, or the Inspector's.
+func (s *Server) readTask(r *http.Request, queue, id string) (taskBody, error) {
 	ctx := r.Context()
 	type progressResult struct {
 		p   tasks.Progress
@@ -416,11 +452,9 @@ func (s *Server) taskStatus(w http.ResponseWriter, r *http.Request) {
 	pr := <-progress
 	switch {
 	case errors.Is(err, asynq.ErrQueueNotFound), errors.Is(err, asynq.ErrTaskNotFound):
-		fail(w, r, http.StatusNotFound, codeNotFound, fmt.Sprintf("no task %q in queue %q", id, queue))
-		return
+		return taskBody{}, errNoTask
 	case err != nil:
-		s.unavailable(w, r, "task queue", err)
-		return
+		return taskBody{}, err
 	}
 	body := taskBody{
 		ID:            info.ID,
@@ -436,6 +470,8 @@ func (s *Server) taskStatus(w http.ResponseWriter, r *http.Request) {
 		CompletedAt:   timeOrNil(info.CompletedAt),
 		Deadline:      timeOrNil(info.Deadline),
 		Result:        jsonOrString(info.Result),
+		EventsURL:     eventsURL(info.Queue, info.ID),
+		PageURL:       taskPageURL(info.Queue, info.ID),
 	}
 	if info.Timeout > 0 {
 		body.Timeout = info.Timeout.String()
@@ -447,7 +483,7 @@ func (s *Server) taskStatus(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("read task progress failed", zap.String("request_id", stateOf(r).id),
 			zap.String("task_id", id), zap.Error(pr.err))
 	}
-	writeJSON(w, http.StatusOK, body)
+	return body, nil
 }
 
 // checkRef checks a queue name or task id of a status request: it may have

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/cachemgr"
@@ -34,6 +35,9 @@ type App struct {
 	middleware []asynq.MiddlewareFunc
 	routes     []route
 	periodics  []Periodic
+	// spanExporter, when set (by tests), turns tracing on with every span
+	// sent to it (telemetry.Options.Exporter).
+	spanExporter sdktrace.SpanExporter
 }
 
 // route is one HTTP route added with Handle.
@@ -125,7 +129,12 @@ type Periodic struct {
 type Services struct {
 	// Manager is the process's cache manager.
 	Manager *cachemgr.Manager
-	// Client enqueues tasks; pass it to a tasks.Type's Enqueue.
+	// Enqueuer enqueues tasks; pass it to a tasks.Type's Enqueue. It is
+	// Client with the enqueue span, the caller's trace context and
+	// request id carried into the task, and the enqueued event.
+	Enqueuer *tasks.Client
+	// Client is the plain asynq client under Enqueuer (no span, no
+	// trace context, no event).
 	Client *asynq.Client
 	// Inspector reads queues and tasks.
 	Inspector *asynq.Inspector

@@ -26,6 +26,7 @@ import (
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
+	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/internal/bootstrap"
 	"github.com/forgeq/forgeq/internal/metrics"
 	"github.com/forgeq/forgeq/tasks"
@@ -87,8 +88,8 @@ type pickupPayload struct {
 //	             WORKER_CONCURRENCY, the cache manager's client under asynq
 //	             with serverConfig and newPickup, newMux (tasks.NewMux:
 //	             strict decode and a JSON log line per task, to io.Discard
-//	             here; the metrics middleware) over the built-in
-//	             cache:invalidate type, and inflight
+//	             here; the task events and metrics middleware) over the
+//	             built-in cache:invalidate type, and inflight
 func BenchmarkThroughput(b *testing.B) {
 	for _, impl := range []string{"raw", "forgeq"} {
 		b.Run("impl="+impl, func(b *testing.B) {
@@ -548,8 +549,9 @@ func newBenchServer[P any](tb testing.TB, impl, url string, env map[string]strin
 
 // newForgeqServer is what run builds, from config.Load's defaults
 // overridden by env: the cache manager, its client under asynq with
-// serverConfig and newPickup, and newMux (tasks.NewMux and the metrics
-// middleware) over a registry of types, wrapped by inflight. The logger
+// serverConfig and newPickup, the task events publisher (WORKER_EVENTS),
+// and newMux (tasks.NewMux, the events and metrics middleware) over a
+// registry of types, wrapped by inflight. The logger
 // writes JSON to io.Discard. The web process and the scheduler are left
 // out.
 func newForgeqServer(tb testing.TB, url string, env map[string]string, types ...tasks.Declared) *benchServer {
@@ -588,15 +590,20 @@ func newForgeqServer(tb testing.TB, url string, env map[string]string, types ...
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// Task events as run builds them (on by default; WORKER_EVENTS).
+	var evs *events.Publisher
+	if cfg.Worker.Events {
+		evs = events.NewPublisher(m.Client(), events.PublisherOptions{MaxLen: int64(cfg.Worker.EventsMaxLen)})
+	}
 	return &benchServer{
 		srv:     asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger)),
-		handler: newInflight(newMux(reg, tasks.Deps{Cache: m, Logger: logger}, x, nil, nil, nil, nil, nil)),
+		handler: newInflight(newMux(reg, tasks.Deps{Cache: m, Logger: logger}, x, evs, nil, nil, nil, nil, nil)),
 		beforeShutdown: func() {
 			if pk != nil {
 				pk.Close()
 			}
 		},
-		close: func() { m.Close() },
+		close: func() { evs.Close(); m.Close() },
 	}
 }
 

@@ -21,12 +21,14 @@ import (
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/control"
+	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/internal/bootstrap"
 	"github.com/forgeq/forgeq/internal/buildinfo"
 	"github.com/forgeq/forgeq/internal/metrics"
 	"github.com/forgeq/forgeq/internal/redisurl"
 	"github.com/forgeq/forgeq/schedule"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/telemetry"
 	"github.com/forgeq/forgeq/web"
 	"github.com/forgeq/forgeq/workflow"
 )
@@ -39,6 +41,9 @@ var _ tasks.Cache = (*cachemgr.Manager)(nil)
 // out: their ctx is cancelled then, and they should return at once. Waiting
 // lets them write their log line and keeps them off a closed cache manager.
 const handlerGrace = 2 * time.Second
+
+// telemetryFlushTimeout bounds the sending of the last spans at exit.
+const telemetryFlushTimeout = 5 * time.Second
 
 // usageError marks bad flags or settings, for exit code 2.
 type usageError struct{ err error }
@@ -95,6 +100,22 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	// switch) go through this logger, at most one of a kind every
 	// redisLogEvery, rather than raw to stderr.
 	defer redisLogs.route(logger.Named("go-redis"))()
+	// Tracing (package telemetry), on when the OTEL_* variables say so;
+	// its last spans are sent after everything else has shut down.
+	tp, err := telemetry.Setup(ctx, telemetry.Options{
+		ServiceName: a.name, Getenv: getenv, Logger: logger.Named("otel"),
+		Console: stderr, Exporter: a.spanExporter,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), telemetryFlushTimeout)
+		defer cancel()
+		if serr := tp.Shutdown(sctx); serr != nil {
+			logger.Warn("tracing: the last spans were not all sent", zap.Error(serr))
+		}
+	}()
 
 	// Check the schedule before touching Redis, so a bad entry fails fast.
 	entries, err := a.scheduleEntries(cfg.Worker.Schedule)
@@ -126,15 +147,37 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		}
 	}()
 
+	// The handlers' cache calls are spans of their task's trace.
+	if err := tp.InstrumentRedis(m.Client()); err != nil {
+		return err
+	}
 	// The asynq client and inspector share the manager's client; asynq
 	// does not close it, and they need no closing of their own.
 	client := asynq.NewClientFromRedisClient(m.Client())
+	// Task events (package events; nil: WORKER_EVENTS=false): published
+	// by the handlers' middleware and by everything that enqueues, written
+	// by the publisher's goroutine. Closed once everything has stopped,
+	// before the manager (its Redis client).
+	var evpub *events.Publisher
+	if cfg.Worker.Events {
+		evpub = events.NewPublisher(m.Client(), events.PublisherOptions{
+			MaxLen: int64(cfg.Worker.EventsMaxLen), Logger: logger.Named("events"),
+		})
+		defer func() {
+			if cerr := evpub.Close(); cerr != nil {
+				logger.Warn("task events not written at shutdown", zap.Error(cerr))
+			}
+		}()
+	}
+	// Every forgeq part enqueues through enq (span, trace context, enqueued event).
+	enq := tasks.NewClient(client, tasks.ClientOptions{Events: evpub})
 	inspector := asynq.NewInspectorFromRedisClient(m.Client())
 	// The series of every type and served queue exist from the first
 	// scrape, with zero values.
 	x, err := metrics.New(metrics.Options{
 		Manager: m, Inspector: inspector, Logger: logger.Named("metrics"),
 		TaskTypes: reg.Types(), Queues: slices.Sorted(maps.Keys(cfg.Worker.Queues)),
+		EventsDropped: evpub.Dropped,
 	})
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -143,9 +186,9 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	// their steps run by the middleware below (docs/workflows.md).
 	flows := workflow.NewClient(m.Client(), workflow.Options{
 		Types: workflow.CatalogTypes(reg, tasks.NewCatalog(m.Client())), Cache: m,
-		Logger: logger.Named("workflow"),
+		Logger: logger.Named("workflow"), Events: evpub,
 	})
-	services := Services{Manager: m, Client: client, Inspector: inspector, Registry: reg, Logger: logger.Named("web"), Workflows: flows}
+	services := Services{Manager: m, Enqueuer: enq, Client: client, Inspector: inspector, Registry: reg, Logger: logger.Named("web"), Workflows: flows}
 	var (
 		ready readiness
 		www   *web.Server // nil: HTTP_ADDR is off
@@ -154,11 +197,13 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		o := webOptions(cfg.HTTP)
 		o.Manager, o.Registry, o.Client, o.Inspector = m, reg, client, inspector
 		o.Workflows = flows
+		o.Events = evpub
 		o.Logger = services.Logger
 		o.Ready = ready.check
 		o.Metrics = x.Handler()
 		o.OnDeduplicated = x.CountDeduplicated
 		o.Middleware = x.HTTPMiddleware(nil)
+		o.Telemetry = tp
 		for _, r := range a.routes {
 			o.Routes = append(o.Routes, web.Route{Pattern: r.pattern, Handler: r.handler(services)})
 		}
@@ -196,7 +241,7 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		defer pk.Close()
 	}
 	srv := asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger))
-	deps := tasks.Deps{Cache: m, Logger: logger, Enqueuer: client}
+	deps := tasks.Deps{Cache: m, Logger: logger, Enqueuer: enq}
 	rec := newRecoveries(inspector, logger, x.CountRecovered)
 	// Cancellation (package control): subscribed before the server starts.
 	cancels := newCancels(logger.Named("cancel"), x.CountCancelIgnored)
@@ -207,10 +252,12 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	// Dedup keys (tasks.Dedup) are freed after the limits, before the
 	// program's own middleware (worker/dedup.go).
 	own := append([]asynq.MiddlewareFunc{newDedupRelease(m.Client(), logger.Named("dedup")).middleware}, a.middleware...)
-	handlers := newInflight(newMux(reg, deps, x, rec, flows.Middleware(), cancels.middleware, limits.middleware(), own))
+	// Outermost: each attempt's span (and the request id) for everything
+	// inside, the log line and metrics included.
+	handlers := newInflight(tp.Middleware()(newMux(reg, deps, x, evpub, rec, flows.Middleware(), cancels.middleware, limits.middleware(), own)))
 	// The scheduler runs even without entries of the program's own: the
 	// entries stored in Redis (package schedule) may come at any time.
-	sched := newScheduler(client, periodics, logger)
+	sched := newScheduler(enq, periodics, logger)
 	sched.live = newLive(schedule.NewStore(m.Client(), nil), workflow.CatalogTypes(reg, tasks.NewCatalog(m.Client())), cfg.Worker.MaxRetry)
 	sched.board = newBoard(m.Client(), logger.Named("scheduler"))
 	httpAddr := "off"
@@ -228,11 +275,13 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 		zap.Duration("retry_delay_min", cfg.Worker.RetryDelayMin),
 		zap.Duration("retry_delay_max", cfg.Worker.RetryDelayMax),
 		zap.String("pickup", cfg.Worker.Pickup),
+		zap.Bool("events", cfg.Worker.Events),
 		zap.Duration("task_check_interval", cfg.Worker.TaskCheckInterval),
 		zap.Int("schedule_entries", len(periodics)),
 		zap.Strings("task_types", reg.Types()),
 		zap.String("http_addr", httpAddr),
 		zap.Bool("http_auth", cfg.HTTP.AuthUsername != ""),
+		zap.Bool("tracing", tp.Enabled()),
 	)
 	warnUnservedQueues(periodics, cfg.Worker.Queues, logger)
 	if www == nil && len(a.routes) > 0 {

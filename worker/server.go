@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/config"
+	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/internal/metrics"
 	"github.com/forgeq/forgeq/internal/pickup"
 	"github.com/forgeq/forgeq/tasks"
@@ -55,7 +56,7 @@ func serverConfig(cfg config.Config, log *zap.Logger) asynq.Config {
 	if w := cfg.Worker; w.RetryDelayMin > 0 { // zero: asynq's default
 		c.RetryDelayFunc = retryDelay(w.RetryDelayMin, max(w.RetryDelayMin, w.RetryDelayMax), rand.Int64N)
 	}
-	c.RetryDelayFunc = postponeDelay(c.RetryDelayFunc)
+	c.RetryDelayFunc = retriedEvents(postponeDelay(c.RetryDelayFunc))
 	return c
 }
 
@@ -100,17 +101,25 @@ func healthCheck(log *zap.Logger) func(error) {
 }
 
 // newMux returns the worker's handler for every type of reg: tasks.NewMux,
-// whose middleware logs each task once, with x's metrics middleware inside
-// it, then rec's (when not nil), which logs and counts the tasks recovered
+// whose middleware logs each task once, with the task events middleware
+// inside it (when evs is not nil; it publishes each attempt's end and
+// passes a panic on), then x's metrics middleware, then rec's (when not nil), which logs and counts the tasks recovered
 // from a dead worker, then flows (when not nil: the workflow middleware,
 // which passes a panic on), then cancel (when not nil: the cancellation
 // middleware, worker/cancel.go), then limits (when not nil: the declared
-// rate limits and concurrency caps, worker/limits.go), then the App's own middleware. asynq runs middleware
+// rate limits and concurrency caps, worker/limits.go), then the started
+// event's middleware (with evs), then the App's own middleware. asynq runs middleware
 // in the order of Use, the first outermost, so the metrics middleware sees
 // a panic of a handler (or of the App's middleware) before the logging one
 // turns it into an error, and counts it with outcome "panic".
-func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics, rec *recoveries, flows, cancel, limits asynq.MiddlewareFunc, own []asynq.MiddlewareFunc) *asynq.ServeMux {
+func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics, evs *events.Publisher, rec *recoveries, flows, cancel, limits asynq.MiddlewareFunc, own []asynq.MiddlewareFunc) *asynq.ServeMux {
 	mux := tasks.NewMux(reg, deps)
+	// Task events (worker/events.go): the end of an attempt as the
+	// logging middleware sees it, the start once past the limits.
+	te := taskEvents{pub: evs}
+	if evs != nil {
+		mux.Use(te.middleware)
+	}
 	mux.Use(x.TaskMiddleware())
 	if rec != nil {
 		mux.Use(rec.middleware)
@@ -123,6 +132,9 @@ func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics, rec *recov
 	}
 	if limits != nil {
 		mux.Use(limits)
+	}
+	if evs != nil {
+		mux.Use(te.started)
 	}
 	if len(own) > 0 {
 		mux.Use(own...)

@@ -176,7 +176,7 @@ func TestNewMuxCountsTasks(t *testing.T) {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zapcore.InfoLevel)
-	mux := newMux(reg, tasks.Deps{Cache: m, Logger: zap.New(core)}, x, nil, nil, nil, nil, nil)
+	mux := newMux(reg, tasks.Deps{Cache: m, Logger: zap.New(core)}, x, nil, nil, nil, nil, nil, nil)
 
 	for _, typ := range []string{"test:ok", "test:panic", "test:fail"} {
 		err := mux.ProcessTask(context.Background(), asynq.NewTask(typ, []byte("{}")))

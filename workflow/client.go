@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/forgeq/forgeq/control"
+	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -48,6 +49,9 @@ type Options struct {
 	// Logger logs what the worker side does on its own (reconciling,
 	// enqueue failures it will retry); nil: nothing.
 	Logger *zap.Logger
+	// Events, when set, receives the "enqueued" event of every step
+	// enqueued (package events).
+	Events *events.Publisher
 }
 
 // Client submits workflows, reads their state and cancels them; in a
@@ -55,7 +59,7 @@ type Options struct {
 // left half done (Reconciler). It is safe for concurrent use.
 type Client struct {
 	rdb  redis.UniversalClient
-	enq  *asynq.Client
+	enq  *tasks.Client
 	insp *asynq.Inspector
 	o    Options
 	log  *zap.Logger
@@ -81,7 +85,7 @@ func NewClient(rdb redis.UniversalClient, o Options) *Client {
 		log = zap.NewNop()
 	}
 	return &Client{
-		rdb: rdb, enq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb),
+		rdb: rdb, enq: tasks.NewClient(asynq.NewClientFromRedisClient(rdb), tasks.ClientOptions{Events: o.Events}), insp: asynq.NewInspectorFromRedisClient(rdb),
 		o: o, log: log, now: time.Now,
 	}
 }

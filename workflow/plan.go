@@ -142,7 +142,8 @@ func (s taskSpec) task(id, path string) *asynq.Task {
 	if s.Retention > 0 {
 		opts = append(opts, asynq.Retention(s.Retention))
 	}
-	return asynq.NewTask(s.Type, s.Payload, opts...)
+	// A header map of its own, for the trace context (tasks.Client).
+	return asynq.NewTaskWithHeaders(s.Type, s.Payload, map[string]string{}, opts...)
 }
 
 // plan is a checked workflow, flattened: the shape of every composite

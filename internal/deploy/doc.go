@@ -5,7 +5,12 @@
 // (compose-spec/compose-go) and check what it promises: a healthy Redis
 // before the worker, the Redis URL, a stop grace period longer than the
 // worker's shutdown timeout, a readiness healthcheck, no exposed web process
-// without credentials, and a clear error when the password is not set. They
+// without credentials, and a clear error when the password is not set. The
+// tracing profile's OpenTelemetry Collector and Jaeger run only under that
+// profile, publish their ports on loopback, and the collector's
+// configuration (deploy/otel-collector.yaml) wires its OTLP receiver to an
+// exporter to Jaeger; the OTEL_* variables reach the forgeq services from
+// the environment, and are unset (tracing off) when it has none. They
 // parse the Dockerfile (multi-stage, static, non-root), run its go build
 // commands as written, check the binaries are static, and run the built
 // worker with each compose service's environment (Redis and the listen

@@ -9,7 +9,12 @@
 // draws its progress bar. The reports test runs the example program
 // examples/reports (its own module) and enqueues its task types through
 // the stock enqueue CLI (which validates them against the task catalogue),
-// the program's own enqueue command and HTTP.
+// the program's own enqueue command and HTTP. The tracing tests run the
+// worker and the CLI with OTEL_EXPORTER_OTLP_ENDPOINT pointing at a local
+// OTLP/HTTP receiver (internal/otlptest) and check the traces that arrive:
+// an HTTP request with a traceparent, a CLI enqueue with and without
+// TRACEPARENT, a task run by another worker process than the one that took
+// the request, and nothing sent with tracing off.
 //
 // BenchmarkIdleCost measures what idle worker processes cost in CPU, their
 // own and their Redis's; it takes minutes and runs only with

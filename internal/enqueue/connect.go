@@ -16,6 +16,7 @@ import (
 
 	"github.com/forgeq/forgeq/cachemgr"
 	"github.com/forgeq/forgeq/config"
+	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/internal/bootstrap"
 	"github.com/forgeq/forgeq/internal/redisurl"
 	"github.com/forgeq/forgeq/tasks"
@@ -29,6 +30,8 @@ const fallbackPingTimeout = 5 * time.Second
 type conn struct {
 	m      *cachemgr.Manager
 	client *asynq.Client
+	enq    *tasks.Client     // client with the enqueue span, trace context and enqueued event
+	events *events.Publisher // nil: events off
 	insp   *asynq.Inspector
 	log    *zap.Logger
 	cfg    config.Config
@@ -94,9 +97,18 @@ func (c *cli) connect(ctx context.Context, cfg config.Config) (*conn, error) {
 		return nil, fmt.Errorf("cannot reach Redis at %s (%s) after %v: %w\n%s",
 			shown, where, took, err, hint)
 	}
+	client := asynq.NewClientFromRedisClient(m.Client())
+	// The enqueued events (package events), when the workers publish
+	// events: the same WORKER_EVENTS setting.
+	var pub *events.Publisher
+	if cfg.Worker.Events {
+		pub = events.NewPublisher(m.Client(), events.PublisherOptions{MaxLen: int64(cfg.Worker.EventsMaxLen), Logger: log.Named("events")})
+	}
 	return &conn{
 		m:      m,
-		client: asynq.NewClientFromRedisClient(m.Client()),
+		client: client,
+		events: pub,
+		enq:    tasks.NewClient(client, tasks.ClientOptions{Events: pub}),
 		insp:   asynq.NewInspectorFromRedisClient(m.Client()),
 		log:    log,
 		cfg:    cfg,
@@ -189,7 +201,7 @@ func (b *bulkConn) io() bulkIO {
 	writes := b.writeRDB
 	io := bulkIO{insp: b.insp, probe: b.probe, settle: b.settle, findWorkflow: b.flowLookup.Get,
 		batch: func(ctx context.Context, items []tasks.BatchItem) ([]tasks.BatchResult, error) {
-			return tasks.EnqueueBatch(ctx, writes, items)
+			return b.k.enq.EnqueueBatch(ctx, writes, items)
 		}}
 	if b.flowSubmit != nil {
 		io.submit = b.flowSubmit.Submit
@@ -289,6 +301,12 @@ func (b *bulkConn) close() {
 // close closes the Redis client. asynq's client and inspector share it and
 // cannot be closed themselves.
 func (k *conn) close() {
+	if k.events != nil {
+		// Writes what was published (enqueued events) before the client closes.
+		if err := k.events.Close(); err != nil {
+			k.log.Debug("enqueued events not written", zap.Error(err))
+		}
+	}
 	_ = k.m.Close()
 	_ = k.log.Sync()
 }

@@ -152,21 +152,21 @@ func (c *cli) run(ctx context.Context, args []string) error {
 	}
 	switch {
 	case scheduleMode(fs) != "":
-		return c.schedule(ctx, fs, scheduleMode(fs))
+		return c.traced(ctx, "schedule", func(ctx context.Context) error { return c.schedule(ctx, fs, scheduleMode(fs)) })
 	case fs.Changed("cancel"):
-		return c.cancel(ctx, fs)
+		return c.traced(ctx, "cancel", func(ctx context.Context) error { return c.cancel(ctx, fs) })
 	case c.f.list:
 		return c.list(ctx, fs)
 	case c.f.file != "":
-		return c.bulk(ctx, fs)
+		return c.traced(ctx, "bulk", func(ctx context.Context) error { return c.bulk(ctx, fs) })
 	case fs.Changed("workflow"):
-		return c.submitWorkflow(ctx, fs)
+		return c.traced(ctx, "workflow", func(ctx context.Context) error { return c.submitWorkflow(ctx, fs) })
 	case fs.Changed("workflow-status"):
 		return c.workflowStatus(ctx, fs)
 	case fs.Changed("cancel-workflow"):
-		return c.cancelWorkflow(ctx, fs)
+		return c.traced(ctx, "cancel-workflow", func(ctx context.Context) error { return c.cancelWorkflow(ctx, fs) })
 	default:
-		return c.single(ctx, fs)
+		return c.traced(ctx, "single", func(ctx context.Context) error { return c.single(ctx, fs) })
 	}
 }
 

@@ -104,7 +104,7 @@ func (c *cli) single(ctx context.Context, fs *pflag.FlagSet) error {
 	if opts.dedup != nil {
 		info, dedup, err = c.enqueueDedup(ctx, k, tt, task, opts)
 	} else {
-		info, err = k.client.EnqueueContext(ctx, task)
+		info, err = k.enq.EnqueueContext(ctx, task)
 	}
 	if errors.Is(err, asynq.ErrTaskIDConflict) && ownID {
 		info, err = k.insp.GetTaskInfo(queue, opts.id)
@@ -230,7 +230,7 @@ func (c *cli) enqueueDedup(ctx context.Context, k *conn, tt taskType, task *asyn
 	if c.f.wait && opts.retention == nil && !hasOption(tt.defaults(), asynq.RetentionOpt) {
 		aopts = append(aopts, asynq.Retention(waitRetention))
 	}
-	res, err := tasks.EnqueueBatch(ctx, k.m.Client(), []tasks.BatchItem{{Type: task.Type(), Payload: task.Payload(), Options: aopts, Dedup: opts.dedup}})
+	res, err := k.enq.EnqueueBatch(ctx, k.m.Client(), []tasks.BatchItem{{Type: task.Type(), Payload: task.Payload(), Options: aopts, Dedup: opts.dedup}})
 	if err != nil {
 		return nil, "", err
 	}

@@ -8,22 +8,253 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
 
+	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/internal/termtext"
 	"github.com/forgeq/forgeq/tasks"
 )
 
-// Polling intervals of --wait: it starts fast, so that short tasks return
-// quickly, and slows down for long ones.
+// stateCheck is how often --wait reads the task's state while it follows
+// the task's events: a safety net for workers with events off (their
+// progress and end show within stateCheck) and for events trimmed from the
+// stream.
+const stateCheck = time.Second
+
+// finalSettle bounds the wait, after a task's final event, for asynq to
+// store the end the event announced (the worker publishes it as the
+// handler returns); past it the event's own data is the outcome.
+const finalSettle = time.Second
+
+// wait follows the task of info until it completes (nil) or is archived
+// (an error naming its last error), showing its progress reports on a bar.
+// limit > 0 bounds the wait.
+//
+// It follows the task's events (package events): the bar moves as soon as
+// the handler reports progress, and the wait ends as soon as the task
+// does. The task's state is read once first, and then every stateCheck.
+// Without the events stream (a Redis that has none) it polls, as pollWait.
+func (c *cli) wait(ctx context.Context, k *conn, info *asynq.TaskInfo, limit time.Duration) error {
+	start := time.Now()
+	if limit > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, limit)
+		defer cancel()
+	}
+	// The stream's position, then the state: whatever happens after the
+	// state was read is in the stream after the position.
+	after, err := streamTail(ctx, k, info.Queue)
+	if err != nil {
+		if ctx.Err() == nil {
+			k.log.Debug("task events unreadable: polling", zap.Error(err))
+			return c.pollWait(ctx, k, info, limit)
+		}
+		return c.stoppedWaiting(ctx, info, info, limit)
+	}
+	w := &waiter{c: c, k: k, info: info, last: info, start: start}
+	w.bar = c.newPercentBar(fmt.Sprintf("%s %s", info.Type, info.State))
+	defer w.bar.close()
+	if done, err := w.check(ctx, true); done {
+		return err
+	}
+
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	evs := make(chan events.Event, 64)
+	reader := events.NewClient(k.m.Client(), events.ClientOptions{Inspector: k.insp})
+	go func() {
+		for e, err := range reader.Watch(wctx, info.Queue, info.ID, after) {
+			if err != nil {
+				return // ctx ended
+			}
+			select {
+			case evs <- e:
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(stateCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case e := <-evs:
+			if e.Final() {
+				return w.final(ctx, e)
+			}
+			w.event(e)
+		case <-tick.C:
+			if done, err := w.check(ctx, false); done {
+				return err
+			}
+		case <-ctx.Done():
+			w.bar.finish(false, "")
+			return c.stoppedWaiting(ctx, info, w.last, limit)
+		}
+	}
+}
+
+// streamTail returns the id of the last entry of queue's event stream,
+// "0-0" when it is empty.
+func streamTail(ctx context.Context, k *conn, queue string) (string, error) {
+	msgs, err := k.m.Client().XRevRangeN(ctx, events.StreamKey(queue), "+", "-", 1).Result()
+	if err != nil {
+		return "", err
+	}
+	if len(msgs) == 0 {
+		return "0-0", nil
+	}
+	return msgs[0].ID, nil
+}
+
+// waiter is one --wait for a task, following its events.
+type waiter struct {
+	c     *cli
+	k     *conn
+	info  *asynq.TaskInfo // as enqueued
+	last  *asynq.TaskInfo // the last state read
+	bar   *percentBar
+	start time.Time
+
+	retried  int            // the failed attempts reported
+	progress tasks.Progress // the last progress shown
+	gone     bool           // a check found the task gone, with no final event yet
+}
+
+// event shows e, an event of the task that is not final.
+func (w *waiter) event(e events.Event) {
+	switch e.Kind {
+	case events.Progress:
+		w.show(tasks.Progress{Percent: e.Percent, Message: e.Message})
+	case events.Started:
+		if !w.bar.reported {
+			w.bar.describe("active")
+		}
+	case events.Retried:
+		w.reportRetry(e.Attempt, e.Error, e.NextAt)
+	}
+}
+
+// show moves the bar to p unless it is there.
+func (w *waiter) show(p tasks.Progress) {
+	if w.bar.reported && p.Percent == w.progress.Percent && p.Message == w.progress.Message {
+		return
+	}
+	w.progress = p
+	w.bar.set(p.Percent, p.Message)
+}
+
+// reportRetry reports the failed attempt n (1-based) once.
+func (w *waiter) reportRetry(n int, lastErr string, next time.Time) {
+	if n <= w.retried || w.c.f.json {
+		return
+	}
+	w.retried = n
+	line := fmt.Sprintf("%s: attempt %d of %d failed: %s", w.c.prog, n, w.info.MaxRetry+1, lastErr)
+	if !next.IsZero() {
+		line += "; next attempt at " + next.Format(time.RFC3339)
+	}
+	w.bar.println(line)
+}
+
+// check reads the task's state and progress, shows them, and reports
+// whether the task has ended, with the wait's error. A task gone from
+// Redis has ended at the first check (it was gone before the wait began),
+// and at a later one when it is still gone at the next: its final event
+// may be on its way.
+func (w *waiter) check(ctx context.Context, first bool) (bool, error) {
+	ti, err := w.k.insp.GetTaskInfo(w.info.Queue, w.info.ID)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+		// Finished with no retention, or deleted by someone.
+		if !first && !w.gone {
+			w.gone = true
+			return false, nil
+		}
+		w.bar.finish(false, "gone")
+		return true, w.c.finished(w.last, nil, time.Since(w.start))
+	case err != nil:
+		if ctx.Err() != nil {
+			return false, nil // the wait's own end says it
+		}
+		return true, fmt.Errorf("wait for task %s: %w", w.info.ID, err)
+	}
+	w.gone = false
+	w.last = ti
+	if p, err := tasks.ReadProgress(ctx, w.k.m, w.info.ID); err == nil {
+		w.show(p)
+	} else if !w.bar.reported {
+		w.bar.describe(ti.State.String())
+	}
+	switch ti.State {
+	case asynq.TaskStateCompleted:
+		w.bar.finish(true, "done")
+		return true, w.c.finished(ti, ti, time.Since(w.start))
+	case asynq.TaskStateArchived:
+		w.bar.finish(false, "archived")
+		return true, w.c.finished(ti, ti, time.Since(w.start))
+	case asynq.TaskStateRetry:
+		w.reportRetry(ti.Retried, ti.LastErr, ti.NextProcessAt)
+	}
+	return false, nil
+}
+
+// final ends the wait on the task's final event e. The outcome printed is
+// the task's state once asynq has stored it (within finalSettle), else
+// what e says.
+func (w *waiter) final(ctx context.Context, e events.Event) error {
+	took := time.Since(w.start)
+	if e.Kind == events.Succeeded {
+		w.bar.finish(true, "done")
+	} else {
+		w.bar.finish(false, string(e.Kind))
+	}
+	deadline := time.Now().Add(finalSettle)
+	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		ti, err := w.k.insp.GetTaskInfo(w.info.Queue, w.info.ID)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+			return w.c.finished(w.last, nil, took)
+		case err == nil && (ti.State == asynq.TaskStateCompleted || ti.State == asynq.TaskStateArchived):
+			return w.c.finished(ti, ti, took)
+		case err == nil:
+			w.last = ti
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(pause)
+	}
+	ti := *w.last
+	if e.Kind == events.Succeeded {
+		ti.State, ti.Result = asynq.TaskStateCompleted, e.Result
+	} else {
+		ti.State, ti.LastErr, ti.Retried = asynq.TaskStateArchived, e.Error, max(e.Attempt-1, 0)
+	}
+	return w.c.finished(&ti, &ti, took)
+}
+
+// stoppedWaiting is the error of a wait that ctx ended before the task,
+// last seen as last.
+func (c *cli) stoppedWaiting(ctx context.Context, info, last *asynq.TaskInfo, limit time.Duration) error {
+	if limit > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("gave up waiting after %v (--wait-timeout): task %s is still %s", limit, info.ID, last.State)
+	}
+	return fmt.Errorf("stopped waiting: task %s is still %s", info.ID, last.State)
+}
+
+// Polling intervals of pollWait: it starts fast, so that short tasks
+// return quickly, and slows down for long ones.
 const (
 	pollFirst = 10 * time.Millisecond
 	pollMax   = 500 * time.Millisecond
 )
 
-// wait follows the task of info until it completes (nil) or is archived
-// (an error naming its last error), showing its progress reports on a bar.
-// limit > 0 bounds the wait.
-func (c *cli) wait(ctx context.Context, k *conn, info *asynq.TaskInfo, limit time.Duration) error {
+// pollWait is wait by polling the task's state and progress, as --wait
+// did before the task events: the bar moves at the next poll after a
+// report, up to pollMax later. wait falls back to it when the events
+// cannot be read; BenchmarkWaitLatency compares the two.
+func (c *cli) pollWait(ctx context.Context, k *conn, info *asynq.TaskInfo, limit time.Duration) error {
 	start := time.Now()
 	if limit > 0 {
 		var cancel context.CancelFunc

@@ -3,6 +3,7 @@ package enqueue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -12,6 +13,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/events"
+	"github.com/forgeq/forgeq/internal/taskctx"
 	"github.com/forgeq/forgeq/tasks"
 )
 
@@ -32,14 +35,57 @@ func startWorker(tb testing.TB, url string) {
 		Logger:            log.Sugar(),
 		LogLevel:          asynq.WarnLevel,
 	})
-	if err := srv.Start(tasks.NewMux(tasks.Default(), tasks.Deps{Cache: m, Logger: log})); err != nil {
+	pub := events.NewPublisher(m.Client(), events.PublisherOptions{})
+	mux := tasks.NewMux(tasks.Default(), tasks.Deps{Cache: m, Logger: log})
+	mux.Use(publishEvents(pub))
+	if err := srv.Start(mux); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
 		srv.Shutdown()
+		pub.Close()
 		m.Close()
 	})
 	waitServed(tb, m, "default")
+}
+
+// publishEvents publishes the task events a worker publishes (package
+// events) with pub, as the worker's own middleware does, which this
+// package's tests cannot import: started, progress (through the ctx), and
+// succeeded, or failed then retried or archived.
+func publishEvents(pub *events.Publisher) asynq.MiddlewareFunc {
+	return func(h asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			id, _ := asynq.GetTaskID(ctx)
+			queue, _ := asynq.GetQueueName(ctx)
+			retried, _ := asynq.GetRetryCount(ctx)
+			maxRetry, _ := asynq.GetMaxRetry(ctx)
+			base := events.Event{Queue: queue, TaskID: id, Type: t.Type(), Attempt: retried + 1}
+			publish := func(k events.Kind, err error, result []byte) {
+				e := base
+				e.Kind, e.Time, e.Result = k, time.Now(), result
+				if err != nil {
+					e.Error = err.Error()
+				}
+				pub.Publish(e)
+			}
+			publish(events.Started, nil, nil)
+			var result []byte
+			ctx = taskctx.WithResult(ctx, func(b []byte) { result = b })
+			err := h.ProcessTask(taskctx.WithEvents(ctx, pub, base), t)
+			switch {
+			case err == nil:
+				publish(events.Succeeded, nil, result)
+			case retried >= maxRetry || errors.Is(err, asynq.SkipRetry):
+				publish(events.Failed, err, nil)
+				publish(events.Archived, err, nil)
+			default:
+				publish(events.Failed, err, nil)
+				publish(events.Retried, err, nil)
+			}
+			return err
+		})
+	}
 }
 
 // waitServed waits for the heartbeat of a server of queue, which --wait

@@ -58,7 +58,9 @@ func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
 // values (patterns, not paths). A nil route uses r.Pattern. An empty result
 // is labelled "unmatched". Methods other than the standard ones are
 // labelled "OTHER"; the code label is the status class ("2xx", "4xx", ...).
-// A handler that panics counts as "5xx" and its panic goes on up.
+// A handler that panics counts as "5xx" and its panic goes on up. When the
+// request runs in a sampled span (package telemetry), its duration
+// observation carries the trace id as an exemplar.
 //
 // The returned middleware is safe for concurrent use.
 func (x *Metrics) HTTPMiddleware(route func(*http.Request) string) func(http.Handler) http.Handler {
@@ -85,7 +87,7 @@ func (x *Metrics) HTTPMiddleware(route func(*http.Request) string) func(http.Han
 				}
 				method := methodLabel(r.Method)
 				m.requests.WithLabelValues(name, method, statusClass(code)).Inc()
-				m.duration.WithLabelValues(name, method).Observe(time.Since(start).Seconds())
+				observe(r.Context(), m.duration.WithLabelValues(name, method), time.Since(start).Seconds())
 			}()
 			next.ServeHTTP(sw, r)
 			finished = true

@@ -75,6 +75,10 @@ type Options struct {
 	// (forgeq_queue_* and asynq_*) report each of them, with zero values,
 	// before its first task creates it in Redis.
 	Queues []string
+	// EventsDropped, when set, is read on every scrape as
+	// forgeq_events_dropped_total: the task events the process's
+	// publisher dropped (events.Publisher.Dropped).
+	EventsDropped func() uint64
 }
 
 var namespaceRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
@@ -196,6 +200,9 @@ func New(o Options, opts ...Option) (*Metrics, error) {
 		x.tasks,
 		x.http,
 	}
+	if o.EventsDropped != nil {
+		cs = append(cs, newEventsDropped(o.Namespace, o.EventsDropped))
+	}
 	if o.Inspector != nil {
 		cs = append(cs, newQueueCollector(o.Namespace, o.Inspector, queueReads{
 			timeout: o.QueueScrapeTimeout, interval: o.QueueScrapeInterval, now: oo.now,
@@ -210,6 +217,10 @@ func New(o Options, opts ...Option) (*Metrics, error) {
 		ErrorLog:      zapPrintln{o.Logger},
 		ErrorHandling: promhttp.ContinueOnError,
 		Registry:      x.reg, // adds promhttp_metric_handler_errors_total
+		// A scraper that asks for OpenMetrics (Prometheus does) gets the
+		// histograms' exemplars: the trace ids of sampled tasks and
+		// requests (exemplar.go).
+		EnableOpenMetrics: true,
 	})
 	return x, nil
 }
@@ -219,7 +230,7 @@ func New(o Options, opts ...Option) (*Metrics, error) {
 func (x *Metrics) Registry() *prometheus.Registry { return x.reg }
 
 // Handler returns the /metrics handler: the registry in the Prometheus text
-// (or negotiated) format. A collector that fails leaves its metrics out of
+// format, or in OpenMetrics (with exemplars) when the scraper asks for it. A collector that fails leaves its metrics out of
 // the response, is logged and is counted in
 // promhttp_metric_handler_errors_total; it never fails the whole scrape
 // unless nothing at all could be gathered, and it never panics.

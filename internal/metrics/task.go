@@ -150,6 +150,8 @@ func (x *Metrics) CountRecovered(taskType, queue string) {
 // middleware and sees panics before they become errors there.
 //
 // The queue label is asynq.GetQueueName(ctx), or "unknown" outside a server.
+// When the task runs in a sampled span (package telemetry), its duration
+// observation carries the trace id as an exemplar.
 // The returned middleware is safe for concurrent use.
 func (x *Metrics) TaskMiddleware() asynq.MiddlewareFunc {
 	m := x.tasks
@@ -175,7 +177,7 @@ func (x *Metrics) TaskMiddleware() asynq.MiddlewareFunc {
 					m.postponed.WithLabelValues(typ, queue, pe.Reason).Inc()
 					return
 				}
-				m.duration.WithLabelValues(typ, queue).Observe(time.Since(start).Seconds())
+				observe(ctx, m.duration.WithLabelValues(typ, queue), time.Since(start).Seconds())
 				m.processed.WithLabelValues(typ, queue).Inc()
 				if outcome == "" {
 					outcome = tasks.Outcome(ctx, err)

@@ -1,9 +1,14 @@
 // Package taskctx carries a task's id in a context outside an asynq
 // server, where asynq.GetTaskID finds none: forgeqtest runs handlers this
-// way, and tasks reads the id back for progress reports.
+// way, and tasks reads the id back for progress reports. It also carries
+// the sinks of a handler's result and the task's event publisher.
 package taskctx
 
-import "context"
+import (
+	"context"
+
+	"github.com/forgeq/forgeq/events"
+)
 
 type key struct{}
 
@@ -21,15 +26,44 @@ func ID(ctx context.Context) (string, bool) {
 type resultKey struct{}
 
 // WithResult returns ctx in which SetResult hands a handler's result to
-// sink: the workflow middleware keeps a step's result this way.
+// sink, and to the sinks of the WithResult calls that built ctx: the
+// workflow middleware keeps a step's result this way, and the worker's
+// events middleware puts it in the task's succeeded event.
 func WithResult(ctx context.Context, sink func([]byte)) context.Context {
-	return context.WithValue(ctx, resultKey{}, sink)
+	prev, _ := ctx.Value(resultKey{}).([]func([]byte))
+	sinks := make([]func([]byte), len(prev), len(prev)+1)
+	copy(sinks, prev)
+	return context.WithValue(ctx, resultKey{}, append(sinks, sink))
 }
 
-// SetResult passes b, the result a handler returned, to the sink of
-// WithResult in ctx, if any.
+// SetResult passes b, the result a handler returned, to every sink of
+// WithResult in ctx, innermost first.
 func SetResult(ctx context.Context, b []byte) {
-	if sink, ok := ctx.Value(resultKey{}).(func([]byte)); ok {
-		sink(b)
+	sinks, _ := ctx.Value(resultKey{}).([]func([]byte))
+	for i := len(sinks) - 1; i >= 0; i-- {
+		sinks[i](b)
 	}
+}
+
+type eventsKey struct{}
+
+// eventsValue is what WithEvents puts in a ctx.
+type eventsValue struct {
+	pub  *events.Publisher
+	base events.Event
+}
+
+// WithEvents returns ctx in which the task's progress reports
+// (tasks.ReportProgress) are published through pub as copies of base (the
+// task's queue, id, type, attempt and trace id) of kind events.Progress.
+func WithEvents(ctx context.Context, pub *events.Publisher, base events.Event) context.Context {
+	return context.WithValue(ctx, eventsKey{}, eventsValue{pub: pub, base: base})
+}
+
+// Events returns the publisher and base event WithEvents put in ctx; ok is
+// false when there are none (events off, or a handler run without the
+// worker's middleware).
+func Events(ctx context.Context) (pub *events.Publisher, base events.Event, ok bool) {
+	v, ok := ctx.Value(eventsKey{}).(eventsValue)
+	return v.pub, v.base, ok && v.pub != nil
 }

@@ -154,7 +154,7 @@ func (s *Service) getReport(m *cachemgr.Manager, log *zap.Logger) http.Handler {
 // (202 with a Created), or answers 400 naming the bad field, 409 when the
 // report id is taken, or 415 for a body not sent as application/json.
 func (s *Service) PostReport(sv worker.Services) http.Handler {
-	return s.postReport(sv.Client, sv.Manager, sv.Logger)
+	return s.postReport(sv.Enqueuer, sv.Manager, sv.Logger)
 }
 
 func (s *Service) postReport(enq tasks.Enqueuer, m *cachemgr.Manager, log *zap.Logger) http.Handler {

@@ -1,0 +1,438 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// Defaults of ClientOptions.
+const (
+	// DefaultCheckInterval is WaitResult's default safety check interval.
+	DefaultCheckInterval = time.Second
+)
+
+const (
+	// readBlock is how long one XREAD waits for new entries. A reader
+	// without watchers stops after at most this long.
+	readBlock = 2 * time.Second
+	// readCount bounds the entries one XREAD or XRANGE returns.
+	readCount = 256
+	// subQueue bounds the events waiting for a slow watcher; past it the
+	// watcher reads the stream again from its last event.
+	subQueue = 1024
+	// Backoff after a failed read.
+	backoffMin = 20 * time.Millisecond
+	backoffMax = 2 * time.Second
+)
+
+// ClientOptions configure a Client. The zero value of a field means its
+// default.
+type ClientOptions struct {
+	// Inspector reads the tasks' states for WaitResult. Default: an
+	// inspector on the client's Redis client.
+	Inspector *asynq.Inspector
+	// CheckInterval is how often WaitResult reads the task's state while
+	// it waits, as a safety net for events turned off or trimmed.
+	// Default DefaultCheckInterval.
+	CheckInterval time.Duration
+	// Logger logs failed reads, which are retried. Default: none.
+	Logger *zap.Logger
+}
+
+// A Client reads task events. Watchers of one queue share one blocking
+// XREAD of its stream, so a Client holds one Redis connection per watched
+// queue however many watchers there are.
+//
+// A Client is safe for concurrent use. It needs no closing: its reader of
+// a queue stops within seconds of the last watcher leaving.
+type Client struct {
+	rdb redis.UniversalClient
+	o   ClientOptions
+	log *zap.Logger
+
+	mu      sync.Mutex
+	readers map[string]*reader // by queue
+}
+
+// NewClient returns a Client reading through rdb.
+func NewClient(rdb redis.UniversalClient, o ClientOptions) *Client {
+	if o.Inspector == nil {
+		o.Inspector = asynq.NewInspectorFromRedisClient(rdb)
+	}
+	if o.CheckInterval <= 0 {
+		o.CheckInterval = DefaultCheckInterval
+	}
+	log := o.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Client{rdb: rdb, o: o, log: log, readers: make(map[string]*reader)}
+}
+
+// Watch returns the events of task taskID of queue (of every task of the
+// queue when taskID is ""), in order, as they are published: those after
+// the stream entry id after, or, when after is "", those published from
+// the time the iteration starts. after "0" starts at the oldest entry the
+// stream holds. To resume after a disconnection, pass the ID of the last
+// event received.
+//
+// The sequence does not end after a final event: break out of the loop.
+// It ends when ctx ends, after yielding ctx's error as its only error.
+// Redis errors are not yielded: Watch reads again from the last event it
+// yielded, with backoff, until Redis answers, so no event is missed
+// unless the stream was trimmed past it meanwhile.
+func (c *Client) Watch(ctx context.Context, queue, taskID, after string) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		if err := c.watch(ctx, queue, taskID, after, func(e Event) bool { return yield(e, nil) }); err != nil {
+			yield(Event{}, err)
+		}
+	}
+}
+
+// watch calls fn with the events Watch yields until fn returns false (nil)
+// or ctx ends (ctx's error).
+func (c *Client) watch(ctx context.Context, queue, taskID, after string, fn func(Event) bool) error {
+	key := StreamKey(queue)
+	bo := backoff{}
+	for after == "" {
+		id, err := c.lastID(ctx, key)
+		if err == nil {
+			after = id
+			break
+		}
+		if err := bo.wait(ctx, c.log, "read the last event id", err); err != nil {
+			return err
+		}
+	}
+	var s *sub
+	for {
+		var err error
+		if s, err = c.subscribe(ctx, queue, taskID); err == nil {
+			break
+		}
+		if err := bo.wait(ctx, c.log, "read the last event id", err); err != nil {
+			return err
+		}
+	}
+	defer c.unsubscribe(queue, s)
+
+	last := after
+	emit := func(e Event) bool {
+		if !idLess(last, e.ID) {
+			return true // seen while catching up
+		}
+		last = e.ID
+		return fn(e)
+	}
+	catchUp := true
+	for {
+		if catchUp {
+			// Everything after last that the stream held when the
+			// subscription began, and more: the reader delivers the
+			// rest, and emit drops what both deliver.
+			for {
+				msgs, err := c.rdb.XRangeN(ctx, key, nextID(last), "+", readCount).Result()
+				if err != nil {
+					if err := bo.wait(ctx, c.log, "read events", err); err != nil {
+						return err
+					}
+					continue
+				}
+				bo.reset()
+				for _, m := range msgs {
+					e := parse(queue, m.ID, m.Values)
+					if taskID != "" && e.TaskID != taskID {
+						last = m.ID
+						continue
+					}
+					if !emit(e) {
+						return nil
+					}
+				}
+				if len(msgs) < readCount {
+					break
+				}
+			}
+			catchUp = false
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.wake:
+		}
+		q, lagged := s.take()
+		for _, e := range q {
+			if !emit(e) {
+				return nil
+			}
+		}
+		catchUp = lagged
+	}
+}
+
+// WaitResult waits for task taskID of queue to end and returns its result
+// when it succeeded. When it failed for good, the error is a *TaskError
+// (Kind Archived or Cancelled); ErrNotFound when the task is neither in
+// Redis nor in the stream; ErrResultTruncated, with the result's first
+// MaxResultBytes, for a long result of a task no longer in Redis; ctx's
+// error when ctx ends first.
+//
+// WaitResult returns at once for a task that has ended, and otherwise as
+// soon as its final event is published: it does not poll. It reads the
+// task's state each CheckInterval only as a safety net, for workers with
+// events off.
+func (c *Client) WaitResult(ctx context.Context, queue, taskID string) ([]byte, error) {
+	key := StreamKey(queue)
+	bo := backoff{}
+	var last string
+	for {
+		var err error
+		if last, err = c.lastID(ctx, key); err == nil {
+			break
+		}
+		if err := bo.wait(ctx, c.log, "read the last event id", err); err != nil {
+			return nil, err
+		}
+	}
+	// The state after the stream's position: an end between the two is
+	// in the stream after last.
+	if res, err, done := c.check(ctx, queue, taskID, false); done {
+		return res, err
+	}
+
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type outcome struct {
+		res []byte
+		err error
+	}
+	out := make(chan outcome, 1)
+	go func() {
+		var o outcome
+		err := c.watch(wctx, queue, taskID, last, func(e Event) bool {
+			if !e.Final() {
+				return true
+			}
+			o.res, o.err = c.final(e)
+			return false
+		})
+		if err != nil {
+			o.err = err
+		}
+		out <- o
+	}()
+	tick := time.NewTicker(c.o.CheckInterval)
+	defer tick.Stop()
+	missing := 0
+	for {
+		select {
+		case o := <-out:
+			if o.err != nil && ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return o.res, o.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+			res, err, done := c.check(ctx, queue, taskID, true)
+			if !done {
+				missing = 0
+				continue
+			}
+			if errors.Is(err, ErrNotFound) {
+				// Gone from Redis without a final event yet: it may be
+				// on its way (published as the handler returned).
+				if missing++; missing < 2 {
+					continue
+				}
+			}
+			return res, err
+		}
+	}
+}
+
+// check reads the state of the task and, when it has ended, returns its
+// outcome with done set. A task missing from Redis is looked up in the
+// stream; when the stream has no final event of it, the outcome is
+// ErrNotFound if the stream has no event of it at all (or if gone is
+// set), and otherwise not done.
+func (c *Client) check(ctx context.Context, queue, taskID string, gone bool) (res []byte, err error, done bool) {
+	info, err := c.o.Inspector.GetTaskInfo(queue, taskID)
+	switch {
+	case err == nil:
+		switch info.State {
+		case asynq.TaskStateCompleted:
+			return info.Result, nil, true
+		case asynq.TaskStateArchived:
+			return nil, archived(info), true
+		}
+		return nil, nil, false
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+	default:
+		c.log.Debug("task state not read", zap.String("queue", queue), zap.String("task_id", taskID), zap.Error(err))
+		return nil, nil, false // the events still come
+	}
+	e, seen, err := c.lookBack(ctx, queue, taskID)
+	switch {
+	case err != nil:
+		if ctx.Err() != nil {
+			return nil, ctx.Err(), true
+		}
+		return nil, nil, false
+	case e.Final():
+		res, err := c.final(e)
+		return res, err, true
+	case !seen || gone:
+		return nil, fmt.Errorf("%w: %s in queue %s", ErrNotFound, taskID, queue), true
+	}
+	return nil, nil, false
+}
+
+// lookBack returns the last final event of taskID in queue's stream,
+// reading it from its end, and whether the stream holds any event of the
+// task.
+func (c *Client) lookBack(ctx context.Context, queue, taskID string) (Event, bool, error) {
+	key := StreamKey(queue)
+	end := "+"
+	seen := false
+	for {
+		msgs, err := c.rdb.XRevRangeN(ctx, key, end, "-", readCount).Result()
+		if err != nil {
+			return Event{}, seen, err
+		}
+		for _, m := range msgs {
+			if m.Values[fTaskID] != taskID {
+				continue
+			}
+			seen = true
+			if e := parse(queue, m.ID, m.Values); e.Final() {
+				return e, true, nil
+			}
+		}
+		if len(msgs) < readCount {
+			return Event{}, seen, nil
+		}
+		end = prevID(msgs[len(msgs)-1].ID)
+		if end == "" {
+			return Event{}, seen, nil
+		}
+	}
+}
+
+// final returns WaitResult's answer for final event e.
+func (c *Client) final(e Event) ([]byte, error) {
+	switch e.Kind {
+	case Succeeded:
+		if len(e.Result) > 0 && !e.ResultTruncated {
+			return e.Result, nil
+		}
+		// The whole result, when the task is still in Redis (a result
+		// written with the ResultWriter alone has no copy in the event).
+		if info, err := c.o.Inspector.GetTaskInfo(e.Queue, e.TaskID); err == nil && len(info.Result) > 0 {
+			return info.Result, nil
+		}
+		if e.ResultTruncated {
+			return e.Result, ErrResultTruncated
+		}
+		return e.Result, nil
+	case Cancelled, Archived:
+		return nil, &TaskError{Queue: e.Queue, ID: e.TaskID, Kind: e.Kind, Err: e.Error, Attempts: e.Attempt}
+	}
+	return nil, fmt.Errorf("events: %s is not a final event", e.Kind)
+}
+
+// archived returns the TaskError of an archived task.
+func archived(info *asynq.TaskInfo) *TaskError {
+	k := Archived
+	if strings.HasPrefix(info.LastErr, "cancelled by ") {
+		k = Cancelled
+	}
+	return &TaskError{Queue: info.Queue, ID: info.ID, Kind: k, Err: info.LastErr, Attempts: info.Retried + 1}
+}
+
+// lastID returns the id of the last entry of the stream key, "0-0" when
+// there is none.
+func (c *Client) lastID(ctx context.Context, key string) (string, error) {
+	msgs, err := c.rdb.XRevRangeN(ctx, key, "+", "-", 1).Result()
+	if err != nil {
+		return "", err
+	}
+	if len(msgs) == 0 {
+		return "0-0", nil
+	}
+	return msgs[0].ID, nil
+}
+
+// backoff spaces retries after failed reads.
+type backoff struct{ d time.Duration }
+
+func (b *backoff) reset() { b.d = 0 }
+
+// wait logs err and sleeps the next backoff, or returns ctx's error.
+func (b *backoff) wait(ctx context.Context, log *zap.Logger, what string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	b.d = min(max(2*b.d, backoffMin), backoffMax)
+	log.Debug("task events: "+what+"; retrying", zap.Duration("in", b.d), zap.Error(err))
+	t := time.NewTimer(b.d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Stream ids.
+
+// parseID splits a stream id "ms-seq".
+func parseID(id string) (ms, seq uint64, ok bool) {
+	a, b, found := strings.Cut(id, "-")
+	ms, err1 := strconv.ParseUint(a, 10, 64)
+	if !found {
+		return ms, 0, err1 == nil
+	}
+	seq, err2 := strconv.ParseUint(b, 10, 64)
+	return ms, seq, err1 == nil && err2 == nil
+}
+
+// idLess reports whether stream id a comes before b.
+func idLess(a, b string) bool {
+	am, as, _ := parseID(a)
+	bm, bs, _ := parseID(b)
+	return am < bm || am == bm && as < bs
+}
+
+// nextID returns the smallest id after id, for an exclusive XRANGE start
+// that works on every Redis version.
+func nextID(id string) string {
+	ms, seq, _ := parseID(id)
+	if seq == ^uint64(0) {
+		return strconv.FormatUint(ms+1, 10) + "-0"
+	}
+	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10)
+}
+
+// prevID returns the largest id before id, "" for none.
+func prevID(id string) string {
+	ms, seq, _ := parseID(id)
+	switch {
+	case seq > 0:
+		return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq-1, 10)
+	case ms > 0:
+		return strconv.FormatUint(ms-1, 10) + "-" + strconv.FormatUint(^uint64(0), 10)
+	}
+	return ""
+}

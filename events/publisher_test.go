@@ -1,0 +1,275 @@
+package events_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/forgeq/forgeq/events"
+	"github.com/forgeq/forgeq/internal/redistest"
+)
+
+// Real Redis databases of this package's tests (each test uses queues of
+// its own in it).
+const realDB = 38
+
+var flushOnce sync.Once
+
+// realRedis returns a client of test database realDB, flushed once per
+// run of the package's tests. It skips, or fails under CI, without
+// REDIS_TEST_URL.
+func realRedis(tb testing.TB) *redis.Client {
+	tb.Helper()
+	opts, err := redis.ParseURL(redistest.URL(tb, realDB))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	tb.Cleanup(func() { rdb.Close() })
+	var ferr error
+	flushOnce.Do(func() { ferr = rdb.FlushDB(context.Background()).Err() })
+	if ferr != nil {
+		tb.Fatal(ferr)
+	}
+	return rdb
+}
+
+// miniRedis returns a client of a new miniredis.
+func miniRedis(tb testing.TB) (*redis.Client, *miniredis.Miniredis) {
+	tb.Helper()
+	mr := miniredis.RunT(tb)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	tb.Cleanup(func() { rdb.Close() })
+	return rdb, mr
+}
+
+// queueName returns a queue name of the test's own.
+func queueName(tb testing.TB) string {
+	return fmt.Sprintf("%s-%d", tb.Name(), time.Now().UnixNano())
+}
+
+// newPublisher returns a Publisher on rdb, closed at cleanup.
+func newPublisher(tb testing.TB, rdb redis.UniversalClient, o events.PublisherOptions) *events.Publisher {
+	tb.Helper()
+	p := events.NewPublisher(rdb, o)
+	tb.Cleanup(func() { p.Close() })
+	return p
+}
+
+// read returns every event of queue's stream, oldest first.
+func read(tb testing.TB, rdb redis.UniversalClient, queue string) []events.Event {
+	tb.Helper()
+	c := events.NewClient(rdb, events.ClientOptions{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n, err := rdb.XLen(ctx, events.StreamKey(queue)).Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var got []events.Event
+	if n == 0 {
+		return nil
+	}
+	for e, err := range c.Watch(ctx, queue, "", "0") {
+		if err != nil {
+			tb.Fatal(err)
+		}
+		got = append(got, e)
+		if int64(len(got)) == n {
+			break
+		}
+	}
+	return got
+}
+
+// ignoreIDs leaves the stream ids out of comparisons.
+var ignoreIDs = cmpopts.IgnoreFields(events.Event{}, "ID")
+
+func TestPublisherWritesInOrder(t *testing.T) {
+	t.Parallel()
+	rdb, _ := miniRedis(t)
+	p := newPublisher(t, rdb, events.PublisherOptions{})
+	at := time.UnixMilli(1_765_000_000_000).UTC()
+	var want []events.Event
+	for i := range 300 {
+		e := events.Event{Kind: events.Progress, Queue: "a", TaskID: "t" + strconv.Itoa(i%3), Type: "x",
+			Time: at, Attempt: 1, Percent: float64(i % 100), Message: "step " + strconv.Itoa(i)}
+		if i%50 == 49 {
+			e.Queue = "b"
+		}
+		p.Publish(e)
+		if e.Queue == "a" {
+			want = append(want, e)
+		}
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := read(t, rdb, "a")
+	if diff := cmp.Diff(want, got, ignoreIDs); diff != "" {
+		t.Errorf("stream a (-want +got):\n%s", diff)
+	}
+	if n := len(read(t, rdb, "b")); n != 6 {
+		t.Errorf("stream b holds %d events, want 6", n)
+	}
+}
+
+func TestPublisherFields(t *testing.T) {
+	t.Parallel()
+	rdb, _ := miniRedis(t)
+	p := newPublisher(t, rdb, events.PublisherOptions{})
+	at := time.UnixMilli(1_765_000_000_000).UTC()
+	big := make([]byte, events.MaxResultBytes+10)
+	for i := range big {
+		big[i] = 'x'
+	}
+	give := []events.Event{
+		{Kind: events.Enqueued, Queue: "q", TaskID: "1", Type: "t", Time: at, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{Kind: events.Failed, Queue: "q", TaskID: "1", Type: "t", Time: at, Attempt: 2, Error: "boom"},
+		{Kind: events.Retried, Queue: "q", TaskID: "1", Type: "t", Time: at, Attempt: 2, Error: "boom", NextAt: at.Add(time.Second)},
+		{Kind: events.Succeeded, Queue: "q", TaskID: "1", Type: "t", Time: at, Attempt: 3, Result: []byte(`{"ok":true}`)},
+		{Kind: events.Succeeded, Queue: "q", TaskID: "2", Type: "t", Time: at, Attempt: 1, Result: big},
+	}
+	for _, e := range give {
+		p.Publish(e)
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]events.Event(nil), give...)
+	want[4].Result, want[4].ResultTruncated = big[:events.MaxResultBytes], true
+	if diff := cmp.Diff(want, read(t, rdb, "q"), ignoreIDs); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
+
+func TestPublisherIgnoresIncomplete(t *testing.T) {
+	t.Parallel()
+	rdb, mr := miniRedis(t)
+	p := newPublisher(t, rdb, events.PublisherOptions{})
+	p.Publish(events.Event{Kind: events.Started, TaskID: "no queue"})
+	p.Publish(events.Event{Kind: events.Started, Queue: "no-task"})
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if keys := mr.Keys(); len(keys) != 0 {
+		t.Errorf("keys %q written, want none", keys)
+	}
+	var nilp *events.Publisher
+	nilp.Publish(events.Event{Kind: events.Started, Queue: "q", TaskID: "1"})
+	if err := nilp.Close(); err != nil || nilp.Dropped() != 0 {
+		t.Errorf("nil Publisher: Close = %v, Dropped = %d", err, nilp.Dropped())
+	}
+}
+
+func TestPublisherDrops(t *testing.T) {
+	t.Parallel()
+
+	t.Run("after close", func(t *testing.T) {
+		t.Parallel()
+		rdb, _ := miniRedis(t)
+		var n atomic.Int64
+		p := events.NewPublisher(rdb, events.PublisherOptions{OnDropped: func() { n.Add(1) }})
+		p.Publish(events.Event{Kind: events.Started, Queue: "q", TaskID: "1"})
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if l := rdb.XLen(context.Background(), events.StreamKey("q")).Val(); l != 1 {
+			t.Errorf("stream length after Close = %d, want 1 (Close writes what was published)", l)
+		}
+		p.Publish(events.Event{Kind: events.Started, Queue: "q", TaskID: "2"})
+		if n.Load() != 1 || p.Dropped() != 1 {
+			t.Errorf("OnDropped calls, Dropped = %d, %d; want 1, 1", n.Load(), p.Dropped())
+		}
+		if err := p.Close(); err != nil {
+			t.Errorf("second Close = %v", err)
+		}
+	})
+
+	t.Run("redis down, buffer full", func(t *testing.T) {
+		t.Parallel()
+		rdb, mr := miniRedis(t)
+		mr.Close()
+		p := events.NewPublisher(rdb, events.PublisherOptions{Buffer: 10})
+		start := time.Now()
+		for i := range 1000 {
+			p.Publish(events.Event{Kind: events.Started, Queue: "q", TaskID: strconv.Itoa(i)})
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("1000 Publish calls with Redis down took %v: Publish blocks", d)
+		}
+		if err := p.Close(); err == nil {
+			t.Error("Close with Redis down = nil, want the write's error")
+		}
+		if d := p.Dropped(); d != 1000 {
+			t.Errorf("Dropped = %d, want 1000", d)
+		}
+	})
+}
+
+// TestPublisherMaxLen checks the trimming on a real Redis: XADD MAXLEN ~
+// trims whole stream nodes, so the stream holds at least MaxLen entries
+// and less than MaxLen plus a node (stream-node-max-entries, 100).
+func TestPublisherMaxLen(t *testing.T) {
+	t.Parallel()
+	rdb := realRedis(t)
+	q := queueName(t)
+	p := newPublisher(t, rdb, events.PublisherOptions{MaxLen: 100})
+	for i := range 5000 {
+		p.Publish(events.Event{Kind: events.Progress, Queue: q, TaskID: strconv.Itoa(i), Percent: 50, Message: "half way"})
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n, err := rdb.XLen(context.Background(), events.StreamKey(q)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 100 || n > 200 {
+		t.Errorf("stream length after 5000 events with MaxLen 100 = %d, want 100 to 200", n)
+	}
+	// The newest entries are the ones kept.
+	last := rdb.XRevRangeN(context.Background(), events.StreamKey(q), "+", "-", 1).Val()
+	if len(last) != 1 || last[0].Values["i"] != "4999" {
+		t.Errorf("last entry = %v, want task 4999's", last)
+	}
+}
+
+// TestPublisherLatency checks that an event published to an idle
+// Publisher is in Redis within a few milliseconds.
+func TestPublisherLatency(t *testing.T) {
+	t.Parallel()
+	rdb := realRedis(t)
+	q := queueName(t)
+	p := newPublisher(t, rdb, events.PublisherOptions{})
+	key := events.StreamKey(q)
+	p.Publish(events.Event{Kind: events.Started, Queue: q, TaskID: "1"}) // dials
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var took []time.Duration
+	for i := range 20 {
+		start := time.Now()
+		p.Publish(events.Event{Kind: events.Progress, Queue: q, TaskID: "1", Percent: float64(i)})
+		for rdb.XLen(context.Background(), key).Val() != int64(i+2) {
+			if time.Since(start) > time.Second {
+				t.Fatalf("event %d not in Redis 1s after Publish", i)
+			}
+		}
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	if med := took[len(took)/2]; med > 20*time.Millisecond {
+		t.Errorf("median time from Publish to Redis = %v, want under 20ms (all: %v)", med, took)
+	}
+}

@@ -1,0 +1,212 @@
+package tasks_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/forgeq/forgeq/events"
+	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/telemetry"
+)
+
+// clientFixture is a tasks.Client on miniredis with an events publisher,
+// and a tracer provider recording into an in-memory exporter (not
+// installed globally: the spans continue the caller's).
+type clientFixture struct {
+	rdb  *redis.Client
+	insp *asynq.Inspector
+	c    *tasks.Client
+	pub  *events.Publisher
+	exp  *tracetest.InMemoryExporter
+	tp   *sdktrace.TracerProvider
+}
+
+func newClientFixture(t *testing.T) *clientFixture {
+	t.Helper()
+	// As a program that set OpenTelemetry up on its own does (Setup
+	// installs the same propagator).
+	prev := otel.GetTextMapPropagator()
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	t.Cleanup(func() { otel.SetTextMapPropagator(prev) })
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	pub := events.NewPublisher(rdb, events.PublisherOptions{})
+	t.Cleanup(func() { _ = pub.Close() })
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return &clientFixture{
+		rdb: rdb, insp: asynq.NewInspectorFromRedisClient(rdb),
+		c:   tasks.NewClient(asynq.NewClientFromRedisClient(rdb), tasks.ClientOptions{Events: pub}),
+		pub: pub, exp: exp, tp: tp,
+	}
+}
+
+// firstEvent returns the first event of task id in queue's stream.
+func (f *clientFixture) firstEvent(t *testing.T, queue, id string) events.Event {
+	t.Helper()
+	if err := f.pub.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	for e, err := range events.NewClient(f.rdb, events.ClientOptions{}).Watch(ctx, queue, id, "0") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	t.Fatalf("no event of %s in queue %s", id, queue)
+	return events.Event{}
+}
+
+// streamLen returns how many events queue's stream holds.
+func (f *clientFixture) streamLen(t *testing.T, queue string) int64 {
+	t.Helper()
+	if err := f.pub.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	n, err := f.rdb.XLen(t.Context(), events.StreamKey(queue)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestClientCarriesTraceAndRequestID checks what a handler relies on: the
+// task enqueued under a span and a request id carries both in its headers,
+// the enqueue has a producer span of its own under the caller's, and an
+// enqueued event names the task and its trace.
+func TestClientCarriesTraceAndRequestID(t *testing.T) {
+	f := newClientFixture(t)
+	ctx, parent := f.tp.Tracer("test").Start(t.Context(), "POST /api/tasks")
+	ctx = telemetry.WithRequestID(ctx, "req-42")
+	task, err := tasks.DataProcess.NewTask(tasks.ProcessData{Key: "k", Work: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := f.c.EnqueueContext(ctx, task, asynq.Queue("q1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent.End()
+
+	ti, err := f.insp.GetTaskInfo("q1", info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ti.Headers[telemetry.HeaderRequestID]; got != "req-42" {
+		t.Errorf("header %s = %q, want req-42", telemetry.HeaderRequestID, got)
+	}
+	if ti.Headers["traceparent"] == "" {
+		t.Fatalf("no traceparent header in %v", ti.Headers)
+	}
+
+	spans := f.exp.GetSpans()
+	var enq *tracetest.SpanStub
+	for i := range spans {
+		if spans[i].SpanKind == trace.SpanKindProducer {
+			enq = &spans[i]
+		}
+	}
+	if enq == nil {
+		t.Fatalf("no producer span among %d spans", len(spans))
+	}
+	if enq.Parent.SpanID() != parent.SpanContext().SpanID() || enq.SpanContext.TraceID() != parent.SpanContext().TraceID() {
+		t.Errorf("enqueue span's parent = %v, want the caller's span %v", enq.Parent.SpanID(), parent.SpanContext().SpanID())
+	}
+	attrs := map[attribute.Key]string{}
+	for _, kv := range enq.Attributes {
+		attrs[kv.Key] = kv.Value.Emit()
+	}
+	if attrs["messaging.destination.name"] != "q1" || attrs["messaging.message.id"] != info.ID {
+		t.Errorf("enqueue span attributes %v: want queue q1 and id %s", attrs, info.ID)
+	}
+	// The handler continues the enqueue span, not the caller's.
+	hctx := telemetry.Extract(context.Background(), ti.Headers)
+	if got := trace.SpanContextFromContext(hctx).SpanID(); got != enq.SpanContext.SpanID() {
+		t.Errorf("the task carries span %v, want the enqueue span %v", got, enq.SpanContext.SpanID())
+	}
+
+	if n := f.streamLen(t, "q1"); n != 1 {
+		t.Fatalf("%d events in the stream, want 1", n)
+	}
+	e := f.firstEvent(t, "q1", info.ID)
+	if e.Kind != events.Enqueued || e.Type != tasks.TypeProcessData {
+		t.Errorf("event %+v, want an enqueued event of type %s", e, tasks.TypeProcessData)
+	}
+	if e.TraceID != parent.SpanContext().TraceID().String() {
+		t.Errorf("enqueued event trace %q, want %s", e.TraceID, parent.SpanContext().TraceID())
+	}
+}
+
+// TestClientFailedEnqueue checks that a refused enqueue returns asynq's
+// error, marks the span failed and publishes nothing.
+func TestClientFailedEnqueue(t *testing.T) {
+	f := newClientFixture(t)
+	ctx, parent := f.tp.Tracer("test").Start(t.Context(), "caller")
+	defer parent.End()
+	for i := range 2 {
+		task, err := tasks.DataProcess.NewTask(tasks.ProcessData{Key: "k", Work: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.c.EnqueueContext(ctx, task, asynq.Queue("q2"), asynq.TaskID("same"))
+		if i == 1 && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			t.Fatalf("second enqueue of id same: %v, want asynq.ErrTaskIDConflict", err)
+		}
+	}
+	var failed int
+	for _, s := range f.exp.GetSpans() {
+		if s.SpanKind == trace.SpanKindProducer && s.Status.Code.String() == "Error" {
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d failed enqueue spans, want 1", failed)
+	}
+	if n := f.streamLen(t, "q2"); n != 1 {
+		t.Errorf("%d events, want 1 (the first enqueue only)", n)
+	}
+}
+
+// TestClientUntracedTask checks that without a span or request id in ctx
+// the task carries no trace headers, and that a task built without a
+// header map (asynq.NewTask) is still enqueued.
+func TestClientUntracedTask(t *testing.T) {
+	f := newClientFixture(t)
+	task, err := tasks.DataProcess.NewTask(tasks.ProcessData{Key: "k", Work: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := f.c.EnqueueContext(t.Context(), task, asynq.Queue("q3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, err := f.insp.GetTaskInfo("q3", info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ti.Headers) != 0 {
+		t.Errorf("untraced task headers %v, want none", ti.Headers)
+	}
+	if _, err := f.c.EnqueueContext(t.Context(), asynq.NewTask("plain", nil), asynq.Queue("q3")); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.exp.GetSpans()) != 0 {
+		t.Errorf("%d spans without tracing, want none", len(f.exp.GetSpans()))
+	}
+}

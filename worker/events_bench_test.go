@@ -1,0 +1,108 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/forgeq/forgeq/events"
+	"github.com/forgeq/forgeq/internal/redistest"
+	"github.com/forgeq/forgeq/tasks"
+)
+
+// eventsBenchDB is BenchmarkEventsCost's real Redis database, which it
+// flushes.
+const eventsBenchDB = 45
+
+// BenchmarkEventsCost measures what the task events cost the worker's
+// throughput: BenchmarkThroughput's impl=forgeq (every config default but
+// WORKER_CONCURRENCY=50; 20,000 pending cache:invalidate tasks) with
+// WORKER_EVENTS=false and with its default, true, alternating in one run
+// so that both see the same machine. Each b.N iteration runs both, off
+// first on odd iterations and on first on even ones. It reports the
+// throughput of each (off-tasks/s, on-tasks/s), the CPU time per task of
+// this process and of Redis with events on and off, and cost-% = 100 x
+// (1 - on/off), the throughput lost to the events. The stream written
+// holds two entries per task (started, succeeded); its memory per entry
+// is reported as stream-bytes/entry (MEMORY USAGE over XLEN).
+//
+//	go test -run '^$' -bench EventsCost -benchtime 6x ./worker
+func BenchmarkEventsCost(b *testing.B) {
+	url := redistest.URL(b, eventsBenchDB)
+	rdb := redisClient(b, url)
+	var off, on throughputRun
+	var entryBytes float64
+	for i := range b.N {
+		b.StopTimer()
+		order := []bool{false, true}
+		if i%2 == 1 {
+			order = []bool{true, false}
+		}
+		for _, evs := range order {
+			r := eventsThroughputOnce(b, url, evs)
+			if evs {
+				on = on.add(r)
+				// The default stream length is trimmed to 10000; its
+				// memory per entry is what WORKER_EVENTS_MAX_LEN
+				// multiplies.
+				key := events.StreamKey(benchQueue)
+				mem, err := rdb.MemoryUsage(context.Background(), key, 0).Result()
+				if err != nil {
+					b.Fatal(err)
+				}
+				entryBytes = float64(mem) / float64(rdb.XLen(context.Background(), key).Val())
+			} else {
+				off = off.add(r)
+			}
+		}
+	}
+	n := float64(b.N * throughputTasks)
+	offRate, onRate := n/off.elapsed.Seconds(), n/on.elapsed.Seconds()
+	b.ReportMetric(offRate, "off-tasks/s")
+	b.ReportMetric(onRate, "on-tasks/s")
+	b.ReportMetric(100*(1-onRate/offRate), "cost-%")
+	b.ReportMetric(float64(off.cpu.Microseconds())/n, "off-cpu-us/task")
+	b.ReportMetric(float64(on.cpu.Microseconds())/n, "on-cpu-us/task")
+	b.ReportMetric(float64(off.redisCPU.Microseconds())/n, "off-redis-cpu-us/task")
+	b.ReportMetric(float64(on.redisCPU.Microseconds())/n, "on-redis-cpu-us/task")
+	b.ReportMetric(entryBytes, "stream-bytes/entry")
+	b.ReportMetric(0, "ns/op")
+}
+
+// add sums two runs.
+func (r throughputRun) add(o throughputRun) throughputRun {
+	return throughputRun{elapsed: r.elapsed + o.elapsed, cpu: r.cpu + o.cpu, redisCPU: r.redisCPU + o.redisCPU, calls: r.calls + o.calls}
+}
+
+// eventsThroughputOnce is throughputOnce for impl=forgeq with events on
+// or off.
+func eventsThroughputOnce(b *testing.B, url string, evs bool) throughputRun {
+	ctx := context.Background()
+	rdb := redisClient(b, url)
+	if err := rdb.FlushDB(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	enqueueAll(b, rdb, throughputTasks)
+	srv := newForgeqServer(b, url, map[string]string{
+		"WORKER_CONCURRENCY": fmt.Sprint(throughputConcurrency),
+		"WORKER_EVENTS":      fmt.Sprint(evs),
+	}, tasks.CacheInvalidate)
+	runtime.GC()
+	cpu0, redis0 := processCPU(b), redisCPU(b, rdb)
+	start := time.Now()
+	srv.start(b)
+	waitDrained(b, rdb)
+	r := throughputRun{elapsed: time.Since(start)}
+	r.cpu, r.redisCPU = processCPU(b)-cpu0, redisCPU(b, rdb)-redis0
+	srv.shutdown() // flushes the last events
+	if evs {
+		if n := rdb.XLen(ctx, events.StreamKey(benchQueue)).Val(); n < 10000 {
+			b.Fatalf("events on: the stream holds %d entries, want the 10000 it is trimmed to", n)
+		}
+	} else if n := rdb.Exists(ctx, events.StreamKey(benchQueue)).Val(); n != 0 {
+		b.Fatal("events off: a stream was written")
+	}
+	return r
+}
