@@ -13,8 +13,10 @@ type Kind string
 
 // The kinds of events, in the order a task can go through them.
 const (
-	// Enqueued: the task was put on its queue (published by the
-	// enqueuing process, not the worker).
+	// Enqueued: the task was put on its queue. The enqueuing process
+	// publishes it once the enqueue has returned, so a worker that takes
+	// the task at once may publish Started, or even the end, before it:
+	// order the task's life by the other kinds.
 	Enqueued Kind = "enqueued"
 	// Started: a worker began an attempt.
 	Started Kind = "started"
@@ -63,7 +65,9 @@ type Event struct {
 	Queue  string
 	TaskID string
 	Type   string // the task's type; may be "" on events written without it
-	Time   time.Time
+	// Time is when the event was written to the stream, to the
+	// millisecond: its ID's time. Publish ignores it.
+	Time time.Time
 	// Attempt is the 1-based number of the attempt (0 for Enqueued).
 	Attempt int
 	// Percent (0 to 100) and Message are a Progress event's.
@@ -174,7 +178,6 @@ const (
 	fKind      = "k"
 	fTaskID    = "i"
 	fType      = "t"
-	fTime      = "ts" // unix milliseconds
 	fAttempt   = "a"
 	fPercent   = "p"
 	fMessage   = "m"
@@ -185,16 +188,13 @@ const (
 	fTrace     = "tr"
 )
 
-// values returns e's stream entry fields, without its Queue (the stream's)
-// and ID (the entry's).
+// values returns e's stream entry fields, without its Queue (the stream's),
+// ID and Time (the entry's).
 func (e Event) values() []any {
 	v := make([]any, 0, 16)
 	v = append(v, fKind, string(e.Kind), fTaskID, e.TaskID)
 	if e.Type != "" {
 		v = append(v, fType, e.Type)
-	}
-	if !e.Time.IsZero() {
-		v = append(v, fTime, strconv.FormatInt(e.Time.UnixMilli(), 10))
 	}
 	if e.Attempt != 0 {
 		v = append(v, fAttempt, strconv.Itoa(e.Attempt))
@@ -234,9 +234,7 @@ func parse(queue, id string, v map[string]any) Event {
 		ID: id, Kind: Kind(s(fKind)), Queue: queue, TaskID: s(fTaskID), Type: s(fType),
 		Message: s(fMessage), Error: s(fError), TraceID: s(fTrace),
 	}
-	if ms, err := strconv.ParseInt(s(fTime), 10, 64); err == nil {
-		e.Time = time.UnixMilli(ms).UTC()
-	} else if ms, ok := idMillis(id); ok {
+	if ms, ok := idMillis(id); ok {
 		e.Time = time.UnixMilli(ms).UTC()
 	}
 	e.Attempt, _ = strconv.Atoi(s(fAttempt))

@@ -25,6 +25,13 @@ const (
 // maxBatch bounds the XADDs of one pipeline.
 const maxBatch = 512
 
+// A busy Publisher, one whose last write ended less than busyWithin ago,
+// waits up to linger for more events before it writes a batch.
+const (
+	linger     = time.Millisecond
+	busyWithin = 5 * time.Millisecond
+)
+
 // writeTimeout bounds the write of one batch.
 const writeTimeout = 5 * time.Second
 
@@ -46,9 +53,11 @@ type PublisherOptions struct {
 }
 
 // A Publisher writes events to their queues' streams. Publish never
-// blocks: a goroutine writes the events in pipelined batches of XADDs,
-// at once when it is idle, so an event reaches Redis about one round trip
-// after it was published.
+// blocks: a goroutine writes the events in pipelined batches of XADDs.
+// When it is idle it writes an event at once, so that the event reaches
+// Redis about one round trip after it was published; when it is busy
+// (it wrote a batch less than 5 ms before) it gathers events for up to
+// 1 ms more, so that many events cost few round trips.
 //
 // A Publisher is safe for concurrent use. A nil *Publisher publishes
 // nothing.
@@ -95,13 +104,10 @@ func NewPublisher(rdb redis.UniversalClient, o PublisherOptions) *Publisher {
 // Publish queues e for writing to the stream of e.Queue and returns at
 // once. An event with no Queue or TaskID is ignored; one published while
 // the buffer is full, or after Close, is dropped (OnDropped is called).
-// Time defaults to now.
+// e's ID and Time are the stream entry's, set when it is written.
 func (p *Publisher) Publish(e Event) {
 	if p == nil || e.Queue == "" || e.TaskID == "" {
 		return
-	}
-	if e.Time.IsZero() {
-		e.Time = time.Now()
 	}
 	p.mu.RLock()
 	ok := !p.closed
@@ -173,9 +179,12 @@ func (p *Publisher) run() {
 	defer close(p.done)
 	batch := make([]Event, 0, maxBatch)
 	var (
-		flushes []chan error
-		lastErr error
+		flushes   []chan error
+		lastErr   error
+		lastWrite time.Time
 	)
+	timer := time.NewTimer(linger)
+	timer.Stop()
 	for it := range p.in {
 		batch, flushes = add(batch[:0], flushes[:0], it)
 	drain:
@@ -190,10 +199,31 @@ func (p *Publisher) run() {
 				break drain
 			}
 		}
+		// Busy: wait a little for more, so that a worker running
+		// thousands of tasks a second writes their events in a few
+		// round trips instead of one or two each. An event that comes
+		// to an idle publisher, or a Flush, is written at once.
+		if len(batch) > 0 && len(flushes) == 0 && len(batch) < maxBatch && time.Since(lastWrite) < busyWithin {
+			timer.Reset(linger)
+		wait:
+			for len(batch) < maxBatch && len(flushes) == 0 {
+				select {
+				case it, ok := <-p.in:
+					if !ok {
+						break wait
+					}
+					batch, flushes = add(batch, flushes, it)
+				case <-timer.C:
+					break wait
+				}
+			}
+			timer.Stop()
+		}
 		if len(batch) > 0 {
 			if err := p.write(batch); err != nil {
 				lastErr = err
 			}
+			lastWrite = time.Now()
 		}
 		for _, ch := range flushes {
 			ch <- lastErr

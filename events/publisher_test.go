@@ -92,8 +92,9 @@ func read(tb testing.TB, rdb redis.UniversalClient, queue string) []events.Event
 	return got
 }
 
-// ignoreIDs leaves the stream ids out of comparisons.
-var ignoreIDs = cmpopts.IgnoreFields(events.Event{}, "ID")
+// ignoreIDs leaves the stream ids, and the times they hold, out of
+// comparisons.
+var ignoreIDs = cmpopts.IgnoreFields(events.Event{}, "ID", "Time")
 
 func TestPublisherWritesInOrder(t *testing.T) {
 	t.Parallel()
@@ -118,6 +119,11 @@ func TestPublisherWritesInOrder(t *testing.T) {
 	got := read(t, rdb, "a")
 	if diff := cmp.Diff(want, got, ignoreIDs); diff != "" {
 		t.Errorf("stream a (-want +got):\n%s", diff)
+	}
+	for _, e := range got {
+		if d := time.Since(e.Time); d < 0 || d > time.Minute {
+			t.Fatalf("event %s written at %v, %v ago", e.ID, e.Time, d)
+		}
 	}
 	if n := len(read(t, rdb, "b")); n != 6 {
 		t.Errorf("stream b holds %d events, want 6", n)

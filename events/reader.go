@@ -59,22 +59,38 @@ func (s *sub) deliver(e Event) {
 // stream; the watcher catches up on what came before by itself.
 func (c *Client) subscribe(ctx context.Context, queue, taskID string) (*sub, error) {
 	s := &sub{taskID: taskID, wake: make(chan struct{}, 1)}
+	if c.join(queue, s, "") {
+		return s, nil
+	}
+	// Read outside the lock: a reader that starts from an earlier end
+	// only delivers more, which the watchers drop.
+	last, err := c.lastID(ctx, StreamKey(queue))
+	if err != nil {
+		return nil, err
+	}
+	c.join(queue, s, last)
+	return s, nil
+}
+
+// join adds s to the reader of queue and reports whether there was one;
+// when there was none and last is not "", it starts one reading after
+// last.
+func (c *Client) join(queue string, s *sub, last string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if r := c.readers[queue]; r != nil {
 		r.mu.Lock()
 		r.subs[s] = struct{}{}
 		r.mu.Unlock()
-		return s, nil
+		return true
 	}
-	last, err := c.lastID(ctx, StreamKey(queue))
-	if err != nil {
-		return nil, err
+	if last == "" {
+		return false
 	}
 	r := &reader{c: c, queue: queue, last: last, subs: map[*sub]struct{}{s: {}}}
 	c.readers[queue] = r
 	go r.run()
-	return s, nil
+	return false
 }
 
 // unsubscribe removes s from the reader of queue.

@@ -55,7 +55,7 @@ func (d Deps) ReportProgress(ctx context.Context, percent float64, message strin
 		return fmt.Errorf("tasks: report progress: %w", err)
 	}
 	if pub, e, ok := taskctx.Events(ctx); ok {
-		e.Kind, e.Time, e.Percent, e.Message = events.Progress, p.Updated, percent, message
+		e.Kind, e.Percent, e.Message = events.Progress, percent, message
 		pub.Publish(e)
 	}
 	if d.Progress != nil {

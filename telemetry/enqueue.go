@@ -17,16 +17,17 @@ var noopSpan trace.Span = noop.Span{}
 // the enqueue (messaging.destination.name, messaging.message.id), records
 // the error if any, and ends the span.
 //
-// The span comes from the provider Setup installed. Without one (tracing
-// off) it comes from the provider of the span in ctx when that span is
-// recording (a program with OpenTelemetry set up on its own), else
-// StartEnqueue returns ctx and a no-op span, without allocating.
+// The span comes from the tracer provider of the span in ctx when that
+// span is recording (an HTTP request's, a task's, the enqueue command's,
+// or one of a program that set up OpenTelemetry on its own), else from
+// the provider Setup installed. With neither (tracing off) StartEnqueue
+// returns ctx and a no-op span, without allocating.
 func StartEnqueue(ctx context.Context, taskType string) (context.Context, trace.Span) {
 	var tracer trace.Tracer
-	if p := active.Load(); p != nil {
-		tracer = p.tracer
-	} else if parent := trace.SpanFromContext(ctx); parent.IsRecording() {
+	if parent := trace.SpanFromContext(ctx); parent.IsRecording() {
 		tracer = parent.TracerProvider().Tracer(tracerName)
+	} else if p := active.Load(); p != nil {
+		tracer = p.tracer
 	} else {
 		return ctx, noopSpan
 	}

@@ -56,6 +56,7 @@ func TestMiddlewareAsynqRetries(t *testing.T) {
 	mux.HandleFunc("test:doomed", func(context.Context, *asynq.Task) error {
 		return errors.New("always fails")
 	})
+	mux.HandleFunc("test:step", func(context.Context, *asynq.Task) error { return nil })
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              2,
 		Queues:                   map[string]int{"default": 1},
@@ -83,11 +84,19 @@ func TestMiddlewareAsynqRetries(t *testing.T) {
 	}
 	flakyID, flakyParent := enqueue("test:flaky", asynq.MaxRetry(5))
 	doomedID, doomedParent := enqueue("test:doomed", asynq.MaxRetry(1))
+	enqueue("test:step", asynq.TaskID("wf:01HZXW:1.0"))
 
 	// The last attempt's span ends after the handler returns.
 	waitSpans(t, exp, func(spans tracetest.SpanStubs) bool {
-		return countName(spans, "test:flaky process") == 3 && countName(spans, "test:doomed process") == 2
+		return countName(spans, "test:flaky process") == 3 && countName(spans, "test:doomed process") == 2 &&
+			countName(spans, "test:step process") == 1
 	})
+
+	// A workflow step's span names its workflow and step.
+	step := processSpans(exp, "test:step")[0]
+	if id, path := attrOf(step.Attributes, "forgeq.workflow.id"), attrOf(step.Attributes, "forgeq.workflow.step"); id != "01HZXW" || path != "1.0" {
+		t.Errorf("workflow step attributes %q, %q; want 01HZXW, 1.0", id, path)
+	}
 
 	for _, tt := range []struct {
 		typ, id, parent string
@@ -133,7 +142,8 @@ func TestMiddlewareAsynqRetries(t *testing.T) {
 		if s.Name == "set" && s.Parent.SpanID() == last.SpanContext.SpanID() {
 			found = true
 		}
-		if s.SpanContext.TraceID() != last.SpanContext.TraceID() && s.SpanContext.TraceID() != processSpans(exp, "test:doomed")[0].SpanContext.TraceID() {
+		if s.SpanContext.TraceID() != last.SpanContext.TraceID() && s.SpanContext.TraceID() != processSpans(exp, "test:doomed")[0].SpanContext.TraceID() &&
+			s.SpanContext.TraceID() != step.SpanContext.TraceID() {
 			t.Errorf("span %q outside the tasks' traces: asynq's background commands must not be traced", s.Name)
 		}
 	}

@@ -107,6 +107,10 @@ var active atomic.Pointer[Provider]
 //
 // A variable with a value Setup cannot use is an error, an *EnvError
 // naming the variable and the value; nothing is installed then.
+//
+// What Setup installs is process-wide: a program sets tracing up once.
+// Enqueues made outside any span (StartEnqueue) use the provider set up
+// last; spans under a span use that span's provider.
 func Setup(ctx context.Context, o Options) (*Provider, error) {
 	if o.Getenv == nil {
 		o.Getenv = os.Getenv

@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -269,7 +272,7 @@ func (s *Server) streamTail(ctx context.Context, queue string) (string, error) {
 // after the stream id after.
 func (s *Server) hasNewer(ctx context.Context, queue, id, after string) (bool, error) {
 	key := events.StreamKey(queue)
-	start := "(" + after
+	start := nextStreamID(after)
 	for {
 		rctx, cancel := s.redisCtx(ctx)
 		msgs, err := s.m.Client().XRangeN(rctx, key, start, "+", eventsScan).Result()
@@ -285,8 +288,20 @@ func (s *Server) hasNewer(ctx context.Context, queue, id, after string) (bool, e
 		if len(msgs) < eventsScan {
 			return false, nil
 		}
-		start = "(" + msgs[len(msgs)-1].ID
+		start = nextStreamID(msgs[len(msgs)-1].ID)
 	}
+}
+
+// nextStreamID returns the smallest stream id after id, an XRANGE start
+// that leaves id out on every Redis version ("(id" needs Redis 6.2).
+func nextStreamID(id string) string {
+	msStr, seqStr, _ := strings.Cut(id, "-")
+	ms, _ := strconv.ParseUint(msStr, 10, 64)
+	seq, _ := strconv.ParseUint(seqStr, 10, 64)
+	if seq == math.MaxUint64 {
+		return strconv.FormatUint(ms+1, 10) + "-0"
+	}
+	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10)
 }
 
 // finalState reports whether a task in asynq state st has ended.

@@ -104,7 +104,6 @@ func (te taskEvents) started(next asynq.Handler) asynq.Handler {
 // returns the error to give asynq: err, wrapped for retried when asynq
 // retries the task.
 func (te taskEvents) end(ctx context.Context, e events.Event, err error, result []byte) error {
-	e.Time = time.Now()
 	switch tasks.Outcome(ctx, err) {
 	case tasks.OutcomeDone:
 		e.Kind, e.Result = events.Succeeded, result
@@ -162,8 +161,7 @@ func retriedEvents(next asynq.RetryDelayFunc) asynq.RetryDelayFunc {
 		var note *retryNote
 		if errors.As(err, &note) {
 			e := note.e
-			e.Kind, e.Time = events.Retried, time.Now()
-			e.NextAt = e.Time.Add(d)
+			e.Kind, e.NextAt = events.Retried, time.Now().Add(d)
 			note.pub.Publish(e)
 		}
 		return d

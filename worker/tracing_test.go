@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -30,12 +32,12 @@ type tracedPayload struct {
 // and the request id; and an OpenMetrics scrape of /metrics shows the
 // trace id as an exemplar of the task and HTTP durations.
 //
-// The runs set up tracing, which is process-wide, so they do not run in
-// parallel with each other (other tests' spans may land in the exporter:
-// only the test's trace is looked at).
+// The runs set up tracing, which is process-wide (a task enqueued outside
+// any span by another worker of the process would get an enqueue span
+// and a traceparent): they run one after the other, not in parallel with
+// the package's other tests, which run after them. Only the test's trace
+// is looked at.
 func TestAppTrace(t *testing.T) {
-	t.Parallel()
-
 	for _, tt := range []struct {
 		name string
 		url  func(testing.TB) string
@@ -191,6 +193,53 @@ func TestAppTrace(t *testing.T) {
 			}
 			r.stop(t)
 		})
+	}
+}
+
+// TestAppRequestIDOff checks that with tracing off the request id of the
+// HTTP request that enqueued a task still travels into the task (its
+// x-request-id header) and its log line, and nothing else is added.
+func TestAppRequestIDOff(t *testing.T) {
+	t.Parallel()
+	typ := tasks.Define("test:untraced", "Does nothing.",
+		func(context.Context, tasks.Deps, tracedPayload) ([]byte, error) { return nil, nil },
+		asynq.Retention(time.Hour))
+	r := startApp(t, worker.New("untraced").Register(typ), miniredisURL(t), nil)
+
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, r.base+"/api/tasks/test:untraced", strings.NewReader(`{"payload":{"key":"k"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Request-ID", "req-off-1")
+	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: %d %s", resp.StatusCode, body)
+	}
+	var enq struct{ ID, Queue string }
+	if err := json.Unmarshal(body, &enq); err != nil {
+		t.Fatal(err)
+	}
+	info := waitTask(t, r.Inspector, enq.Queue, enq.ID, asynq.TaskStateCompleted)
+	if diff := cmp.Diff(map[string]string{"x-request-id": "req-off-1"}, info.Headers); diff != "" {
+		t.Errorf("task headers (-want +got):\n%s", diff)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.logLines("task done")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	lines := r.logLines("task done")
+	if len(lines) != 1 {
+		t.Fatalf("%d task done lines, want 1", len(lines))
+	}
+	if lines[0]["request_id"] != "req-off-1" || lines[0]["trace_id"] != nil || lines[0]["span_id"] != nil {
+		t.Errorf("task log line %v: want request_id req-off-1 and no trace_id or span_id", lines[0])
 	}
 }
 
