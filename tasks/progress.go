@@ -54,7 +54,8 @@ func (d Deps) ReportProgress(ctx context.Context, percent float64, message strin
 	if err := d.Cache.Set(ctx, ProgressKey(id), b, ProgressTTL); err != nil {
 		return fmt.Errorf("tasks: report progress: %w", err)
 	}
-	if pub, e, ok := taskctx.Events(ctx); ok {
+	if pub, base, ok := taskctx.Events(ctx); ok {
+		e := *base
 		e.Kind, e.Percent, e.Message = events.Progress, percent, message
 		pub.Publish(e)
 	}

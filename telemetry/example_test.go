@@ -8,6 +8,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/telemetry"
 )
@@ -82,4 +84,18 @@ func ExampleProvider_Middleware() {
 	// request id in the handler: a1b2-7
 	// email:deliver publish -> email:deliver process
 	// child of the enqueue span: true
+}
+
+// LogFields ties a log line to its trace and request.
+func ExampleLogFields() {
+	log := zap.NewExample() // JSON lines on stdout, no time
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+		SpanID:     trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+		TraceFlags: trace.FlagsSampled,
+	})
+	ctx := telemetry.WithRequestID(trace.ContextWithSpanContext(context.Background(), sc), "a1b2-7")
+	log.Info("report built", telemetry.LogFields(ctx)...)
+	// Output:
+	// {"level":"info","msg":"report built","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","request_id":"a1b2-7"}
 }

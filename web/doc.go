@@ -13,8 +13,14 @@
 //	                               503 "unready" while Redis or the worker is down, or once shutdown has begun
 //	GET  /health/redis             200 {"status":"healthy"}; 503 {"status":"unhealthy","error":"..."}
 //	GET  /api/cache/{key}?work=N   200 {"key":..,"data":..,"source":"cache"|"computed"}; the key may contain "/"
-//	POST /api/tasks/{type}         202 {"id","queue","type","state","process_at"?,"status_url"}; Location: status_url
+//	POST /api/tasks/{type}         202 {"id","queue","type","state","process_at"?,"status_url","events_url","page_url"};
+//	                               Location: status_url
 //	GET  /api/tasks/{queue}/{id}   200 the task's state, payload, result, last error, retries, times, progress
+//	GET  /api/tasks/{queue}/{id}/events
+//	                               the task's events (package events) as Server-Sent Events: first a "state"
+//	                               event (the body above), then each event (id: the stream id, event: the kind,
+//	                               data: its JSON) until the final one; resumes after Last-Event-ID (204 when
+//	                               the task has ended and nothing is newer); a heartbeat comment every 15s
 //	DELETE /api/tasks/{queue}/{id} cancels it (package control): 200 {"queue","id","type","was","state","by","reason",
 //	                               "cancelled_at","status_url"}, state "cancelled" (removed before it ran) or
 //	                               "archived" (stopped while it ran); 202 with state "active" when its handler had
@@ -33,6 +39,7 @@
 //	GET  /workflows                the workflows page: recent workflows, linking to
 //	GET  /workflows/{id}           a workflow's state, progress bar and steps, reloading every 2s until it
 //	                               has finished, with a Cancel button (POST /workflows/{id}/cancel)
+//	GET  /tasks/{queue}/{id}       a task's page: state, progress bar, result or error, following its events
 //	GET  /login                    the dashboard's login page (?next=/local/path)
 //	POST /login                    JSON or form {username, password}: sets the forgeq_session cookie
 //	POST /logout                   ends the session and clears the cookie
@@ -91,7 +98,8 @@
 // # Authentication
 //
 // With Options.AuthUsername and AuthPassword set, every /api/ route, the
-// dashboard (its pages and its API) and the workflows pages need a
+// dashboard (its pages and its API), the workflows pages and the task
+// pages need a
 // session cookie from POST
 // /login or HTTP basic auth; the health checks, /metrics (unless
 // Options.MetricsAuth), the login page,

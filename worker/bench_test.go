@@ -30,6 +30,7 @@ import (
 	"github.com/forgeq/forgeq/internal/bootstrap"
 	"github.com/forgeq/forgeq/internal/metrics"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/telemetry"
 )
 
 // The worker benchmarks run against the real Redis of REDIS_TEST_URL, in
@@ -150,6 +151,9 @@ func throughputOnce(b *testing.B, impl, url string, rdb *redis.Client) throughpu
 	r.calls = commandCalls(b, rdb) - 2*(drainPolls.Load()-polls0)
 	return r
 }
+
+// tracingOff is what telemetry.Setup returns with no OTEL_* variable set.
+var tracingOff *telemetry.Provider
 
 // newThroughputServer builds BenchmarkThroughput's server of impl.
 func newThroughputServer(tb testing.TB, impl, url string) *benchServer {
@@ -596,8 +600,10 @@ func newForgeqServer(tb testing.TB, url string, env map[string]string, types ...
 		evs = events.NewPublisher(m.Client(), events.PublisherOptions{MaxLen: int64(cfg.Worker.EventsMaxLen)})
 	}
 	return &benchServer{
-		srv:     asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger)),
-		handler: newInflight(newMux(reg, tasks.Deps{Cache: m, Logger: logger}, x, evs, nil, nil, nil, nil, nil)),
+		srv: asynq.NewServerFromRedisClient(m.Client(), serverConfig(cfg, logger)),
+		// Outermost, as run builds it: the tracing middleware, off here
+		// as with no OTEL_* variable set (the request id only).
+		handler: newInflight(tracingOff.Middleware()(newMux(reg, tasks.Deps{Cache: m, Logger: logger}, x, evs, nil, nil, nil, nil, nil))),
 		beforeShutdown: func() {
 			if pk != nil {
 				pk.Close()

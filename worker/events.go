@@ -21,92 +21,114 @@ import (
 //   - middleware, just inside the mux's logging one, sees what every
 //     other middleware made of the handler's error (and its panic) and
 //     publishes the end of the attempt: succeeded with the result,
-//     failed then archived, failed then (through retried) retried, or
-//     cancelled. It puts the publisher in the ctx for the progress
+//     failed then archived, failed then (through retriedEvents) retried,
+//     or cancelled. It puts the publisher in the ctx for the progress
 //     reports (tasks.ReportProgress). A postponed task, or one requeued
 //     by a shutdown, publishes nothing.
 //   - started, inside the limits, publishes started once the handler
 //     really runs: a task the limits postpone has not started.
-//   - retried, around the server's RetryDelayFunc, publishes retried with
-//     the time of the next attempt.
+//   - retriedEvents, around the server's RetryDelayFunc, publishes
+//     retried with the time of the next attempt.
+//
+// The work is done in helpers that are not inlined: an Event is a few
+// hundred bytes, and the middlewares' own frames stay on the stack under
+// the handler, whose goroutine asynq starts for each task with a small
+// stack.
 type taskEvents struct {
 	pub *events.Publisher
 }
 
-// base returns the event of the task under ctx without its kind, and
-// false outside an asynq server.
-func (te taskEvents) base(ctx context.Context, t *asynq.Task) (events.Event, bool) {
-	id, ok := asynq.GetTaskID(ctx)
-	queue, _ := asynq.GetQueueName(ctx)
-	if !ok || queue == "" {
-		return events.Event{}, false
-	}
-	retried, _ := asynq.GetRetryCount(ctx)
-	e := events.Event{Queue: queue, TaskID: id, Type: t.Type(), Attempt: retried + 1}
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		e.TraceID = sc.TraceID().String()
-	}
-	return e, true
+// attempt is what the middleware keeps of a running attempt.
+type attempt struct {
+	base events.Event // Kind unset
+
+	mu     sync.Mutex // the cancellation middleware may return before its handler
+	result []byte     // set by the handler (taskctx.SetResult)
 }
 
-// resultSink keeps the result a handler set (taskctx.SetResult). The
-// cancellation middleware may return before its handler does: hence the
-// lock.
-type resultSink struct {
-	mu sync.Mutex
-	b  []byte
-}
+func (a *attempt) setResult(b []byte) { a.mu.Lock(); a.result = b; a.mu.Unlock() }
 
-func (s *resultSink) set(b []byte) { s.mu.Lock(); s.b = b; s.mu.Unlock() }
-
-func (s *resultSink) get() []byte { s.mu.Lock(); defer s.mu.Unlock(); return s.b }
+func (a *attempt) getResult() []byte { a.mu.Lock(); defer a.mu.Unlock(); return a.result }
 
 // middleware publishes the end of each attempt; see taskEvents.
 func (te taskEvents) middleware(next asynq.Handler) asynq.Handler {
-	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) (err error) {
-		base, ok := te.base(ctx, t)
-		if !ok {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		hctx, a := te.begin(ctx, t)
+		if a == nil {
 			return next.ProcessTask(ctx, t)
 		}
-		result := &resultSink{}
-		hctx := taskctx.WithEvents(taskctx.WithResult(ctx, result.set), te.pub, base)
 		defer func() {
 			if p := recover(); p != nil {
-				// The logging middleware outside turns it into this error.
-				perr := te.end(ctx, base, fmt.Errorf("%s: handler panic: %v", t.Type(), p), nil)
-				if note, ok := perr.(*retryNote); ok {
-					// asynq retries it, but no retryNote reaches its
-					// RetryDelayFunc: retried, without the time.
-					e := note.e
-					e.Kind = events.Retried
-					te.pub.Publish(e)
-				}
+				te.panicked(ctx, a, t, p)
 				panic(p)
 			}
 		}()
-		err = next.ProcessTask(hctx, t)
-		return te.end(ctx, base, err, result.get())
+		return te.end(ctx, a, next.ProcessTask(hctx, t))
 	})
+}
+
+// begin returns the handler's ctx and the attempt of the task under ctx,
+// or a nil attempt outside an asynq server.
+//
+//go:noinline
+func (te taskEvents) begin(ctx context.Context, t *asynq.Task) (context.Context, *attempt) {
+	id, ok := asynq.GetTaskID(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
+	if !ok || queue == "" {
+		return ctx, nil
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	a := &attempt{base: events.Event{Queue: queue, TaskID: id, Type: t.Type(), Attempt: retried + 1}}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		a.base.TraceID = sc.TraceID().String()
+	}
+	return taskctx.WithEvents(taskctx.WithResult(ctx, a.setResult), te.pub, &a.base), a
 }
 
 // started publishes the started event of each attempt that runs.
 func (te taskEvents) started(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-		if _, e, ok := taskctx.Events(ctx); ok {
-			e.Kind = events.Started
-			te.pub.Publish(e)
-		}
+		publishStarted(ctx)
 		return next.ProcessTask(ctx, t)
 	})
 }
 
-// end publishes the events of an attempt that returned err under ctx, and
-// returns the error to give asynq: err, wrapped for retried when asynq
-// retries the task.
-func (te taskEvents) end(ctx context.Context, e events.Event, err error, result []byte) error {
+// publishStarted publishes the started event of the attempt under ctx.
+//
+//go:noinline
+func publishStarted(ctx context.Context) {
+	if pub, base, ok := taskctx.Events(ctx); ok {
+		e := *base
+		e.Kind = events.Started
+		pub.Publish(e)
+	}
+}
+
+// panicked publishes the end of an attempt whose handler panicked with p
+// (the logging middleware outside turns it into this error).
+//
+//go:noinline
+func (te taskEvents) panicked(ctx context.Context, a *attempt, t *asynq.Task, p any) {
+	err := te.end(ctx, a, fmt.Errorf("%s: handler panic: %v", t.Type(), p))
+	if note, ok := err.(*retryNote); ok {
+		// asynq retries it, but no retryNote reaches its RetryDelayFunc:
+		// retried, without the time.
+		e := note.e
+		e.Kind = events.Retried
+		te.pub.Publish(e)
+	}
+}
+
+// end publishes the events of attempt a that returned err under ctx, and
+// returns the error to give asynq: err, wrapped for retriedEvents when
+// asynq retries the task.
+//
+//go:noinline
+func (te taskEvents) end(ctx context.Context, a *attempt, err error) error {
+	e := a.base
 	switch tasks.Outcome(ctx, err) {
 	case tasks.OutcomeDone:
-		e.Kind, e.Result = events.Succeeded, result
+		e.Kind, e.Result = events.Succeeded, a.getResult()
 		te.pub.Publish(e)
 	case tasks.OutcomeRetry:
 		e.Kind, e.Error = events.Failed, errText(ctx, err)

@@ -392,6 +392,7 @@ Examples:
   REDIS_CONNECTION_URL=redis://redis:6379/0 WORKER_CONCURRENCY=20 NAME
   HTTP_ADDR=0.0.0.0:8080 HTTP_AUTH_USERNAME=admin HTTP_AUTH_PASSWORD=... NAME
   NAME --worker-queues critical=6,default=3,low=1 --log-format json
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 NAME   (OpenTelemetry tracing: the OTEL_* variables)
   WORKER_SCHEDULE='[{"name":"purge-tmp","spec":"@every 1m","type":"cache:invalidate","payload":{"pattern":"tmp:*"}}]' NAME
 
 Flags:

@@ -72,7 +72,7 @@ func publishEvents(pub *events.Publisher) asynq.MiddlewareFunc {
 			publish(events.Started, nil, nil)
 			var result []byte
 			ctx = taskctx.WithResult(ctx, func(b []byte) { result = b })
-			err := h.ProcessTask(taskctx.WithEvents(ctx, pub, base), t)
+			err := h.ProcessTask(taskctx.WithEvents(ctx, pub, &base), t)
 			switch {
 			case err == nil:
 				publish(events.Succeeded, nil, result)
@@ -225,7 +225,9 @@ const progressQueue = "progress"
 // that percentage. So the test does not depend on where --wait's polls fall
 // between the reports: were the bar not to show a report while the task
 // runs, the handler would give up after 30s, the task would be archived
-// and the command exit 1.
+// and the command exit 1. Its server publishes no task events (as a worker
+// with WORKER_EVENTS=false): the bar moves through --wait's state check,
+// once a second (stateCheck). TestWaitFollowsEvents has the events.
 func testWaitShowsProgress(t *testing.T, tb *testBundle) {
 	steps := []int{25, 50, 75}
 	const hold = 30 * time.Second

@@ -4,21 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/pflag"
 
+	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/internal/termtext"
 	"github.com/forgeq/forgeq/workflow"
 )
 
 // Workflow settings of the command.
 const (
-	// workflowPoll is how often --wait reads a workflow's state.
-	workflowPoll = 50 * time.Millisecond
 	// waitParallel is how many workflows --wait reads at once.
 	waitParallel = 64
 	// statusSteps is how many steps --workflow-status lists.
@@ -65,11 +66,12 @@ type finalState struct {
 	err   error // the wait ended before the workflow did
 }
 
-// waitWorkflows follows the workflows of flows with wc.Wait until each is
-// final, showing one bar of their steps done out of their steps in all.
-// limit > 0 bounds the wait. It returns the end of each, in order; err is a
-// wait that ctx, not the limit, ended.
-func (c *cli) waitWorkflows(ctx context.Context, wc *workflow.Client, flows []*workflow.Info, limit time.Duration) ([]finalState, error) {
+// waitWorkflows follows the workflows of flows (followWorkflow, reading
+// the step events through rdb) until each is final, showing one bar of
+// their steps done out of their steps in all. limit > 0 bounds the wait.
+// It returns the end of each, in order; err is a wait that ctx, not the
+// limit, ended.
+func (c *cli) waitWorkflows(ctx context.Context, rdb redis.UniversalClient, wc *workflow.Client, flows []*workflow.Info, limit time.Duration) ([]finalState, error) {
 	start := time.Now()
 	wctx := ctx
 	if limit > 0 {
@@ -92,13 +94,14 @@ func (c *cli) waitWorkflows(ctx context.Context, wc *workflow.Client, flows []*w
 		sum  int
 	)
 	out := make([]finalState, len(flows))
+	reader := events.NewClient(rdb, events.ClientOptions{})
 	sem := make(chan struct{}, waitParallel)
 	var wg sync.WaitGroup
 	for i, f := range flows {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			st, err := wc.Wait(wctx, f.ID, workflowPoll, func(st *workflow.State) {
+			st, err := followWorkflow(wctx, rdb, reader, wc, f.ID, func(st *workflow.State) {
 				mu.Lock()
 				defer mu.Unlock()
 				sum += st.Done - done[i]
@@ -130,6 +133,99 @@ func (c *cli) waitWorkflows(ctx context.Context, wc *workflow.Client, flows []*w
 		}
 	}
 	return out, nil
+}
+
+// followWorkflow waits for workflow id to be final, as wc.Wait does, but
+// following the events of its steps (read by reader, through rdb): it reads
+// the workflow's state again as soon as one of its steps ends (its final
+// event, which the worker publishes once it has recorded the step), and
+// every stateCheck, which covers workers with events off and the
+// workflow's cancellation. progress, when not nil, gets each state whose
+// done count or status changed. It returns the last state read, and the
+// error of wc.Get or ctx's.
+func followWorkflow(ctx context.Context, rdb redis.UniversalClient, reader *events.Client, wc *workflow.Client,
+	id string, progress func(*workflow.State)) (*workflow.State, error) {
+	queues, err := stepQueues(ctx, wc, id)
+	if err != nil {
+		return nil, err
+	}
+	// Each stream's position before the first read of the state: a step
+	// that ends after the read is in a stream after its position.
+	after := make([]string, len(queues))
+	for i, q := range queues {
+		msgs, err := rdb.XRevRangeN(ctx, events.StreamKey(q), "+", "-", 1).Result()
+		switch {
+		case err != nil:
+			after[i] = "" // unreadable: from when the watch starts; the state check covers the rest
+		case len(msgs) == 0:
+			after[i] = "0-0"
+		default:
+			after[i] = msgs[0].ID
+		}
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wake := make(chan struct{}, 1)
+	prefix := workflow.TaskID(id, "")
+	for i, q := range queues {
+		go func() {
+			for e, err := range reader.Watch(wctx, q, "", after[i]) {
+				if err != nil {
+					return // ctx ended
+				}
+				if e.Final() && strings.HasPrefix(e.TaskID, prefix) {
+					select {
+					case wake <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	tick := time.NewTicker(stateCheck)
+	defer tick.Stop()
+	var last *workflow.State
+	for {
+		st, err := wc.Get(ctx, id)
+		if err != nil {
+			return last, err
+		}
+		if progress != nil && (last == nil || st.Done != last.Done || st.Status != last.Status) {
+			progress(st)
+		}
+		last = st
+		if st.Status.Final() {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// stepQueues returns the queues of the steps of workflow id.
+func stepQueues(ctx context.Context, wc *workflow.Client, id string) ([]string, error) {
+	const page = 1000
+	seen := make(map[string]bool)
+	var queues []string
+	for offset := 0; ; offset += page {
+		steps, total, err := wc.Steps(ctx, id, offset, page)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range steps {
+			if !seen[s.Queue] {
+				seen[s.Queue] = true
+				queues = append(queues, s.Queue)
+			}
+		}
+		if len(steps) == 0 || offset+len(steps) >= total {
+			return queues, nil
+		}
+	}
 }
 
 // lastStatus says what a workflow was last seen doing.

@@ -230,10 +230,11 @@ func New(o Options, opts ...Option) (*Metrics, error) {
 func (x *Metrics) Registry() *prometheus.Registry { return x.reg }
 
 // Handler returns the /metrics handler: the registry in the Prometheus text
-// format, or in OpenMetrics (with exemplars) when the scraper asks for it. A collector that fails leaves its metrics out of
-// the response, is logged and is counted in
-// promhttp_metric_handler_errors_total; it never fails the whole scrape
-// unless nothing at all could be gathered, and it never panics.
+// format, or in OpenMetrics (with exemplars) when the scraper asks for it.
+// A collector that fails leaves its metrics out of the response, is logged
+// and is counted in promhttp_metric_handler_errors_total; it never fails
+// the whole scrape unless nothing at all could be gathered, and it never
+// panics.
 func (x *Metrics) Handler() http.Handler { return x.handler }
 
 // zapPrintln adapts a zap.Logger to promhttp.Logger.

@@ -50,20 +50,24 @@ type eventsKey struct{}
 // eventsValue is what WithEvents puts in a ctx.
 type eventsValue struct {
 	pub  *events.Publisher
-	base events.Event
+	base *events.Event
 }
 
 // WithEvents returns ctx in which the task's progress reports
-// (tasks.ReportProgress) are published through pub as copies of base (the
+// (tasks.ReportProgress) are published through pub as copies of *base (the
 // task's queue, id, type, attempt and trace id) of kind events.Progress.
-func WithEvents(ctx context.Context, pub *events.Publisher, base events.Event) context.Context {
-	return context.WithValue(ctx, eventsKey{}, eventsValue{pub: pub, base: base})
+// base must not change afterwards.
+func WithEvents(ctx context.Context, pub *events.Publisher, base *events.Event) context.Context {
+	return context.WithValue(ctx, eventsKey{}, &eventsValue{pub: pub, base: base})
 }
 
 // Events returns the publisher and base event WithEvents put in ctx; ok is
 // false when there are none (events off, or a handler run without the
-// worker's middleware).
-func Events(ctx context.Context) (pub *events.Publisher, base events.Event, ok bool) {
-	v, ok := ctx.Value(eventsKey{}).(eventsValue)
-	return v.pub, v.base, ok && v.pub != nil
+// worker's middleware). The caller copies *base before changing it.
+func Events(ctx context.Context) (pub *events.Publisher, base *events.Event, ok bool) {
+	v, ok := ctx.Value(eventsKey{}).(*eventsValue)
+	if !ok || v.pub == nil {
+		return nil, nil, false
+	}
+	return v.pub, v.base, true
 }
