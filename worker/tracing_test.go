@@ -18,6 +18,7 @@ import (
 
 	"github.com/forgeq/forgeq/tasks"
 	"github.com/forgeq/forgeq/worker"
+	"github.com/forgeq/forgeq/workflow"
 )
 
 type tracedPayload struct {
@@ -194,6 +195,63 @@ func TestAppTrace(t *testing.T) {
 			r.stop(t)
 		})
 	}
+}
+
+// TestAppTraceWorkflow checks that a workflow's steps are linked in one
+// trace: the next step is enqueued from the step that finished, so its
+// publish span is a child of that step's process span, and each process
+// span names its workflow and step. Not parallel: see TestAppTrace.
+func TestAppTraceWorkflow(t *testing.T) {
+	first := tasks.Define("test:wf-first", "First step.",
+		func(context.Context, tasks.Deps, tracedPayload) ([]byte, error) { return []byte(`1`), nil })
+	second := tasks.Define("test:wf-second", "Second step.",
+		func(context.Context, tasks.Deps, tracedPayload) ([]byte, error) { return []byte(`2`), nil })
+	exp := tracetest.NewInMemoryExporter()
+	app := worker.WithSpanExporter(worker.New("flows").Register(first, second), exp)
+	r := startApp(t, app, miniredisURL(t), nil)
+
+	info, err := r.Workflows.Submit(t.Context(), workflow.Chain(
+		workflow.Task(first, tracedPayload{Key: "a"}),
+		workflow.Task(second, tracedPayload{Key: "b"}),
+	), workflow.SubmitOptions{Name: "traced"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Workflows.Wait(t.Context(), info.ID, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	var spans tracetest.SpanStubs
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		spans = exp.GetSpans()
+		if p := byName(spans, "test:wf-second process"); p != nil {
+			spans = inTrace(spans, p.SpanContext.TraceID().String())
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no second step span after 15s: %v", describe(spans))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	chain := []string{"test:wf-first publish", "test:wf-first process", "test:wf-second publish", "test:wf-second process"}
+	for i, name := range chain {
+		s := byName(spans, name)
+		if s == nil {
+			t.Fatalf("no span %q in the second step's trace: %v", name, describe(spans))
+		}
+		if i > 0 {
+			if parent := byName(spans, chain[i-1]); s.Parent.SpanID() != parent.SpanContext.SpanID() {
+				t.Errorf("%s is under %s, want %s; trace: %v", name, s.Parent.SpanID(), chain[i-1], describe(spans))
+			}
+		}
+	}
+	for path, name := range map[string]string{"0": "test:wf-first process", "1": "test:wf-second process"} {
+		s := byName(spans, name)
+		if attr(s, "forgeq.workflow.id") != info.ID || attr(s, "forgeq.workflow.step") != path {
+			t.Errorf("%s: workflow %q step %q, want %q %q", name, attr(s, "forgeq.workflow.id"), attr(s, "forgeq.workflow.step"), info.ID, path)
+		}
+	}
+	r.stop(t)
 }
 
 // TestAppRequestIDOff checks that with tracing off the request id of the
