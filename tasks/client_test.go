@@ -15,6 +15,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/tasks"
@@ -208,5 +210,36 @@ func TestClientUntracedTask(t *testing.T) {
 	}
 	if len(f.exp.GetSpans()) != 0 {
 		t.Errorf("%d spans without tracing, want none", len(f.exp.GetSpans()))
+	}
+}
+
+// TestHandlerLoggerCarriesRequest checks that the logger a handler gets
+// names the request (and trace) its task came from.
+func TestHandlerLoggerCarriesRequest(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	typ := tasks.Define("test:logs", "logs a line", func(ctx context.Context, deps tasks.Deps, p struct{}) ([]byte, error) {
+		deps.Logger.Info("handler line")
+		return nil, nil
+	})
+	h := typ.Definition().Handler(tasks.Deps{Logger: zap.New(core)})
+	task, err := typ.NewTask(struct{}{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ProcessTask(telemetry.WithRequestID(t.Context(), "req-7"), task); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ProcessTask(t.Context(), task); err != nil {
+		t.Fatal(err)
+	}
+	entries := logs.All()
+	if len(entries) != 2 {
+		t.Fatalf("%d log lines, want 2", len(entries))
+	}
+	if got := entries[0].ContextMap()["request_id"]; got != "req-7" {
+		t.Errorf("request_id of the handler's line = %v, want req-7", got)
+	}
+	if _, ok := entries[1].ContextMap()["request_id"]; ok {
+		t.Errorf("a task without a request id logged one: %v", entries[1].ContextMap())
 	}
 }

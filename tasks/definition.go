@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/internal/taskctx"
+	"github.com/forgeq/forgeq/telemetry"
 )
 
 // Cache is what handlers need from the process's cache manager;
@@ -39,7 +40,10 @@ type Enqueuer interface {
 type Deps struct {
 	// Cache is the process's cache manager, used synchronously.
 	Cache Cache
-	// Logger is the process logger (nil: no logging).
+	// Logger is the process logger (nil: no logging). In a handler
+	// served by the worker (Definition.Handler) it carries the task's
+	// trace_id and span_id when the task is traced, and request_id when
+	// an HTTP request enqueued it (package telemetry).
 	Logger *zap.Logger
 	// Enqueuer is the process's asynq client, for follow-up tasks (nil
 	// outside a worker: Type.Enqueue then fails with ErrNoEnqueuer).
@@ -293,6 +297,14 @@ func (d *Definition) NewTask(payload []byte, opts ...asynq.Option) (*asynq.Task,
 // then the result written as the task's result.
 func (d *Definition) Handler(deps Deps) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		deps := deps
+		if deps.Logger != nil {
+			// The handler's own log lines carry the task's trace and
+			// request id, as the worker's "task done" line does.
+			if f := telemetry.LogFields(ctx); len(f) > 0 {
+				deps.Logger = deps.Logger.With(f...)
+			}
+		}
 		result, err := d.process(ctx, deps, t.Payload())
 		if err != nil {
 			return err
