@@ -203,21 +203,24 @@ func (p *Publisher) run() {
 		// thousands of tasks a second writes their events in a few
 		// round trips instead of one or two each. An event that comes
 		// to an idle publisher, or a Flush, is written at once.
+		// It sleeps rather than wait on the channel: a publisher
+		// goroutine woken by every event would cost the handlers' CPU
+		// what the batching saves.
 		if len(batch) > 0 && len(flushes) == 0 && len(batch) < maxBatch && time.Since(lastWrite) < busyWithin {
 			timer.Reset(linger)
-		wait:
-			for len(batch) < maxBatch && len(flushes) == 0 {
+			<-timer.C
+		more:
+			for len(batch) < maxBatch {
 				select {
 				case it, ok := <-p.in:
 					if !ok {
-						break wait
+						break more
 					}
 					batch, flushes = add(batch, flushes, it)
-				case <-timer.C:
-					break wait
+				default:
+					break more
 				}
 			}
-			timer.Stop()
 		}
 		if len(batch) > 0 {
 			if err := p.write(batch); err != nil {

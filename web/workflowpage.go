@@ -42,6 +42,8 @@ var workflowTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	},
 	"percent": func(f float64) string { return strconv.FormatFloat(f, 'f', 0, 64) + "%" },
 	"path":    func(id string) string { return workflowsPage + "/" + url.PathEscape(id) },
+	// taskPath is the page of a step's task (taskpage.go).
+	"taskPath": taskPageURL,
 }).Parse(`{{define "head"}}<!doctype html>
 <html lang="en">
 <head>
@@ -102,7 +104,7 @@ dd { margin: 0; }
 {{if $.Steps}}<table id="steps">
 <thead><tr><th>Path</th><th>Type</th><th>Queue</th><th>Status</th><th>Error</th><th>Progress</th></tr></thead>
 <tbody>
-{{range $.Steps}}<tr data-path="{{.Path}}" data-status="{{.Status}}"><td><code>{{.Path}}</code></td><td><code>{{.Type}}</code></td><td>{{.Queue}}</td><td class="status-{{.Status}}">{{.Status}}</td><td class="error">{{.Error}}</td><td>{{with .Progress}}{{percent .Percent}}{{if .Message}} {{.Message}}{{end}}{{end}}</td></tr>
+{{range $.Steps}}<tr data-path="{{.Path}}" data-status="{{.Status}}"><td>{{if and .TaskID (ne .Status "waiting")}}<a href="{{taskPath .Queue .TaskID}}"><code>{{.Path}}</code></a>{{else}}<code>{{.Path}}</code>{{end}}</td><td><code>{{.Type}}</code></td><td>{{.Queue}}</td><td class="status-{{.Status}}">{{.Status}}</td><td class="error">{{.Error}}</td><td>{{with .Progress}}{{percent .Percent}}{{if .Message}} {{.Message}}{{end}}{{end}}</td></tr>
 {{end}}</tbody>
 </table>
 {{end}}{{end}}</body>

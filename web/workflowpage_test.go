@@ -39,8 +39,8 @@ func TestWorkflowPages(t *testing.T) {
 	for _, want := range []string{
 		`<span id="status" class="status-pending">pending</span>`,
 		`<progress id="progress" value="0" max="3">`,
-		`<tr data-path="0" data-status="active">`,
-		`<tr data-path="1.m0" data-status="waiting">`,
+		`<tr data-path="0" data-status="active"><td><a href="/tasks/default/wf:page-1:0"><code>0</code></a>`, // the step's task page
+		`<tr data-path="1.m0" data-status="waiting"><td><code>1.m0</code></td>`,                              // no task yet
 		`<tr data-path="1.cb" data-status="waiting">`,
 		`<form method="post" action="/workflows/page-1/cancel">`,
 		`<meta http-equiv="refresh" content="2">`,
