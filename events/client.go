@@ -192,6 +192,9 @@ func (c *Client) watch(ctx context.Context, queue, taskID, after string, fn func
 // task's state each CheckInterval only as a safety net, for workers with
 // events off.
 func (c *Client) WaitResult(ctx context.Context, queue, taskID string) ([]byte, error) {
+	if queue == "" || taskID == "" {
+		return nil, fmt.Errorf("%w: queue %q, id %q", ErrNotFound, queue, taskID)
+	}
 	key := StreamKey(queue)
 	bo := backoff{}
 	var last string

@@ -345,9 +345,11 @@ func TestWaitResultAlreadyDone(t *testing.T) {
 		t.Parallel()
 		rdb := realRedis(t)
 		c := events.NewClient(rdb, events.ClientOptions{CheckInterval: slow})
-		_, err := c.WaitResult(context.Background(), queueName(t), "nope")
-		if !errors.Is(err, events.ErrNotFound) {
-			t.Fatalf("WaitResult error = %v, want ErrNotFound", err)
+		for _, give := range [][2]string{{queueName(t), "nope"}, {"", "x"}, {"default", ""}} {
+			_, err := c.WaitResult(context.Background(), give[0], give[1])
+			if !errors.Is(err, events.ErrNotFound) {
+				t.Errorf("WaitResult(%q, %q) error = %v, want ErrNotFound", give[0], give[1], err)
+			}
 		}
 	})
 }

@@ -188,10 +188,9 @@ const (
 	fTrace     = "tr"
 )
 
-// values returns e's stream entry fields, without its Queue (the stream's),
-// ID and Time (the entry's).
-func (e Event) values() []any {
-	v := make([]any, 0, 16)
+// appendValues appends e's stream entry fields to v, without its Queue
+// (the stream's), ID and Time (the entry's).
+func (e *Event) appendValues(v []any) []any {
 	v = append(v, fKind, string(e.Kind), fTaskID, e.TaskID)
 	if e.Type != "" {
 		v = append(v, fType, e.Type)
