@@ -398,6 +398,13 @@ Flags:
 %s
 Connection (flag, or environment variable as in the worker):
 %s
+Tracing (OpenTelemetry) is on when an OTEL_* variable turns it on, as in the
+worker (OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318, OTEL_TRACES_EXPORTER,
+OTEL_SERVICE_NAME, ...; see the README's Tracing): each run is a trace, or
+continues the one in TRACEPARENT (and TRACESTATE, BAGGAGE), and the tasks it
+enqueues carry it to their handlers. --wait follows the task's events (the
+workers' WORKER_EVENTS) and reads its state once a second besides.
+
 With no Redis URL configured, enqueue connects to the Redis at
 REDIS_EMBEDDED_ADDR (default 127.0.0.1:6379), the address where
 ` + "`go run ./cmd/worker`" + ` with the same settings uses a Redis or serves its
