@@ -126,14 +126,23 @@ func (c *Client) watch(ctx context.Context, queue, taskID, after string, fn func
 	}
 	defer c.unsubscribe(queue, s)
 
+	// last is the stream entry read last: an event's ID, or the entry
+	// before when it was a Started event read from the entry of the
+	// next event (see expand), which then comes again.
 	last := after
-	emit := func(e Event) bool {
-		if !idLess(last, e.ID) {
+	emit := func(id string, evs []Event) bool {
+		if !idLess(last, id) {
 			return true // seen while catching up
 		}
-		last = e.ID
-		return fn(e)
+		last = id
+		for _, e := range evs {
+			if !fn(e) {
+				return false
+			}
+		}
+		return true
 	}
+	var evs []Event
 	catchUp := true
 	for {
 		if catchUp {
@@ -150,12 +159,12 @@ func (c *Client) watch(ctx context.Context, queue, taskID, after string, fn func
 				}
 				bo.reset()
 				for _, m := range msgs {
-					e := parse(queue, m.ID, m.Values)
-					if taskID != "" && e.TaskID != taskID {
+					if taskID != "" && m.Values[fTaskID] != taskID {
 						last = m.ID
 						continue
 					}
-					if !emit(e) {
+					evs = expand(evs[:0], queue, m.ID, m.Values)
+					if !emit(m.ID, evs) {
 						return nil
 					}
 				}
@@ -172,7 +181,7 @@ func (c *Client) watch(ctx context.Context, queue, taskID, after string, fn func
 		}
 		q, lagged := s.take()
 		for _, e := range q {
-			if !emit(e) {
+			if !emit(e.id, e.evs) {
 				return nil
 			}
 		}
@@ -361,6 +370,40 @@ func archived(info *asynq.TaskInfo) *TaskError {
 		k = Cancelled
 	}
 	return &TaskError{Queue: info.Queue, ID: info.ID, Kind: k, Err: info.LastErr, Attempts: info.Retried + 1}
+}
+
+// LastID returns the ID of the last entry of queue's event stream, "0-0"
+// when it has none (or does not exist): the position to pass to Watch as
+// after, read before the state of a task, so that nothing that happens
+// to the task after that read is missed.
+func (c *Client) LastID(ctx context.Context, queue string) (string, error) {
+	return c.lastID(ctx, StreamKey(queue))
+}
+
+// HasNewer reports whether queue's event stream holds an event of task
+// taskID after the ID after (an event's ID, or a position from LastID).
+// It reads the stream from after to its end.
+func (c *Client) HasNewer(ctx context.Context, queue, taskID, after string) (bool, error) {
+	if _, _, ok := parseID(after); !ok {
+		return false, fmt.Errorf("events: bad stream id %q", after)
+	}
+	key := StreamKey(queue)
+	start := nextID(after)
+	for {
+		msgs, err := c.rdb.XRangeN(ctx, key, start, "+", readCount).Result()
+		if err != nil {
+			return false, err
+		}
+		for _, m := range msgs {
+			if m.Values[fTaskID] == taskID {
+				return true, nil
+			}
+		}
+		if len(msgs) < readCount {
+			return false, nil
+		}
+		start = nextID(msgs[len(msgs)-1].ID)
+	}
 }
 
 // lastID returns the id of the last entry of the stream key, "0-0" when

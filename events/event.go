@@ -41,8 +41,10 @@ const (
 // MaxResultBytes bounds the result an event carries: a longer result is
 // cut to its first MaxResultBytes bytes and the event's ResultTruncated is
 // set (the whole result stays readable from asynq while the task is
-// retained).
-const MaxResultBytes = 64 << 10
+// retained, and WaitResult reads it there). It bounds a stream's memory:
+// at most about MaxLen x (entry overhead + MaxResultBytes), 80 MiB for a
+// stream of the default 10,000 entries that all carry a long result.
+const MaxResultBytes = 8 << 10
 
 // Event is one event of a task's life, as stored in its queue's stream
 // (StreamKey) and sent by the web's event stream as JSON.
@@ -66,7 +68,17 @@ type Event struct {
 	TaskID string
 	Type   string // the task's type; may be "" on events written without it
 	// Time is when the event was written to the stream, to the
-	// millisecond: its ID's time. Publish ignores it.
+	// millisecond: its ID's time. Publish ignores it, but for a Started
+	// event (see below).
+	//
+	// A Started event the Publisher wrote in one stream entry with the
+	// next event of its attempt (both were published within the same
+	// batch) is read back from that entry as two events: the Started one
+	// first, with the ID just before the entry's (the entry's ID minus
+	// one, which may be the ID of the entry before) and the Time it was
+	// published, then the entry's own event. Watch resumes after such an
+	// ID by reading the entry again: a resumed watcher may see that
+	// Started event twice.
 	Time time.Time
 	// Attempt is the 1-based number of the attempt (0 for Enqueued).
 	Attempt int
@@ -186,17 +198,34 @@ const (
 	fResult    = "r"
 	fTruncated = "rt"
 	fTrace     = "tr"
+	// fStarted, in an entry of the event after a Started one of the same
+	// attempt, holds that Started event's time (unix milliseconds): the
+	// Publisher writes both in one entry (see Event.Time).
+	fStarted = "s"
 )
+
+// Small values stream entries hold, boxed once: a conversion of a string
+// to an interface allocates.
+var kindArgs = map[Kind]any{
+	Enqueued: string(Enqueued), Started: string(Started), Progress: string(Progress), Failed: string(Failed),
+	Retried: string(Retried), Succeeded: string(Succeeded), Archived: string(Archived), Cancelled: string(Cancelled),
+}
 
 // appendValues appends e's stream entry fields to v, without its Queue
 // (the stream's), ID and Time (the entry's).
-func (e *Event) appendValues(v []any) []any {
-	v = append(v, fKind, string(e.Kind), fTaskID, e.TaskID)
+// startedMs, when not 0, is the time of the attempt's Started event
+// written in the same entry.
+func (e *Event) appendValues(v []any, startedMs int64) []any {
+	kind, ok := kindArgs[e.Kind]
+	if !ok {
+		kind = string(e.Kind)
+	}
+	v = append(v, fKind, kind, fTaskID, e.TaskID)
 	if e.Type != "" {
 		v = append(v, fType, e.Type)
 	}
 	if e.Attempt != 0 {
-		v = append(v, fAttempt, strconv.Itoa(e.Attempt))
+		v = append(v, fAttempt, e.Attempt) // go-redis writes ints; small ones box without allocating
 	}
 	if e.Kind == Progress || e.Percent != 0 {
 		v = append(v, fPercent, strconv.FormatFloat(e.Percent, 'g', -1, 64))
@@ -223,10 +252,29 @@ func (e *Event) appendValues(v []any) []any {
 	if e.TraceID != "" {
 		v = append(v, fTrace, e.TraceID)
 	}
+	if startedMs != 0 {
+		v = append(v, fStarted, startedMs)
+	}
 	return v
 }
 
-// parse returns the event of stream entry id with fields v, in queue.
+// expand returns the events of stream entry id with fields v, in queue,
+// appended to evs: its own event, after the Started event of the same
+// attempt when the entry holds one too (fStarted; see Event.Time).
+func expand(evs []Event, queue, id string, v map[string]any) []Event {
+	e := parse(queue, id, v)
+	if s, ok := v[fStarted].(string); ok {
+		if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+			st := Event{ID: prevID(id), Kind: Started, Queue: queue, TaskID: e.TaskID, Type: e.Type,
+				Time: time.UnixMilli(ms).UTC(), Attempt: e.Attempt, TraceID: e.TraceID}
+			evs = append(evs, st)
+		}
+	}
+	return append(evs, e)
+}
+
+// parse returns the event of stream entry id with fields v, in queue,
+// without the Started event the entry may hold too (see expand).
 func parse(queue, id string, v map[string]any) Event {
 	s := func(k string) string { x, _ := v[k].(string); return x }
 	e := Event{

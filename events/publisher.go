@@ -3,6 +3,8 @@ package events
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os" // DEBUGH2B
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +65,13 @@ type PublisherOptions struct {
 // came meanwhile with it, so that many events cost few round trips and
 // few wake-ups.
 //
+// A Started event and the next event of the same attempt (Progress,
+// Succeeded, Failed or Cancelled) published within one batch are written
+// as one stream entry, the later event's, which also holds the Started
+// one's time; readers of this package return both events from it (see
+// Event.Time). A busy worker's short tasks thus cost one XADD each rather
+// than two.
+//
 // A Publisher is safe for concurrent use. A nil *Publisher publishes
 // nothing.
 type Publisher struct {
@@ -77,10 +86,24 @@ type Publisher struct {
 
 	drops atomic.Uint64
 
+	// stopCtx ends when CloseContext gives up on the events left: run
+	// drops them instead of writing them, and the write under way ends.
+	stopCtx context.Context
+	stop    context.CancelFunc
+	closing atomic.Bool // Close was called
+	failing atomic.Bool // the last write failed for want of Redis (not an error reply)
+
 	// Used by run's goroutine only.
-	maxLen any            // o.MaxLen, boxed once
-	keys   map[string]any // stream keys by queue, boxed once
+	maxLen  any            // o.MaxLen, boxed once
+	keys    map[string]any // stream keys by queue, boxed once
+	args    []any          // the XADDs' arguments, reused
+	started []int64        // per event of a batch: see pair
+	weights []int          // per XADD of a batch: the events it writes
+	open    map[taskKey]int
 }
+
+// taskKey identifies a task in pair.
+type taskKey struct{ queue, id string }
 
 // item is an event to write, or, with flush set, a request to say when
 // everything before it is written.
@@ -105,7 +128,8 @@ func NewPublisher(rdb redis.UniversalClient, o PublisherOptions) *Publisher {
 		log = zap.NewNop()
 	}
 	p := &Publisher{rdb: rdb, o: o, log: log, in: make(chan item, o.Buffer), done: make(chan struct{}),
-		maxLen: o.MaxLen, keys: make(map[string]any)}
+		maxLen: o.MaxLen, keys: make(map[string]any), open: make(map[taskKey]int)}
+	p.stopCtx, p.stop = context.WithCancel(context.Background())
 	go p.run()
 	return p
 }
@@ -113,10 +137,14 @@ func NewPublisher(rdb redis.UniversalClient, o PublisherOptions) *Publisher {
 // Publish queues e for writing to the stream of e.Queue and returns at
 // once. An event with no Queue or TaskID is ignored; one published while
 // the buffer is full, or after Close, is dropped (OnDropped is called).
-// e's ID and Time are the stream entry's, set when it is written.
+// e's ID and Time are the stream entry's, set when it is written; the
+// Time of a Started event is when it is published (see Event.Time).
 func (p *Publisher) Publish(e Event) {
 	if p == nil || e.Queue == "" || e.TaskID == "" {
 		return
+	}
+	if e.Kind == Started {
+		e.Time = time.Now()
 	}
 	p.mu.RLock()
 	ok := !p.closed
@@ -164,7 +192,20 @@ func (p *Publisher) Flush(ctx context.Context) error {
 // Close writes the events published so far and stops the Publisher;
 // events published afterwards are dropped. It returns the error of the
 // last failed write, if any. Close is idempotent; nil-safe.
-func (p *Publisher) Close() error {
+//
+// Close does not wait for Redis to come back: when the last write before
+// it failed for want of Redis (a timeout, a connection error), or one
+// fails while it writes, the events left are dropped (and counted, see
+// OnDropped) rather than written batch after batch, each after its own
+// timeout. It may still take a write's timeout (5 s, or the client's
+// socket timeout when shorter) while Redis does not answer; CloseContext
+// bounds it.
+func (p *Publisher) Close() error { return p.CloseContext(context.Background()) }
+
+// CloseContext is Close, but gives up when ctx ends: it then drops the
+// events not written yet and returns an error wrapping ctx's, without
+// waiting for the write under way.
+func (p *Publisher) CloseContext(ctx context.Context) error {
 	if p == nil {
 		return nil
 	}
@@ -172,41 +213,85 @@ func (p *Publisher) Close() error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		<-p.done
-		return nil
+		select {
+		case <-p.done:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("events: close: %w", ctx.Err())
+		}
 	}
 	p.closed = true
-	p.in <- item{flush: ch} // blocks while the buffer is full: the goroutine drains it
+	p.closing.Store(true)
+	if p.failing.Load() {
+		p.stop() // Redis did not answer the last write: drop the rest
+	}
+	select {
+	case p.in <- item{flush: ch}: // waits while the buffer is full: the goroutine drains it
+	case <-ctx.Done():
+		ch = nil
+	}
 	close(p.in)
 	p.mu.Unlock()
-	<-p.done
-	return <-ch
+	if ch == nil {
+		p.stop()
+		return fmt.Errorf("events: close: %w; the events not written are dropped", ctx.Err())
+	}
+	select {
+	case <-p.done:
+		return <-ch
+	case <-ctx.Done():
+		p.stop()
+		return fmt.Errorf("events: close: %w; the events not written are dropped", ctx.Err())
+	}
 }
 
 // run writes batches until in is closed.
 func (p *Publisher) run() {
 	defer close(p.done)
+	defer func() { // DEBUGH2B
+		if os.Getenv("H2B_DEBUG") != "" {
+			fmt.Fprintf(os.Stderr, "H2B events %d xadds %d batches %d\n", dbgEvents, dbgXadds, dbgBatches)
+		}
+	}()
 	batch := make([]Event, 0, maxBatch)
 	var (
 		flushes   []chan error
 		lastErr   error
 		lastWrite time.Time
+		carry     []Event // Started events held back for the next batch
+		closed    bool    // in is closed and empty
 	)
-	timer := time.NewTimer(linger)
-	timer.Stop()
-	for it := range p.in {
-		batch, flushes = add(batch[:0], flushes[:0], it)
-	drain:
+	// drain adds what in holds to the batch, without waiting.
+	drain := func() {
 		for len(batch) < maxBatch {
 			select {
 			case it, ok := <-p.in:
 				if !ok {
-					break drain
+					closed = true
+					return
 				}
 				batch, flushes = add(batch, flushes, it)
 			default:
-				break drain
+				return
 			}
+		}
+	}
+	timer := time.NewTimer(linger)
+	timer.Stop()
+	for !closed || len(carry) > 0 {
+		held := len(carry)
+		batch, flushes = append(batch[:0], carry...), flushes[:0]
+		clear(carry)
+		carry = carry[:0]
+		if held == 0 {
+			it, ok := <-p.in
+			if !ok {
+				break
+			}
+			batch, flushes = add(batch, flushes, it)
+		}
+		if !closed {
+			drain()
 		}
 		// Busy: wait a little for more, so that a worker running
 		// thousands of tasks a second writes their events in a few
@@ -215,25 +300,40 @@ func (p *Publisher) run() {
 		// It sleeps rather than wait on the channel: a publisher
 		// goroutine woken by every event would cost the handlers' CPU
 		// what the batching saves.
-		if len(batch) > 0 && len(flushes) == 0 && len(batch) < maxBatch && time.Since(lastWrite) < busyWithin {
+		busy := held > 0 || time.Since(lastWrite) < busyWithin
+		if len(batch) > 0 && len(flushes) == 0 && len(batch) < maxBatch && busy && !closed {
 			timer.Reset(linger)
 			<-timer.C
-		more:
-			for len(batch) < maxBatch {
-				select {
-				case it, ok := <-p.in:
-					if !ok {
-						break more
-					}
-					batch, flushes = add(batch, flushes, it)
-				default:
-					break more
-				}
-			}
+			drain()
 		}
 		if len(batch) > 0 {
-			if err := p.write(batch); err != nil {
+			// A busy publisher holds a Started event back for one batch
+			// when the next event of its task has not come yet: a short
+			// task's end is likely to come meanwhile, and both are
+			// written in one entry (pair).
+			hold := held
+			if len(flushes) > 0 || closed || !busy || p.closing.Load() {
+				hold = len(batch) // none
+			}
+			if p.stopCtx.Err() != nil {
+				// Closing, and Redis did not answer: drop.
+				p.dropped(len(batch))
+				if lastErr == nil {
+					lastErr = errGaveUp
+				}
+			} else if err := p.write(batch, hold); err != nil {
+				carry = p.held(carry, batch)
 				lastErr = err
+				var rerr redis.Error
+				if !errors.As(err, &rerr) {
+					p.failing.Store(true)
+					if p.closing.Load() {
+						p.stop()
+					}
+				}
+			} else {
+				carry = p.held(carry, batch)
+				p.failing.Store(false)
 			}
 			lastWrite = time.Now()
 			clear(batch) // keeps no result alive
@@ -245,6 +345,17 @@ func (p *Publisher) run() {
 	}
 }
 
+// held appends to carry the events of batch that the last write held
+// back.
+func (p *Publisher) held(carry, batch []Event) []Event {
+	for i, ms := range p.started {
+		if ms == heldBack {
+			carry = append(carry, batch[i])
+		}
+	}
+	return carry
+}
+
 // add adds it to the batch or to the flush requests.
 func add(batch []Event, flushes []chan error, it item) ([]Event, []chan error) {
 	if it.flush != nil {
@@ -253,12 +364,75 @@ func add(batch []Event, flushes []chan error, it item) ([]Event, []chan error) {
 	return append(batch, it.e), flushes
 }
 
-// write XADDs batch in one pipeline.
-func (p *Publisher) write(batch []Event) error {
-	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-	defer cancel()
-	pipe := p.rdb.Pipeline()
+// errGaveUp is what Close returns for the events it dropped because
+// Redis did not answer.
+var errGaveUp = errors.New("events: Redis did not answer: the events left at close are dropped")
+
+// Marks of pair.
+const (
+	merged   = -1 // written in the entry of the next event
+	heldBack = -2 // held back for the next batch
+)
+
+// pair returns, for each event of batch, the Started event it is written
+// with: for a Started event followed in batch by the next event of its
+// attempt (Progress, Succeeded, Failed or Cancelled, with the same type
+// and trace), merged, and for that next event the Started event's time
+// in unix milliseconds. A Started event from hold on that no event of its
+// task follows gets heldBack. Other events get 0.
+func (p *Publisher) pair(batch []Event, hold int) []int64 {
+	st := p.started[:0]
+	for range batch {
+		st = append(st, 0)
+	}
+	p.started = st
+	open := p.open
 	for i := range batch {
+		e := &batch[i]
+		if e.Kind == Started {
+			if e.Message == "" && e.Error == "" && e.Percent == 0 && len(e.Result) == 0 && e.NextAt.IsZero() {
+				open[taskKey{e.Queue, e.TaskID}] = i
+			}
+			continue
+		}
+		if len(open) == 0 {
+			continue
+		}
+		k := taskKey{e.Queue, e.TaskID}
+		j, ok := open[k]
+		if !ok {
+			continue
+		}
+		delete(open, k)
+		s := &batch[j]
+		switch e.Kind {
+		case Progress, Succeeded, Failed, Cancelled:
+			if s.Attempt == e.Attempt && s.Type == e.Type && s.TraceID == e.TraceID {
+				st[j], st[i] = merged, max(s.Time.UnixMilli(), 1)
+			}
+		}
+	}
+	for _, j := range open {
+		if j >= hold {
+			st[j] = heldBack
+		}
+	}
+	clear(open)
+	return st
+}
+
+// write XADDs batch in one pipeline, but for the Started events from
+// hold on it holds back (see pair).
+func (p *Publisher) write(batch []Event, hold int) error {
+	ctx, cancel := context.WithTimeout(p.stopCtx, writeTimeout)
+	defer cancel()
+	started := p.pair(batch, hold)
+	pipe := p.rdb.Pipeline()
+	args, weights := p.args[:0], p.weights[:0]
+	for i := range batch {
+		if started[i] < 0 {
+			continue
+		}
 		e := &batch[i]
 		key, ok := p.keys[e.Queue]
 		if !ok {
@@ -269,23 +443,33 @@ func (p *Publisher) write(batch []Event) error {
 			p.keys[e.Queue] = key
 		}
 		// XADD key MAXLEN ~ n * field value ..., built here rather than
-		// through XAddArgs: fewer allocations for each event.
-		args := make([]any, 0, 24)
+		// through XAddArgs, in one slice for the whole batch: fewer
+		// allocations for each event.
+		a := len(args)
 		args = append(args, "xadd", key, "maxlen", "~", p.maxLen, "*")
-		_ = pipe.Process(ctx, redis.NewStringCmd(ctx, e.appendValues(args)...))
+		args = e.appendValues(args, started[i])
+		_ = pipe.Process(ctx, redis.NewStringCmd(ctx, args[a:len(args):len(args)]...))
+		weights = append(weights, 1+int(min(started[i], 1)))
 	}
+	dbgEvents += len(batch) // DEBUGH2B
+	dbgXadds += len(weights) // DEBUGH2B
+	dbgBatches++ // DEBUGH2B
 	cmds, err := pipe.Exec(ctx)
+	clear(args) // keeps no result alive
+	p.args, p.weights = args[:0], weights
 	if err == nil {
 		return nil
 	}
 	n := 0
-	for _, c := range cmds {
-		if c.Err() != nil {
-			n++
+	for i, c := range cmds {
+		if c.Err() != nil && i < len(weights) {
+			n += weights[i]
 		}
 	}
 	if n == 0 && !errors.Is(err, redis.Nil) {
-		n = len(batch)
+		for _, w := range weights {
+			n += w
+		}
 	}
 	p.dropped(n)
 	p.log.Warn("task events not written", zap.Int("events", n), zap.Error(err))
@@ -310,3 +494,5 @@ func (p *Publisher) dropped(n int) {
 		p.o.OnDropped()
 	}
 }
+
+var dbgEvents, dbgXadds, dbgBatches int // DEBUGH2B

@@ -72,12 +72,12 @@ func read(tb testing.TB, rdb redis.UniversalClient, queue string) []events.Event
 	c := events.NewClient(rdb, events.ClientOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	n, err := rdb.XLen(ctx, events.StreamKey(queue)).Result()
+	last, err := c.LastID(ctx, queue)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	var got []events.Event
-	if n == 0 {
+	if last == "0-0" {
 		return nil
 	}
 	for e, err := range c.Watch(ctx, queue, "", "0") {
@@ -85,7 +85,7 @@ func read(tb testing.TB, rdb redis.UniversalClient, queue string) []events.Event
 			tb.Fatal(err)
 		}
 		got = append(got, e)
-		if int64(len(got)) == n {
+		if e.ID == last {
 			break
 		}
 	}

@@ -25,13 +25,20 @@ type sub struct {
 	wake   chan struct{}
 
 	mu     sync.Mutex // guards what follows
-	q      []Event
+	q      []entry
 	lagged bool
 }
 
-// take returns the events delivered since the last take and whether some
+// entry is the events of one stream entry: one, or two when the entry
+// holds a Started event too (see expand).
+type entry struct {
+	id  string
+	evs []Event
+}
+
+// take returns the entries delivered since the last take and whether some
 // were dropped because the watcher was slow.
-func (s *sub) take() ([]Event, bool) {
+func (s *sub) take() ([]entry, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q, lagged := s.q, s.lagged
@@ -40,7 +47,7 @@ func (s *sub) take() ([]Event, bool) {
 }
 
 // deliver queues e for s, or marks s lagged when its queue is full.
-func (s *sub) deliver(e Event) {
+func (s *sub) deliver(e entry) {
 	s.mu.Lock()
 	if len(s.q) < subQueue {
 		s.q = append(s.q, e)
@@ -136,9 +143,10 @@ func (r *reader) run() {
 		r.mu.Lock()
 		for _, st := range res {
 			for _, m := range st.Messages {
-				e := parse(r.queue, m.ID, m.Values)
+				e := entry{id: m.ID, evs: expand(nil, r.queue, m.ID, m.Values)}
+				taskID := e.evs[len(e.evs)-1].TaskID
 				for s := range r.subs {
-					if s.taskID == "" || s.taskID == e.TaskID {
+					if s.taskID == "" || s.taskID == taskID {
 						s.deliver(e)
 					}
 				}

@@ -136,16 +136,26 @@ type prepared struct {
 // the held task and says what was done. The check and the write are one
 // script, so concurrent producers see each key held by exactly one task.
 //
+// The batch is enqueued in one producer span (package telemetry), whose
+// context and the caller's request id every task carries. It is named
+// "<type> publish" when all items have the same type, else "batch
+// publish"; for a batch of one item it has the task's queue and id, as
+// the span of Client.EnqueueContext has, and for more the number of items.
+//
 // It is safe for concurrent use.
-func EnqueueBatch(ctx context.Context, rdb redis.UniversalClient, items []BatchItem) (_ []BatchResult, err error) {
-	ctx, span := telemetry.StartEnqueue(ctx, "batch")
+func EnqueueBatch(ctx context.Context, rdb redis.UniversalClient, items []BatchItem) (results []BatchResult, err error) {
+	ctx, span := telemetry.StartEnqueue(ctx, batchSpanType(items))
 	defer func() {
 		if err != nil {
 			endEnqueueSpan(span, err)
+		} else if len(items) == 1 && len(results) == 1 && span.IsRecording() {
+			// A batch of one is an enqueue like Client.EnqueueContext's.
+			span.SetAttributes(attribute.String("messaging.destination.name", results[0].Queue),
+				attribute.String("messaging.message.id", results[0].ID))
 		}
 		span.End()
 	}()
-	if span.IsRecording() {
+	if span.IsRecording() && len(items) != 1 {
 		span.SetAttributes(attribute.Int("messaging.batch.message_count", len(items)))
 	}
 	// Every task carries the batch span's trace context and the caller's
@@ -168,7 +178,7 @@ func EnqueueBatch(ctx context.Context, rdb redis.UniversalClient, items []BatchI
 		ids[key] = i
 		preps[i] = p
 	}
-	results := make([]BatchResult, len(items))
+	results = make([]BatchResult, len(items))
 	if len(items) == 0 {
 		return results, nil
 	}
@@ -232,6 +242,21 @@ func EnqueueBatch(ctx context.Context, rdb redis.UniversalClient, items []BatchI
 		return results, first
 	}
 	return results, nil
+}
+
+// batchSpanType is the task type the span of a batch is named after: the
+// items' type when they all have the same ("<type> publish", like the span
+// of a single enqueue), else "batch".
+func batchSpanType(items []BatchItem) string {
+	if len(items) == 0 {
+		return "batch"
+	}
+	for _, it := range items[1:] {
+		if it.Type != items[0].Type {
+			return "batch"
+		}
+	}
+	return items[0].Type
 }
 
 // prepare checks one item and encodes its task.

@@ -2,7 +2,9 @@ package tasks
 
 import (
 	"context"
+	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -41,8 +43,18 @@ type ClientOptions struct {
 // asynq.NewTaskWithHeaders and a non-nil map. A task built with
 // asynq.NewTask is enqueued in its span but carries no context.
 //
-// A Client is safe for concurrent use. It does not own the asynq client:
-// closing it is the caller's business, as before.
+// EnqueueContext owns the headers traceparent, tracestate, baggage and
+// x-request-id of the task it is given: it replaces those an earlier
+// enqueue of the same task value wrote (and any the caller set) with the
+// current ctx's, or removes them when ctx has none. The task's other
+// headers are kept.
+//
+// A Client is safe for concurrent use, and so is enqueuing one task value
+// from several goroutines at once: the enqueues of one task are serialized
+// while its header map is written and encoded (a lock chosen by the task's
+// address, among a fixed set). A caller must not write a task's headers
+// itself while it is being enqueued. A Client does not own the asynq
+// client: closing it is the caller's business, as before.
 type Client struct {
 	c *asynq.Client
 	o ClientOptions
@@ -62,8 +74,7 @@ func (c *Client) Asynq() *asynq.Client { return c.c }
 func (c *Client) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
 	ctx, span := telemetry.StartEnqueue(ctx, task.Type())
 	defer span.End()
-	telemetry.Inject(ctx, task.Headers())
-	info, err := c.c.EnqueueContext(ctx, task, opts...)
+	info, err := c.enqueueLocked(ctx, task, opts...)
 	if err != nil {
 		endEnqueueSpan(span, err)
 		return nil, err
@@ -74,6 +85,43 @@ func (c *Client) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...a
 	}
 	c.publishEnqueued(ctx, info.Queue, info.ID, info.Type)
 	return info, nil
+}
+
+// headerLocks serialize the enqueues of one task value: asynq hands out the
+// task's own header map (Task.Headers), which EnqueueContext writes and
+// asynq reads while encoding the message. A lock is chosen by the task's
+// address, so the table stays the same size however many tasks there are.
+var headerLocks [64]sync.Mutex
+
+// headerLock returns the lock of task's header map.
+func headerLock(task *asynq.Task) *sync.Mutex {
+	a := uintptr(unsafe.Pointer(task))
+	// Tasks are at least 8-byte aligned: drop the bits that never vary,
+	// and fold the higher ones in.
+	h := (a >> 4) ^ (a >> 10)
+	return &headerLocks[h%uintptr(len(headerLocks))]
+}
+
+// ownedHeaders are the task headers EnqueueContext writes: each enqueue
+// clears them first, so that a task value enqueued again does not carry
+// the trace context or request id of an earlier enqueue.
+var ownedHeaders = [...]string{"traceparent", "tracestate", "baggage", telemetry.HeaderRequestID}
+
+// enqueueLocked writes ctx's trace context and request id into task's
+// headers and enqueues it, holding task's header lock throughout.
+func (c *Client) enqueueLocked(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	h := task.Headers()
+	if h == nil {
+		return c.c.EnqueueContext(ctx, task, opts...)
+	}
+	mu := headerLock(task)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, k := range ownedHeaders {
+		delete(h, k)
+	}
+	telemetry.Inject(ctx, h)
+	return c.c.EnqueueContext(ctx, task, opts...)
 }
 
 // EnqueueBatch is the package's EnqueueBatch (one span for the batch, the

@@ -3,14 +3,18 @@ package tasks_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -241,5 +245,162 @@ func TestHandlerLoggerCarriesRequest(t *testing.T) {
 	}
 	if _, ok := entries[1].ContextMap()["request_id"]; ok {
 		t.Errorf("a task without a request id logged one: %v", entries[1].ContextMap())
+	}
+}
+
+// TestClientConcurrentEnqueueOfOneTask enqueues one task value from many
+// goroutines at once: asynq hands out the task's own header map, so the
+// writes of the trace context must not race (run with -race; without the
+// client's lock this is a concurrent map write) and each enqueued task
+// carries its own caller's request id.
+func TestClientConcurrentEnqueueOfOneTask(t *testing.T) {
+	f := newClientFixture(t)
+	task, err := tasks.DataProcess.NewTask(tasks.ProcessData{Key: "k", Work: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	ids := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			ctx, span := f.tp.Tracer("test").Start(t.Context(), "caller")
+			defer span.End()
+			ctx = telemetry.WithRequestID(ctx, fmt.Sprintf("req-%d", i))
+			info, err := f.c.EnqueueContext(ctx, task, asynq.Queue("q4"))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			ids[i] = info.ID
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("enqueue %d: %v", i, errs[i])
+		}
+		ti, err := f.insp.GetTaskInfo("q4", ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ti.Headers[telemetry.HeaderRequestID], fmt.Sprintf("req-%d", i); got != want {
+			t.Errorf("task %d carries request id %q, want %q", i, got, want)
+		}
+		if ti.Headers["traceparent"] == "" {
+			t.Errorf("task %d carries no traceparent: %v", i, ti.Headers)
+		}
+	}
+}
+
+// TestClientReusedTaskDropsStaleHeaders enqueues one task value twice, the
+// first time with a trace, baggage and a request id, the second time with
+// none: the second task must carry none of the first's, and keeps a header
+// of the caller's own.
+func TestClientReusedTaskDropsStaleHeaders(t *testing.T) {
+	f := newClientFixture(t)
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	task := asynq.NewTaskWithHeaders("test:reuse", nil, map[string]string{"x-own": "kept"})
+	ctx, span := f.tp.Tracer("test").Start(t.Context(), "caller")
+	defer span.End()
+	member, err := baggage.NewMember("tenant", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bag, err := baggage.New(member)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx = baggage.ContextWithBaggage(telemetry.WithRequestID(ctx, "req-1"), bag)
+	first, err := f.c.EnqueueContext(ctx, task, asynq.Queue("q5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := f.c.EnqueueContext(t.Context(), task, asynq.Queue("q5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, err := f.insp.GetTaskInfo("q5", first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"traceparent", "baggage", telemetry.HeaderRequestID} {
+		if ti.Headers[k] == "" {
+			t.Fatalf("the first task has no %s header: %v", k, ti.Headers)
+		}
+	}
+	ti, err = f.insp.GetTaskInfo("q5", second.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]string{"x-own": "kept"}, ti.Headers); diff != "" {
+		t.Errorf("the second task's headers (-want +got):\n%s", diff)
+	}
+}
+
+// TestBatchSpanNames checks the producer span of a batch: a batch of one
+// (the web's and the CLI's dedup enqueue) is named and described like a
+// single enqueue, a batch of one type is named after it, a mixed one
+// "batch publish".
+func TestBatchSpanNames(t *testing.T) {
+	f := newClientFixture(t)
+	item := func(typ string, p tasks.ProcessData) tasks.BatchItem {
+		t.Helper()
+		it, err := tasks.DataProcess.Item(p, asynq.Queue("q6"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		it.Type = typ
+		return it
+	}
+	ctx, parent := f.tp.Tracer("test").Start(t.Context(), "caller")
+	one, err := f.c.EnqueueBatch(ctx, f.rdb, []tasks.BatchItem{item(tasks.TypeProcessData, tasks.ProcessData{Key: "a", Work: 1})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.c.EnqueueBatch(ctx, f.rdb, []tasks.BatchItem{
+		item(tasks.TypeProcessData, tasks.ProcessData{Key: "b", Work: 1}),
+		item(tasks.TypeProcessData, tasks.ProcessData{Key: "c", Work: 1}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.c.EnqueueBatch(ctx, f.rdb, []tasks.BatchItem{
+		item(tasks.TypeProcessData, tasks.ProcessData{Key: "d", Work: 1}),
+		item("test:other", tasks.ProcessData{Key: "e", Work: 1}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	parent.End()
+	type span struct {
+		Name         string
+		Queue, ID    string
+		MessageCount string
+	}
+	var got []span
+	for _, s := range f.exp.GetSpans() {
+		if s.SpanKind != trace.SpanKindProducer {
+			continue
+		}
+		sp := span{Name: s.Name}
+		for _, kv := range s.Attributes {
+			switch kv.Key {
+			case "messaging.destination.name":
+				sp.Queue = kv.Value.Emit()
+			case "messaging.message.id":
+				sp.ID = kv.Value.Emit()
+			case "messaging.batch.message_count":
+				sp.MessageCount = kv.Value.Emit()
+			}
+		}
+		got = append(got, sp)
+	}
+	want := []span{
+		{Name: tasks.TypeProcessData + " publish", Queue: "q6", ID: one[0].ID},
+		{Name: tasks.TypeProcessData + " publish", MessageCount: "2"},
+		{Name: "batch publish", MessageCount: "2"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("batch spans (-want +got):\n%s", diff)
 	}
 }

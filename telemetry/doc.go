@@ -25,8 +25,16 @@
 //	if err != nil {
 //		return err // an *EnvError naming a bad OTEL_* variable
 //	}
-//	defer tp.Shutdown(context.WithoutCancel(ctx))
-//	_ = tp.InstrumentRedis(rdb)
+//	defer func() {
+//		// Send the last spans, but do not hang the exit on a collector
+//		// that does not answer.
+//		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+//		defer cancel()
+//		if err := tp.Shutdown(sctx); err != nil {
+//			logger.Warn("tracing: spans not sent", zap.Error(err))
+//		}
+//	}()
+//	_ = tp.InstrumentRedis(rdb) // before rdb's first command
 //	handler := tp.Middleware()(mux)
 //
 // See [Setup] for the variables it reads.

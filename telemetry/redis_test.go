@@ -1,11 +1,16 @@
 package telemetry
 
 import (
+	"errors"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/forgeq/forgeq/internal/redistest"
 )
 
 func TestInstrumentRedis(t *testing.T) {
@@ -78,5 +83,47 @@ func TestInstrumentRedisOff(t *testing.T) {
 	}
 	if err := p.InstrumentRedis(rdb); err != nil {
 		t.Errorf("InstrumentRedis with tracing off: %v", err)
+	}
+}
+
+// TestInstrumentRedisSkipsConnectionSetup checks that the commands
+// go-redis sends to set up a connection (hello, auth, select, client
+// setname/setinfo, alone or pipelined) make no span under the command that
+// needed the connection: some fail by design and would show as errors.
+func TestInstrumentRedisSkipsConnectionSetup(t *testing.T) {
+	p, exp := setupTB(t, nil)
+	opts, err := redis.ParseURL(redistest.URL(t, testDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// hello, then select and client setname in the init pipeline.
+	opts.ClientName = "telemetry-test"
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	if err := p.InstrumentRedis(rdb); err != nil {
+		t.Fatal(err)
+	}
+	ctx, parent := p.tracer.Start(t.Context(), "task")
+	// The first command dials and sets the connection up under ctx.
+	if err := rdb.Get(ctx, "absent").Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("get: %v, want redis.Nil", err)
+	}
+	pipe := rdb.Pipeline()
+	pipe.Incr(ctx, "n")
+	pipe.Select(ctx, testDB)
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	parent.End()
+	if !slices.Contains(spanNames(exp.GetSpans()), "get") {
+		t.Errorf("spans %v: no get span", spanNames(exp.GetSpans()))
+	}
+	for _, s := range exp.GetSpans() {
+		name := strings.ToLower(s.Name)
+		for _, setup := range []string{"hello", "auth", "client", "select"} {
+			if strings.Contains(name, setup) {
+				t.Errorf("span %q (status %v): connection set-up commands must not be traced", s.Name, s.Status.Code)
+			}
+		}
 	}
 }

@@ -43,8 +43,9 @@ type Options struct {
 	// OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE, from the
 	// process's environment.
 	Getenv func(string) string
-	// Logger receives the errors of the OpenTelemetry SDK, such as a
-	// failed export. Default: none.
+	// Logger receives the warnings and errors of the OpenTelemetry SDK,
+	// such as a failed export, at warn, and Setup's own warnings about
+	// the variables. Default: none.
 	Logger *zap.Logger
 	// Console is where OTEL_TRACES_EXPORTER=console writes its spans.
 	// Default os.Stderr.
@@ -85,17 +86,27 @@ var active atomic.Pointer[Provider]
 // Enabled is false.
 //
 // The variables Setup reads:
-//   - OTEL_SDK_DISABLED: true or false.
+//   - OTEL_SDK_DISABLED: true (in any case) turns tracing off; any other
+//     value is false, with a warning to Options.Logger unless it is
+//     false.
 //   - OTEL_TRACES_EXPORTER: otlp (the default when on), console (spans
 //     as JSON to Options.Console) or none; several may be given,
 //     comma-separated.
 //   - OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL:
-//     http/protobuf (default) or grpc.
+//     http/protobuf (default) or grpc, in any case.
 //   - OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (used as is), else
 //     OTEL_EXPORTER_OTLP_ENDPOINT (with /v1/traces appended for
 //     http/protobuf): an http or https URL. Default
-//     http://localhost:4318/v1/traces, or localhost:4317 for grpc.
-//   - OTEL_SERVICE_NAME, else Options.ServiceName: the service.name.
+//     http://localhost:4318/v1/traces, or localhost:4317 for grpc. A
+//     user, password or query string in the URL is an error: the
+//     exporters would not send them; credentials go in the headers.
+//   - OTEL_EXPORTER_OTLP_HEADERS and OTEL_EXPORTER_OTLP_TRACES_HEADERS:
+//     only checked (key=value pairs, comma-separated, keys HTTP header
+//     names, values URL-encoded); the exporters read them. The error for
+//     a bad one does not show the value, which may hold credentials.
+//   - OTEL_SERVICE_NAME, else the service.name of
+//     OTEL_RESOURCE_ATTRIBUTES, else Options.ServiceName: the
+//     service.name.
 //   - OTEL_RESOURCE_ATTRIBUTES: key=value pairs, comma-separated, values
 //     URL-encoded.
 //   - OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG: always_on,
@@ -105,8 +116,17 @@ var active atomic.Pointer[Provider]
 //   - OTEL_BSP_SCHEDULE_DELAY: the milliseconds between two exports
 //     (default 5000).
 //
+// OTEL_PROPAGATORS is not read: the propagator is always W3C
+// tracecontext and baggage.
+//
 // A variable with a value Setup cannot use is an error, an *EnvError
-// naming the variable and the value; nothing is installed then.
+// naming the variable and the value (an endpoint's credentials redacted,
+// a headers variable's value left out); nothing is installed then.
+//
+// When tracing is on, Setup also routes OpenTelemetry's own warnings and
+// errors (otel.SetLogger, otel.SetErrorHandler), such as a failed
+// export, to Options.Logger at warn, with their message only: the SDK's
+// key/value pairs, which can hold configured secrets, are dropped.
 //
 // What Setup installs is process-wide: a program sets tracing up once.
 // Enqueues made outside any span (StartEnqueue) use the provider set up
@@ -128,6 +148,9 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, w := range c.warnings {
+		o.Logger.Warn("tracing: " + w)
+	}
 	if c.disabled || (!c.on && o.Exporter == nil) {
 		return &Provider{}, nil
 	}
@@ -136,6 +159,8 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before the exporters are built: they report through these.
+	installLogger(o.Logger)
 	var procs []sdktrace.SpanProcessor
 	if o.Exporter != nil {
 		procs = append(procs, sdktrace.NewSimpleSpanProcessor(o.Exporter))
@@ -167,10 +192,6 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 		prop:    propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 	}
 	p.tracer = p.tp.Tracer(tracerName)
-	log := o.Logger
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		log.Warn("opentelemetry error", zap.Error(err))
-	}))
 	otel.SetTracerProvider(p.tp)
 	otel.SetTextMapPropagator(p.prop)
 	active.Store(p)
@@ -216,6 +237,7 @@ type envConfig struct {
 	attrs         []attribute.KeyValue
 	sampler       sdktrace.Sampler
 	scheduleDelay time.Duration // < 0: the SDK's default
+	warnings      []string      // values taken with a warning, for Setup to log
 }
 
 // Names of the variables Setup reads.
@@ -231,6 +253,8 @@ const (
 	envSampler           = "OTEL_TRACES_SAMPLER"
 	envSamplerArg        = "OTEL_TRACES_SAMPLER_ARG"
 	envBSPScheduleDelay  = "OTEL_BSP_SCHEDULE_DELAY"
+	envHeaders           = "OTEL_EXPORTER_OTLP_HEADERS"
+	envTracesHeaders     = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
 	protocolHTTPProtobuf = "http/protobuf"
 	protocolGRPC         = "grpc"
 )
@@ -240,12 +264,16 @@ func readEnv(getenv func(string) string) (envConfig, error) {
 	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
 	c := envConfig{scheduleDelay: -1}
 
+	// As the specification says: only "true", in any case, disables;
+	// any other value is false, with a warning unless it is "false".
 	if v := get(envSDKDisabled); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return c, &EnvError{envSDKDisabled, v, "want true or false"}
+		switch strings.ToLower(v) {
+		case "true":
+			c.disabled = true
+		case "false":
+		default:
+			c.warnings = append(c.warnings, fmt.Sprintf("%s=%q is not true or false: taken as false (tracing not disabled)", envSDKDisabled, v))
 		}
-		c.disabled = b
 	}
 
 	exporters := get(envTracesExporter)
@@ -272,9 +300,9 @@ func readEnv(getenv func(string) string) (envConfig, error) {
 		if v == "" {
 			continue
 		}
-		switch v {
+		switch lv := strings.ToLower(v); lv {
 		case protocolHTTPProtobuf, protocolGRPC:
-			c.protocol = v
+			c.protocol = lv
 		default:
 			return c, &EnvError{name, v, "want http/protobuf or grpc"}
 		}
@@ -283,12 +311,12 @@ func readEnv(getenv func(string) string) (envConfig, error) {
 
 	if v := get(envTracesEndpoint); v != "" {
 		if err := checkEndpoint(v); err != nil {
-			return c, &EnvError{envTracesEndpoint, v, err.Error()}
+			return c, &EnvError{envTracesEndpoint, redactEndpoint(v), err.Error()}
 		}
 		c.endpoint = v
 	} else if v := get(envEndpoint); v != "" {
 		if err := checkEndpoint(v); err != nil {
-			return c, &EnvError{envEndpoint, v, err.Error()}
+			return c, &EnvError{envEndpoint, redactEndpoint(v), err.Error()}
 		}
 		c.endpoint = v
 		if c.protocol == protocolHTTPProtobuf {
@@ -306,6 +334,15 @@ func readEnv(getenv func(string) string) (envConfig, error) {
 	}
 	if c.on && len(c.exporters) == 0 {
 		c.exporters = []string{"otlp"}
+	}
+
+	// The exporters parse the headers themselves, and log a bad pair,
+	// secret and all, through OpenTelemetry's logger: check them first
+	// and name the variable without its value.
+	for _, name := range []string{envHeaders, envTracesHeaders} {
+		if err := checkHeaders(getenv(name)); err != nil {
+			return c, &EnvError{Name: name, Reason: err.Error() + " (the value is not shown: it may hold credentials)"}
+		}
 	}
 
 	c.serviceName = get(envServiceName)
@@ -332,7 +369,8 @@ func readEnv(getenv func(string) string) (envConfig, error) {
 	return c, nil
 }
 
-// checkEndpoint reports what is wrong with an OTLP endpoint URL.
+// checkEndpoint reports what is wrong with an OTLP endpoint URL. Its
+// messages do not quote v.
 func checkEndpoint(v string) error {
 	u, err := url.Parse(v)
 	if err != nil {
@@ -344,7 +382,82 @@ func checkEndpoint(v string) error {
 	if u.Host == "" {
 		return errors.New("the URL has no host; want e.g. http://localhost:4318")
 	}
+	if u.User != nil {
+		return errors.New("the URL has a user or password, which the exporter would not send; give credentials in OTEL_EXPORTER_OTLP_HEADERS (e.g. Authorization=Basic%20...) instead")
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		return errors.New("the URL has a query string, which the exporter would drop; give credentials (such as an API key) in OTEL_EXPORTER_OTLP_HEADERS instead")
+	}
 	return nil
+}
+
+// redactEndpoint returns v, an endpoint URL that may not parse, with its
+// userinfo and its query string replaced by "xxxxx", for error messages.
+func redactEndpoint(v string) string {
+	if i := strings.IndexAny(v, "?#"); i >= 0 && v[i] == '?' {
+		end := len(v)
+		if j := strings.IndexByte(v[i:], '#'); j >= 0 {
+			end = i + j
+		}
+		v = v[:i+1] + "xxxxx" + v[end:]
+	}
+	start := 0
+	if i := strings.Index(v, "://"); i >= 0 {
+		start = i + len("://")
+	}
+	authority := v[start:]
+	if i := strings.IndexAny(authority, "/?#"); i >= 0 {
+		authority = authority[:i]
+	}
+	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+		v = v[:start] + "xxxxx" + v[start+i:]
+	}
+	return v
+}
+
+// checkHeaders reports what is wrong with the value of
+// OTEL_EXPORTER_OTLP_HEADERS or _TRACES_HEADERS, as the exporters parse
+// it: key=value pairs separated by commas, each key an HTTP header name,
+// each value URL-encoded. Its messages never quote the value, only the
+// pair's position and, once valid, its key.
+func checkHeaders(v string) error {
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
+	for i, pair := range strings.Split(v, ",") {
+		if strings.TrimSpace(pair) == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(pair, "=")
+		if !ok {
+			return fmt.Errorf("pair %d has no '='; want key=value pairs separated by commas, values URL-encoded (a comma in a value is %%2C)", i+1)
+		}
+		k = strings.TrimSpace(k)
+		if !validHeaderKey(k) {
+			return fmt.Errorf("the key of pair %d is not an HTTP header name; want key=value pairs separated by commas", i+1)
+		}
+		if _, err := url.PathUnescape(val); err != nil {
+			return fmt.Errorf("the value of %s (pair %d) is not URL-encoded: a %% must start %%XX, e.g. %%20 for a space", k, i+1)
+		}
+	}
+	return nil
+}
+
+// validHeaderKey reports whether k is an HTTP header name (an RFC 9110
+// token), as the exporters require.
+func validHeaderKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, c := range k {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.ContainsRune("!#$%&'*+-.^_`|~", c):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // parseResourceAttrs parses OTEL_RESOURCE_ATTRIBUTES.
@@ -405,12 +518,24 @@ func readSampler(get func(string) string) (sdktrace.Sampler, error) {
 }
 
 // resource returns the spans' resource: service.name, the SDK's
-// attributes and OTEL_RESOURCE_ATTRIBUTES.
+// attributes and OTEL_RESOURCE_ATTRIBUTES. A key given twice in
+// OTEL_RESOURCE_ATTRIBUTES takes its last value.
 func (c envConfig) resource(ctx context.Context, serviceName string) (*resource.Resource, error) {
-	if c.serviceName != "" {
-		serviceName = c.serviceName
+	// OTEL_SERVICE_NAME, else service.name in OTEL_RESOURCE_ATTRIBUTES,
+	// else the program's name.
+	attrs := slices.Clone(c.attrs)
+	var fromAttrs string // the last service.name of OTEL_RESOURCE_ATTRIBUTES
+	for _, kv := range attrs {
+		if kv.Key == "service.name" {
+			fromAttrs = kv.Value.AsString()
+		}
 	}
-	attrs := append(slices.Clone(c.attrs), attribute.String("service.name", serviceName))
+	switch {
+	case c.serviceName != "":
+		attrs = append(attrs, attribute.String("service.name", c.serviceName))
+	case fromAttrs == "":
+		attrs = append(attrs, attribute.String("service.name", serviceName))
+	}
 	res, err := resource.New(ctx, resource.WithTelemetrySDK(), resource.WithAttributes(attrs...))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)

@@ -45,6 +45,7 @@ func TestSetupEnv(t *testing.T) {
 		wantOn   bool
 		wantErr  string // the *EnvError's variable; "" for no error
 		wantText string // a part of the error message
+		wantNot  string // what the error message must not hold (a secret)
 	}{
 		{name: "nothing set", giveEnv: nil},
 		{name: "endpoint", giveEnv: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, wantOn: true},
@@ -63,7 +64,18 @@ func TestSetupEnv(t *testing.T) {
 
 		{name: "bad exporter", giveEnv: map[string]string{"OTEL_TRACES_EXPORTER": "jaeger"}, wantErr: "OTEL_TRACES_EXPORTER", wantText: `"jaeger": want otlp, console or none`},
 		{name: "none with another", giveEnv: map[string]string{"OTEL_TRACES_EXPORTER": "none,otlp"}, wantErr: "OTEL_TRACES_EXPORTER"},
-		{name: "bad sdk disabled", giveEnv: map[string]string{"OTEL_SDK_DISABLED": "yes please"}, wantErr: "OTEL_SDK_DISABLED", wantText: "want true or false"},
+		{name: "sdk disabled any case", giveEnv: map[string]string{"OTEL_SDK_DISABLED": "TRUE", "OTEL_TRACES_EXPORTER": "otlp"}},
+		{name: "sdk disabled other value is false", giveEnv: map[string]string{"OTEL_SDK_DISABLED": "yes please", "OTEL_TRACES_EXPORTER": "otlp"}, wantOn: true},
+		{name: "sdk disabled 1 is false", giveEnv: map[string]string{"OTEL_SDK_DISABLED": "1", "OTEL_TRACES_EXPORTER": "otlp"}, wantOn: true},
+		{name: "protocol any case", giveEnv: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "GRPC"}, wantOn: true},
+		{name: "headers", giveEnv: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Basic%20c2VjcmV0, x-tenant=a,"}, wantOn: true},
+		{name: "headers without =", giveEnv: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Bearer s3cret,t0ken"}, wantErr: "OTEL_EXPORTER_OTLP_HEADERS", wantText: "pair 2 has no '='", wantNot: "s3cret"},
+		{name: "headers bad key", giveEnv: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "api key s3cret=1"}, wantErr: "OTEL_EXPORTER_OTLP_TRACES_HEADERS", wantText: "not an HTTP header name", wantNot: "s3cret"},
+		{name: "headers bad escape", giveEnv: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s3cret%zz"}, wantErr: "OTEL_EXPORTER_OTLP_HEADERS", wantText: "api-key (pair 1) is not URL-encoded", wantNot: "s3cret"},
+		{name: "endpoint with password", giveEnv: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:s3cret@collector:4318"}, wantErr: "OTEL_EXPORTER_OTLP_ENDPOINT", wantText: "OTEL_EXPORTER_OTLP_HEADERS", wantNot: "s3cret"},
+		{name: "endpoint with token user", giveEnv: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://s3cret@collector:4318/v1/traces"}, wantErr: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", wantText: `"https://xxxxx@collector:4318/v1/traces"`, wantNot: "s3cret"},
+		{name: "endpoint with query", giveEnv: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318/?api_key=s3cret"}, wantErr: "OTEL_EXPORTER_OTLP_ENDPOINT", wantText: "query string", wantNot: "s3cret"},
+		{name: "unparsable endpoint with password", giveEnv: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://user:s3cret@[::1"}, wantErr: "OTEL_EXPORTER_OTLP_ENDPOINT", wantText: "not a URL", wantNot: "s3cret"},
 		{name: "bad protocol", giveEnv: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, wantErr: "OTEL_EXPORTER_OTLP_PROTOCOL", wantText: "want http/protobuf or grpc"},
 		{name: "bad traces protocol", giveEnv: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"}, wantErr: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"},
 		{name: "endpoint without scheme", giveEnv: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, wantErr: "OTEL_EXPORTER_OTLP_ENDPOINT", wantText: "http://"},
@@ -88,6 +100,9 @@ func TestSetupEnv(t *testing.T) {
 				}
 				if msg := err.Error(); !strings.Contains(msg, tt.wantErr) || !strings.Contains(msg, tt.wantText) {
 					t.Errorf("error %q does not name %s and say %q", msg, tt.wantErr, tt.wantText)
+				}
+				if tt.wantNot != "" && (strings.Contains(err.Error(), tt.wantNot) || strings.Contains(ee.Value, tt.wantNot)) {
+					t.Errorf("error %q shows %q", err, tt.wantNot)
 				}
 				if strings.ContainsRune(err.Error(), 0x1b) {
 					t.Errorf("error %q holds a raw escape character", err)
@@ -196,6 +211,9 @@ func TestSetupResource(t *testing.T) {
 		{"OTEL_SERVICE_NAME", map[string]string{"OTEL_SERVICE_NAME": "billing-worker"}, "billing-worker", nil},
 		{"resource attributes", map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod, team=a%20b"}, "test",
 			map[string]string{"deployment.environment": "prod", "team": "a b"}},
+		{"service.name attribute over the program name", map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "service.name=billing,team=a"}, "billing", nil},
+		{"OTEL_SERVICE_NAME over the attribute", map[string]string{"OTEL_SERVICE_NAME": "svc", "OTEL_RESOURCE_ATTRIBUTES": "service.name=billing"}, "svc", nil},
+		{"empty service.name attribute", map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "service.name="}, "test", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, exp := setupTB(t, tt.giveEnv)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/events"
@@ -170,9 +171,15 @@ func (s *Server) taskEvents(w http.ResponseWriter, r *http.Request) {
 // followEvents sends the events of task id of queue after the stream id
 // after until a final one, the client leaves, or the server shuts down.
 // state is the last state sent, if any.
+//
+// Its reads (the blocking reads of the stream, the state checks) run
+// outside the request's span: they would make it a trace as long as the
+// stream, with Redis spans every few seconds. The request's span still
+// covers the whole stream and its first reads.
 func (s *Server) followEvents(r *http.Request, sw *sseWriter, queue, id, after string, state *taskBody) {
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := context.WithCancel(trace.ContextWithSpanContext(r.Context(), trace.SpanContext{}))
 	defer cancel()
+	r = r.WithContext(ctx)
 	evs := make(chan events.Event)
 	go func() {
 		for e, err := range s.events.Watch(ctx, queue, id, after) {

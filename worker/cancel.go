@@ -11,6 +11,7 @@ import (
 
 	"github.com/forgeq/forgeq/control"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/telemetry"
 )
 
 // How a worker handles a cancelled task's handler: one that has not
@@ -164,8 +165,8 @@ func (c *cancels) middleware(next asynq.Handler) asynq.Handler {
 			if by, ok, err := c.requested(ctx, m.queue, m.id); err != nil {
 				return err // retried, as any failure to start
 			} else if ok {
-				c.log.Warn("task cancelled before it ran again", zap.String("task_id", m.id),
-					zap.String("task_type", t.Type()), zap.String("queue", m.queue), zap.String("cancelled_by", by))
+				c.log.Warn("task cancelled before it ran again", append(telemetry.LogFields(ctx), zap.String("task_id", m.id),
+					zap.String("task_type", t.Type()), zap.String("queue", m.queue), zap.String("cancelled_by", by))...)
 				return &tasks.CancelledError{By: by}
 			}
 		}
@@ -223,7 +224,7 @@ func (c *cancels) middleware(next asynq.Handler) asynq.Handler {
 				by, at := run.by, run.at
 				c.mu.Unlock()
 				if !reported && c.now().Sub(at) >= c.ignoredAfter {
-					c.reportIgnored(t, m, by, at)
+					c.reportIgnored(ctx, t, m, by, at)
 				}
 				return &tasks.CancelledError{By: by}
 			case <-stop:
@@ -239,22 +240,22 @@ func (c *cancels) middleware(next asynq.Handler) asynq.Handler {
 				by, at := run.by, run.at
 				c.mu.Unlock()
 				reported = true
-				c.reportIgnored(t, m, by, at)
+				c.reportIgnored(ctx, t, m, by, at)
 			case <-graceC:
 				c.mu.Lock()
 				by, at := run.by, run.at
 				c.mu.Unlock()
 				if !reported {
-					c.reportIgnored(t, m, by, at)
+					c.reportIgnored(ctx, t, m, by, at)
 				}
-				c.log.Warn("cancelled task archived while its handler still runs",
+				c.log.Warn("cancelled task archived while its handler still runs", append(telemetry.LogFields(ctx),
 					zap.String("task_id", m.id), zap.String("task_type", t.Type()), zap.String("queue", m.queue),
-					zap.String("cancelled_by", by), zap.Duration("grace", c.grace))
+					zap.String("cancelled_by", by), zap.Duration("grace", c.grace))...)
 				go func() {
 					<-done
-					c.log.Warn("handler of a cancelled task returned at last",
+					c.log.Warn("handler of a cancelled task returned at last", append(telemetry.LogFields(ctx),
 						zap.String("task_id", m.id), zap.String("task_type", t.Type()), zap.String("queue", m.queue),
-						zap.Duration("after", c.now().Sub(at)))
+						zap.Duration("after", c.now().Sub(at)))...)
 				}()
 				return &tasks.CancelledError{By: by}
 			}
@@ -263,14 +264,14 @@ func (c *cancels) middleware(next asynq.Handler) asynq.Handler {
 }
 
 // reportIgnored logs and counts a handler that went on after its
-// cancellation.
-func (c *cancels) reportIgnored(t *asynq.Task, m taskMeta, by string, at time.Time) {
+// cancellation; ctx is the task's.
+func (c *cancels) reportIgnored(ctx context.Context, t *asynq.Task, m taskMeta, by string, at time.Time) {
 	if c.ignored != nil {
 		c.ignored(t.Type(), m.queue)
 	}
-	c.log.Warn("cancelled task's handler ignores its context",
+	c.log.Warn("cancelled task's handler ignores its context", append(telemetry.LogFields(ctx),
 		zap.String("task_id", m.id), zap.String("task_type", t.Type()), zap.String("queue", m.queue),
-		zap.String("cancelled_by", by), zap.Duration("after", c.now().Sub(at)))
+		zap.String("cancelled_by", by), zap.Duration("after", c.now().Sub(at)))...)
 }
 
 func isClosed(ch chan struct{}) bool {

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/telemetry"
 	"github.com/forgeq/forgeq/workflow"
 )
 
@@ -68,7 +69,7 @@ func (d *dedupRelease) release(ctx context.Context, key string) {
 	id, _ := asynq.GetTaskID(ctx)
 	queue, _ := asynq.GetQueueName(ctx)
 	if _, err := tasks.ReleaseDedup(ctx, d.rdb, queue, key, id); err != nil {
-		d.log.Warn("dedup key not released", zap.String("task_id", id), zap.String("queue", queue),
-			zap.String("dedup_key", key), zap.Error(err))
+		d.log.Warn("dedup key not released", append(telemetry.LogFields(ctx), zap.String("task_id", id), zap.String("queue", queue),
+			zap.String("dedup_key", key), zap.Error(err))...)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/telemetry"
 )
 
 // The limits task types declare (tasks.Type's RateLimit, MaxConcurrent and
@@ -360,11 +361,11 @@ func (l *limiter) renew(ctx context.Context, typ string, keys []string, id strin
 			cancel()
 			switch {
 			case err != nil:
-				l.log.Warn("concurrency lease not renewed; it expires unless the next renewal succeeds",
-					zap.String("task_id", id), zap.String("task_type", typ), zap.Error(err))
+				l.log.Warn("concurrency lease not renewed; it expires unless the next renewal succeeds", append(telemetry.LogFields(ctx),
+					zap.String("task_id", id), zap.String("task_type", typ), zap.Error(err))...)
 			case lost > 0:
 				l.log.Warn("concurrency lease lost: it expired before its renewal, so the cap may be exceeded while this task runs",
-					zap.String("task_id", id), zap.String("task_type", typ))
+					append(telemetry.LogFields(ctx), zap.String("task_id", id), zap.String("task_type", typ))...)
 			}
 		}
 	}()
@@ -389,7 +390,7 @@ func (l *limiter) release(ctx context.Context, keys []string, id string, wake bo
 	}
 	res, err := releaseScript.Run(rctx, l.rdb, keys, id, w).Slice()
 	if err != nil {
-		l.log.Warn("concurrency lease not released; it expires", zap.String("task_id", id), zap.Error(err))
+		l.log.Warn("concurrency lease not released; it expires", append(telemetry.LogFields(ctx), zap.String("task_id", id), zap.Error(err))...)
 		return
 	}
 	// One task woken per set freed, the longest waiting first; an entry

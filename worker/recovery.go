@@ -6,6 +6,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
+
+	"github.com/forgeq/forgeq/telemetry"
 )
 
 // msgRecovered is the log line of a task that asynq's recoverer took back
@@ -78,20 +80,20 @@ func newRecoveries(insp taskInspector, log *zap.Logger, count func(taskType, que
 func (r *recoveries) middleware(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		if m := r.meta(ctx); m.retried > 0 && m.id != "" && m.queue != "" {
-			r.check(t, m)
+			r.check(ctx, t, m)
 		}
 		return next.ProcessTask(ctx, t)
 	})
 }
 
 // check logs and counts t if its last attempt ended with the recoverer
-// taking it back.
-func (r *recoveries) check(t *asynq.Task, m taskMeta) {
+// taking it back; ctx is the task's.
+func (r *recoveries) check(ctx context.Context, t *asynq.Task, m taskMeta) {
 	info, err := r.insp.GetTaskInfo(m.queue, m.id)
 	if err != nil {
 		// The task itself reports a Redis that fails; this check only
 		// loses its log line.
-		r.log.Debug("recovery check: read task info", zap.String("task_id", m.id), zap.Error(err))
+		r.log.Debug("recovery check: read task info", append(telemetry.LogFields(ctx), zap.String("task_id", m.id), zap.Error(err))...)
 		return
 	}
 	if info.LastErr != asynq.ErrLeaseExpired.Error() || info.LastFailedAt.IsZero() {
@@ -99,12 +101,12 @@ func (r *recoveries) check(t *asynq.Task, m taskMeta) {
 	}
 	lastAlive := info.LastFailedAt.Add(-asynqLeaseCutoff - asynqLeaseDuration)
 	r.count(t.Type(), m.queue)
-	r.log.Warn(msgRecovered,
+	r.log.Warn(msgRecovered, append(telemetry.LogFields(ctx),
 		zap.String("task_id", m.id),
 		zap.String("task_type", t.Type()),
 		zap.String("queue", m.queue),
 		zap.Int("retry", m.retried),
 		zap.Duration("orphaned_for", r.now().Sub(lastAlive)),
 		zap.Time("recovered_at", info.LastFailedAt),
-	)
+	)...)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/forgeq/forgeq/internal/taskctx"
 	"github.com/forgeq/forgeq/tasks"
+	"github.com/forgeq/forgeq/telemetry"
 )
 
 // MaxResultBytes is the largest result a step may return: a bigger one
@@ -54,7 +55,10 @@ func (c *Client) Middleware() asynq.MiddlewareFunc {
 }
 
 func (c *Client) run(ctx context.Context, next asynq.Handler, t *asynq.Task, id, path string) error {
-	log := c.log.With(zap.String("workflow_id", id), zap.String("step", path), zap.String("task_type", t.Type()))
+	// The task's trace_id, span_id and request_id tie the step's lines
+	// to its trace (package telemetry).
+	log := c.log.With(append([]zap.Field{zap.String("workflow_id", id), zap.String("step", path), zap.String("task_type", t.Type())},
+		telemetry.LogFields(ctx)...)...)
 	r := scriptReply{code: "run"}
 	if c.mustBegin(ctx, id, path) {
 		var err error

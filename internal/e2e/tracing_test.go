@@ -566,3 +566,45 @@ func waitTaskDone(tb testing.TB, w *proctest.Proc, ids ...string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestTracingFlushAtExit checks that the worker sends the spans it holds
+// when it stops: with a batch delay of ten minutes, the handler span of a
+// task done stays in the worker until SIGTERM, and has arrived by the
+// time the worker has exited.
+func TestTracingFlushAtExit(t *testing.T) {
+	t.Parallel()
+
+	r := otlptest.NewReceiver(t)
+	redisURL := proctest.RedisServer(t).URL()
+	queue := uniqueName(t)
+	w, _ := startTracedWorker(t, redisURL, queue, false,
+		"OTEL_EXPORTER_OTLP_ENDPOINT="+r.URL(),
+		"OTEL_BSP_SCHEDULE_DELAY=600000",
+		"OTEL_RESOURCE_ATTRIBUTES=service.instance.id=flush")
+
+	id := queue + "-flush"
+	// Enqueued without tracing: the handler span is the trace's root.
+	runEnqueue(t, []string{"REDIS_CONNECTION_URL=" + redisURL},
+		"--queue", queue, "--id", id, tasks.TypeProcessData, fmt.Sprintf(`{"key":%q,"work":1000}`, id))
+	waitTaskDone(t, w, id)
+	time.Sleep(200 * time.Millisecond) // what a short batch delay would have sent by now
+	if ss := r.Spans().Match(processOf(id)); len(ss) != 0 {
+		t.Fatalf("the handler span arrived before the worker stopped, with a batch delay of 10 minutes:\n%s", ss)
+	}
+
+	stopWorkers(t, []*proctest.Proc{w})
+	ss := r.Spans()
+	process := ss.Match(processOf(id))
+	if len(process) != 1 {
+		t.Fatalf("%d handler spans of %s after the worker exited, want 1; received:\n%s", len(process), id, ss)
+	}
+	if got := process[0].Resource["service.instance.id"]; got != "flush" {
+		t.Errorf("handler span from instance %v, want flush", got)
+	}
+	if redis := ss.InTrace(process[0].TraceID).Match(isRedis); len(redis) == 0 {
+		t.Errorf("no Redis span of the handler after the worker exited:\n%s", ss.InTrace(process[0].TraceID))
+	}
+	if errs := r.Errors(); len(errs) > 0 {
+		t.Errorf("the receiver refused requests: %v", errs)
+	}
+}

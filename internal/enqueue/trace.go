@@ -9,7 +9,10 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
 
+	"github.com/forgeq/forgeq/config"
+	"github.com/forgeq/forgeq/internal/bootstrap"
 	"github.com/forgeq/forgeq/internal/termtext"
 	"github.com/forgeq/forgeq/telemetry"
 )
@@ -44,6 +47,7 @@ func (c *cli) traced(ctx context.Context, mode string, fn func(context.Context) 
 		ServiceName: strings.ReplaceAll(c.prog, " ", "-"),
 		Getenv:      getenv,
 		Console:     c.stderr,
+		Logger:      c.tracingLogger(getenv),
 	})
 	if err != nil {
 		return &inputError{err: err}
@@ -74,4 +78,18 @@ func (c *cli) traced(ctx context.Context, mode string, fn func(context.Context) 
 		return err
 	}
 	return nil
+}
+
+// tracingLogger returns the logger of OpenTelemetry's warnings and errors
+// (a failed export, reported without the headers' secrets): warnings to
+// stderr in the command's log format (LOG_FORMAT, auto by default). The
+// command's own logger comes with its configuration, after tracing is set
+// up.
+func (c *cli) tracingLogger(getenv func(string) string) *zap.Logger {
+	log, err := bootstrap.NewLogger(config.Log{Level: "warn", Format: strings.ToLower(strings.TrimSpace(getenv("LOG_FORMAT")))}, c.stderr)
+	if err != nil {
+		// A bad LOG_FORMAT is reported with the configuration.
+		log, _ = bootstrap.NewLogger(config.Log{Level: "warn"}, c.stderr)
+	}
+	return log.With(zap.String("command", c.prog))
 }

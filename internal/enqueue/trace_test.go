@@ -2,6 +2,8 @@ package enqueue
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -108,5 +110,29 @@ func TestEnqueueTraceBadEnv(t *testing.T) {
 	}
 	if keys := mr.Keys(); len(keys) != 0 {
 		t.Errorf("something was written to Redis: %v", keys)
+	}
+}
+
+// TestEnqueueTraceExportFailure checks that spans the collector refuses
+// are reported on stderr (the SDK reports a failed export to its error
+// handler, which Setup routes to the logger the command gives it).
+//
+// Setup routes OpenTelemetry's errors process-wide, so the test does not
+// run in parallel with the others.
+func TestEnqueueTraceExportFailure(t *testing.T) {
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "refused", http.StatusBadRequest)
+	}))
+	t.Cleanup(collector.Close)
+	env := map[string]string{
+		"REDIS_CONNECTION_URL":               "redis://" + miniredis.RunT(t).Addr(),
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.URL + "/v1/traces",
+	}
+	r := runCmd(t, env, "", "data:process", `{"key": "k", "work": 1}`)
+	if r.code != exitOK {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "opentelemetry error") || !strings.Contains(r.stderr, "400") {
+		t.Errorf("stderr does not report the refused export:\n%s", r.stderr)
 	}
 }
