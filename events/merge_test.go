@@ -232,9 +232,28 @@ func TestPublisherCloseFrozenRedis(t *testing.T) {
 		if err == nil {
 			t.Error("Close = nil, want an error")
 		}
-		if d := p.Dropped(); d != n+1 {
-			t.Errorf("Dropped = %d, want %d", d, n+1)
+		waitDropped(t, p, n+1)
+	})
+
+	t.Run("write unanswered for a second", func(t *testing.T) {
+		t.Parallel()
+		rdb := redis.NewClient(&redis.Options{Addr: frozenRedis(t), Protocol: 2, DisableIdentity: true,
+			ReadTimeout: time.Minute, WriteTimeout: time.Minute, MaxRetries: -1})
+		t.Cleanup(func() { rdb.Close() })
+		p := events.NewPublisher(rdb, events.PublisherOptions{})
+		for i := range n {
+			p.Publish(events.Event{Kind: events.Progress, Queue: "q", TaskID: strconv.Itoa(i)})
 		}
+		time.Sleep(1200 * time.Millisecond)
+		start := time.Now()
+		if err := p.Close(); err == nil {
+			t.Error("Close = nil, want an error")
+		}
+		if d := time.Since(start); d > 100*time.Millisecond {
+			t.Errorf("Close took %v, want it at once", d)
+		}
+		rdb.Close() // ends the write under way
+		waitDropped(t, p, n)
 	})
 
 	t.Run("CloseContext", func(t *testing.T) {
@@ -255,12 +274,18 @@ func TestPublisherCloseFrozenRedis(t *testing.T) {
 			t.Errorf("CloseContext = %v, want ctx's error", err)
 		}
 		// The goroutine drops the rest once its write under way ends.
-		for deadline := time.Now().Add(5 * time.Second); p.Dropped() != n; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("Dropped = %d, want %d", p.Dropped(), n)
-			}
-		}
+		waitDropped(t, p, n)
 	})
+}
+
+// waitDropped waits until p has dropped n events.
+func waitDropped(t *testing.T, p *events.Publisher, n uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); p.Dropped() != n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Dropped = %d, want %d", p.Dropped(), n)
+		}
+	}
 }
 
 // TestWaitResultTruncated checks that WaitResult returns the whole result

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os" // DEBUGH2B
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +38,10 @@ const (
 
 // writeTimeout bounds the write of one batch.
 const writeTimeout = 5 * time.Second
+
+// stuckAfter is how long a write goes unanswered before Close takes Redis
+// for gone: a batch takes milliseconds to write.
+const stuckAfter = time.Second
 
 // PublisherOptions configure a Publisher. The zero value of a field means
 // its default.
@@ -92,6 +95,7 @@ type Publisher struct {
 	stop    context.CancelFunc
 	closing atomic.Bool // Close was called
 	failing atomic.Bool // the last write failed for want of Redis (not an error reply)
+	writing atomic.Int64 // when the write under way began, unix ns; 0: none
 
 	// Used by run's goroutine only.
 	maxLen  any            // o.MaxLen, boxed once
@@ -193,13 +197,15 @@ func (p *Publisher) Flush(ctx context.Context) error {
 // events published afterwards are dropped. It returns the error of the
 // last failed write, if any. Close is idempotent; nil-safe.
 //
-// Close does not wait for Redis to come back: when the last write before
-// it failed for want of Redis (a timeout, a connection error), or one
-// fails while it writes, the events left are dropped (and counted, see
-// OnDropped) rather than written batch after batch, each after its own
-// timeout. It may still take a write's timeout (5 s, or the client's
-// socket timeout when shorter) while Redis does not answer; CloseContext
-// bounds it.
+// Close does not wait for Redis to come back. When the last write before
+// it failed for want of Redis (a timeout, a connection error), or the
+// write under way has gone unanswered for a second, Close returns at once
+// and the Publisher's goroutine drops the events left (counted, see
+// OnDropped) once that write ends; when a write fails while Close waits,
+// the events left are dropped too, rather than written batch after
+// batch, each after its own timeout. Close may still take a write's
+// timeout (5 s, or less with the client's socket timeout) when Redis
+// stops answering just then; CloseContext bounds it.
 func (p *Publisher) Close() error { return p.CloseContext(context.Background()) }
 
 // CloseContext is Close, but gives up when ctx ends: it then drops the
@@ -222,8 +228,12 @@ func (p *Publisher) CloseContext(ctx context.Context) error {
 	}
 	p.closed = true
 	p.closing.Store(true)
-	if p.failing.Load() {
-		p.stop() // Redis did not answer the last write: drop the rest
+	gone := false
+	if w := p.writing.Load(); p.failing.Load() || w != 0 && time.Since(time.Unix(0, w)) > stuckAfter {
+		// Redis did not answer the last write, or does not answer this
+		// one: drop the rest, without waiting for the write under way.
+		gone = true
+		p.stop()
 	}
 	select {
 	case p.in <- item{flush: ch}: // waits while the buffer is full: the goroutine drains it
@@ -232,6 +242,9 @@ func (p *Publisher) CloseContext(ctx context.Context) error {
 	}
 	close(p.in)
 	p.mu.Unlock()
+	if gone {
+		return errGaveUp
+	}
 	if ch == nil {
 		p.stop()
 		return fmt.Errorf("events: close: %w; the events not written are dropped", ctx.Err())
@@ -248,11 +261,6 @@ func (p *Publisher) CloseContext(ctx context.Context) error {
 // run writes batches until in is closed.
 func (p *Publisher) run() {
 	defer close(p.done)
-	defer func() { // DEBUGH2B
-		if os.Getenv("H2B_DEBUG") != "" {
-			fmt.Fprintf(os.Stderr, "H2B events %d xadds %d batches %d\n", dbgEvents, dbgXadds, dbgBatches)
-		}
-	}()
 	batch := make([]Event, 0, maxBatch)
 	var (
 		flushes   []chan error
@@ -451,10 +459,9 @@ func (p *Publisher) write(batch []Event, hold int) error {
 		_ = pipe.Process(ctx, redis.NewStringCmd(ctx, args[a:len(args):len(args)]...))
 		weights = append(weights, 1+int(min(started[i], 1)))
 	}
-	dbgEvents += len(batch) // DEBUGH2B
-	dbgXadds += len(weights) // DEBUGH2B
-	dbgBatches++ // DEBUGH2B
+	p.writing.Store(time.Now().UnixNano())
 	cmds, err := pipe.Exec(ctx)
+	p.writing.Store(0)
 	clear(args) // keeps no result alive
 	p.args, p.weights = args[:0], weights
 	if err == nil {
@@ -494,5 +501,3 @@ func (p *Publisher) dropped(n int) {
 		p.o.OnDropped()
 	}
 }
-
-var dbgEvents, dbgXadds, dbgBatches int // DEBUGH2B

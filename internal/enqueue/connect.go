@@ -302,10 +302,18 @@ func (b *bulkConn) close() {
 // cannot be closed themselves.
 func (k *conn) close() {
 	if k.events != nil {
-		// Writes what was published (enqueued events) before the client closes.
-		if err := k.events.Close(); err != nil {
+		// Writes what was published (enqueued events) before the client
+		// closes, within a socket timeout: with Redis frozen the run must
+		// not wait for a write's timeout per batch of events.
+		limit := k.m.OpTimeout()
+		if limit <= 0 {
+			limit = fallbackPingTimeout
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), limit)
+		if err := k.events.CloseContext(ctx); err != nil {
 			k.log.Debug("enqueued events not written", zap.Error(err))
 		}
+		cancel()
 	}
 	_ = k.m.Close()
 	_ = k.log.Sync()
