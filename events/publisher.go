@@ -93,8 +93,8 @@ type Publisher struct {
 	// drops them instead of writing them, and the write under way ends.
 	stopCtx context.Context
 	stop    context.CancelFunc
-	closing atomic.Bool // Close was called
-	failing atomic.Bool // the last write failed for want of Redis (not an error reply)
+	closing atomic.Bool  // Close was called
+	failing atomic.Bool  // the last write failed for want of Redis (not an error reply)
 	writing atomic.Int64 // when the write under way began, unix ns; 0: none
 
 	// Used by run's goroutine only.

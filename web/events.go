@@ -6,14 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"regexp"
-	"strconv"
-	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
@@ -35,14 +31,7 @@ const (
 	// eventsRetry is the reconnection delay, in milliseconds, that the
 	// stream asks EventSource clients to use.
 	eventsRetry = 1000
-	// eventsScan bounds the stream entries one look for newer events of a
-	// final task reads at once.
-	eventsScan = 512
 )
-
-// taskIDField is the field of a stream entry holding its task's id, in
-// the format package events writes (TestTaskEventsHasNewer checks it).
-const taskIDField = "i"
 
 // stateEvent is the name of the snapshot events of the task's state; the
 // other events are named after their kind (events.Kind).
@@ -265,50 +254,15 @@ func (s *Server) followEvents(r *http.Request, sw *sseWriter, queue, id, after s
 func (s *Server) streamTail(ctx context.Context, queue string) (string, error) {
 	ctx, cancel := s.redisCtx(ctx)
 	defer cancel()
-	msgs, err := s.m.Client().XRevRangeN(ctx, events.StreamKey(queue), "+", "-", 1).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return "", err
-	}
-	if len(msgs) == 0 {
-		return "0-0", nil
-	}
-	return msgs[0].ID, nil
+	return s.events.LastID(ctx, queue)
 }
 
 // hasNewer reports whether queue's event stream has an event of task id
 // after the stream id after.
 func (s *Server) hasNewer(ctx context.Context, queue, id, after string) (bool, error) {
-	key := events.StreamKey(queue)
-	start := nextStreamID(after)
-	for {
-		rctx, cancel := s.redisCtx(ctx)
-		msgs, err := s.m.Client().XRangeN(rctx, key, start, "+", eventsScan).Result()
-		cancel()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return false, err
-		}
-		for _, m := range msgs {
-			if m.Values[taskIDField] == id {
-				return true, nil
-			}
-		}
-		if len(msgs) < eventsScan {
-			return false, nil
-		}
-		start = nextStreamID(msgs[len(msgs)-1].ID)
-	}
-}
-
-// nextStreamID returns the smallest stream id after id, an XRANGE start
-// that leaves id out on every Redis version ("(id" needs Redis 6.2).
-func nextStreamID(id string) string {
-	msStr, seqStr, _ := strings.Cut(id, "-")
-	ms, _ := strconv.ParseUint(msStr, 10, 64)
-	seq, _ := strconv.ParseUint(seqStr, 10, 64)
-	if seq == math.MaxUint64 {
-		return strconv.FormatUint(ms+1, 10) + "-0"
-	}
-	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10)
+	ctx, cancel := s.redisCtx(ctx)
+	defer cancel()
+	return s.events.HasNewer(ctx, queue, id, after)
 }
 
 // finalState reports whether a task in asynq state st has ended.

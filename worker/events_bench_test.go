@@ -26,9 +26,10 @@ const eventsBenchDB = 45
 // throughput of each (off-tasks/s, on-tasks/s), the CPU time per task of
 // this process and of Redis with events on and off, and cost-% = 100 x
 // (1 - on/off), the throughput lost to the events, over all runs and as
-// the median of the pairs (median-pair-cost-%). The stream written
-// holds two entries per task (started, succeeded); its memory per entry
-// is reported as stream-bytes/entry (MEMORY USAGE over XLEN).
+// the median of the pairs (median-pair-cost-%). Each task publishes two
+// events (started, succeeded), which the publisher mostly writes as one
+// stream entry; the memory per entry is reported as stream-bytes/entry
+// (MEMORY USAGE over XLEN).
 //
 //	go test -run '^$' -bench EventsCost -benchtime 6x ./worker
 func BenchmarkEventsCost(b *testing.B) {

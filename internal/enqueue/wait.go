@@ -43,7 +43,8 @@ func (c *cli) wait(ctx context.Context, k *conn, info *asynq.TaskInfo, limit tim
 	}
 	// The stream's position, then the state: whatever happens after the
 	// state was read is in the stream after the position.
-	after, err := streamTail(ctx, k, info.Queue)
+	reader := events.NewClient(k.m.Client(), events.ClientOptions{Inspector: k.insp})
+	after, err := reader.LastID(ctx, info.Queue)
 	if err != nil {
 		if ctx.Err() == nil {
 			k.log.Debug("task events unreadable: polling", zap.Error(err))
@@ -61,7 +62,6 @@ func (c *cli) wait(ctx context.Context, k *conn, info *asynq.TaskInfo, limit tim
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	evs := make(chan events.Event, 64)
-	reader := events.NewClient(k.m.Client(), events.ClientOptions{Inspector: k.insp})
 	go func() {
 		for e, err := range reader.Watch(wctx, info.Queue, info.ID, after) {
 			if err != nil {
@@ -92,19 +92,6 @@ func (c *cli) wait(ctx context.Context, k *conn, info *asynq.TaskInfo, limit tim
 			return c.stoppedWaiting(ctx, info, w.last, limit)
 		}
 	}
-}
-
-// streamTail returns the id of the last entry of queue's event stream,
-// "0-0" when it is empty.
-func streamTail(ctx context.Context, k *conn, queue string) (string, error) {
-	msgs, err := k.m.Client().XRevRangeN(ctx, events.StreamKey(queue), "+", "-", 1).Result()
-	if err != nil {
-		return "", err
-	}
-	if len(msgs) == 0 {
-		return "0-0", nil
-	}
-	return msgs[0].ID, nil
 }
 
 // waiter is one --wait for a task, following its events.

@@ -153,15 +153,11 @@ func followWorkflow(ctx context.Context, rdb redis.UniversalClient, reader *even
 	// that ends after the read is in a stream after its position.
 	after := make([]string, len(queues))
 	for i, q := range queues {
-		msgs, err := rdb.XRevRangeN(ctx, events.StreamKey(q), "+", "-", 1).Result()
-		switch {
-		case err != nil:
-			after[i] = "" // unreadable: from when the watch starts; the state check covers the rest
-		case len(msgs) == 0:
-			after[i] = "0-0"
-		default:
-			after[i] = msgs[0].ID
+		last, err := reader.LastID(ctx, q)
+		if err != nil {
+			last = "" // unreadable: from when the watch starts; the state check covers the rest
 		}
+		after[i] = last
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
