@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -346,7 +347,8 @@ func (c *Client) final(e Event) ([]byte, error) {
 	switch e.Kind {
 	case Succeeded:
 		if len(e.Result) > 0 && !e.ResultTruncated {
-			return e.Result, nil
+			// A copy: the event is shared by every watcher of the task.
+			return bytes.Clone(e.Result), nil
 		}
 		// The whole result, when the task is still in Redis (a result
 		// written with the ResultWriter alone has no copy in the event).
@@ -354,9 +356,9 @@ func (c *Client) final(e Event) ([]byte, error) {
 			return info.Result, nil
 		}
 		if e.ResultTruncated {
-			return e.Result, ErrResultTruncated
+			return bytes.Clone(e.Result), ErrResultTruncated
 		}
-		return e.Result, nil
+		return bytes.Clone(e.Result), nil
 	case Cancelled, Archived:
 		return nil, &TaskError{Queue: e.Queue, ID: e.TaskID, Kind: e.Kind, Err: e.Error, Attempts: e.Attempt}
 	}

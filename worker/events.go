@@ -126,6 +126,12 @@ func (te taskEvents) panicked(ctx context.Context, a *attempt, t *asynq.Task, p 
 //go:noinline
 func (te taskEvents) end(ctx context.Context, a *attempt, err error) error {
 	e := a.base
+	if errors.Is(err, asynq.RevokeTask) {
+		// asynq neither retries nor archives a revoked task (it marks
+		// it done, without a result): no end event; readers learn it
+		// from the task's state.
+		return err
+	}
 	switch tasks.Outcome(ctx, err) {
 	case tasks.OutcomeDone:
 		e.Kind, e.Result = events.Succeeded, a.getResult()

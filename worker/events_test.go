@@ -51,6 +51,10 @@ func eventsApp(started chan<- string, release <-chan struct{}) *worker.App {
 		func(context.Context, tasks.Deps, evPayload) ([]byte, error) {
 			panic("oops")
 		}, asynq.MaxRetry(0))
+	revoke := tasks.Define("test:ev-revoke", "Revokes itself.",
+		func(context.Context, tasks.Deps, evPayload) ([]byte, error) {
+			return nil, asynq.RevokeTask
+		}, asynq.MaxRetry(0))
 	wait := tasks.Define("test:ev-wait", "Waits to be released or cancelled.",
 		func(ctx context.Context, _ tasks.Deps, _ evPayload) ([]byte, error) {
 			id, _ := asynq.GetTaskID(ctx)
@@ -62,7 +66,7 @@ func eventsApp(started chan<- string, release <-chan struct{}) *worker.App {
 				return nil, ctx.Err()
 			}
 		}, asynq.MaxRetry(0))
-	return worker.New("events").Register(ok, flaky, fail, panics, wait)
+	return worker.New("events").Register(ok, flaky, fail, panics, revoke, wait)
 }
 
 // enqueue enqueues a task of typ through the worker's Enqueuer (which
@@ -206,6 +210,37 @@ func TestTaskEvents(t *testing.T) {
 		}
 		if want := "test:ev-panic: handler panic: oops"; es[2].Error != want {
 			t.Errorf("archived event's error = %q, want %q", es[2].Error, want)
+		}
+	})
+
+	t.Run("revoked", func(t *testing.T) {
+		t.Parallel()
+		// asynq neither retries nor archives a revoked task: it ends
+		// without an end event (no failed, no archived).
+		info := enqueue(t, r.Services, "test:ev-revoke")
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			ti, err := r.Inspector.GetTaskInfo(info.Queue, info.ID)
+			if errors.Is(err, asynq.ErrTaskNotFound) || (err == nil && ti.State == asynq.TaskStateCompleted) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("revoked task still there after 20s: %+v, %v", ti, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond) // the publisher writes within a few ms
+		msgs, err := rdb.XRange(context.Background(), events.StreamKey(info.Queue), "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if m.Values["i"] != info.ID {
+				continue
+			}
+			if k := m.Values["k"]; k != string(events.Enqueued) && k != string(events.Started) {
+				t.Errorf("revoked task's event %v, want only enqueued and started", m.Values)
+			}
 		}
 	})
 

@@ -200,8 +200,14 @@ func (w *waiter) final(ctx context.Context, e events.Event) error {
 	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
 		ti, err := w.k.insp.GetTaskInfo(w.info.Queue, w.info.ID)
 		switch {
-		case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+		case (errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound)) && e.Kind != events.Succeeded:
 			return w.c.finished(w.last, nil, took)
+		case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+			// Gone for want of retention: the succeeded event holds
+			// the result (up to events.MaxResultBytes).
+			ti := *w.last
+			ti.State, ti.Result = asynq.TaskStateCompleted, e.Result
+			return w.c.finished(&ti, &ti, took)
 		case err == nil && (ti.State == asynq.TaskStateCompleted || ti.State == asynq.TaskStateArchived):
 			return w.c.finished(ti, ti, took)
 		case err == nil:

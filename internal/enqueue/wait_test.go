@@ -145,10 +145,11 @@ func TestWait(t *testing.T) {
 
 	t.Run("no retention", func(t *testing.T) {
 		// asynq deletes a task that completes with no retention, and its
-		// result with it: the command says so and exits 0.
+		// result with it: the command prints the result its succeeded
+		// event carried, and exits 0.
 		r := runCmd(t, tb.env, "", "data:process", `{"key": "wait:5", "work": 1}`, "--wait", "--retention", "0")
-		if r.code != exitOK || !strings.Contains(r.stdout, "is gone from Redis (no retention)") {
-			t.Errorf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		if r.code != exitOK || !strings.Contains(r.stdout, "completed after") || !strings.Contains(r.stdout, tasks.Digest("wait:5", 1)) {
+			t.Errorf("exit %d, stdout %q, stderr %q; want completed with the result", r.code, r.stdout, r.stderr)
 		}
 	})
 
