@@ -3,7 +3,6 @@ package tasks
 import (
 	"context"
 	"sync"
-	"time"
 	"unsafe"
 
 	"github.com/hibiken/asynq"
@@ -146,7 +145,7 @@ func (c *Client) publishEnqueued(ctx context.Context, queue, id, typ string) {
 	if c.o.Events == nil {
 		return
 	}
-	e := events.Event{Kind: events.Enqueued, Queue: queue, TaskID: id, Type: typ, Time: time.Now()}
+	e := events.Event{Kind: events.Enqueued, Queue: queue, TaskID: id, Type: typ}
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		e.TraceID = sc.TraceID().String()
 	}
