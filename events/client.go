@@ -82,13 +82,15 @@ func NewClient(rdb redis.UniversalClient, o ClientOptions) *Client {
 
 // Watch returns the events of task taskID of queue (of every task of the
 // queue when taskID is ""), in order, as they are published: those after
-// the stream entry id after, or, when after is "", those published from
-// the time the iteration starts. after "0" starts at the oldest entry the
-// stream holds. To resume after a disconnection, pass the ID of the last
-// event received.
+// after (an event's ID, or a stream position such as LastID returns; see
+// CheckID), or, when after is "", those published from the time the
+// iteration starts. after "0" starts at the oldest event the stream
+// holds. To resume after a disconnection, pass the ID of the last event
+// received.
 //
 // The sequence does not end after a final event: break out of the loop.
-// It ends when ctx ends, after yielding ctx's error as its only error.
+// It ends when ctx ends, after yielding ctx's error as its only error, and
+// at once, after yielding an error, for an after that is not an ID.
 // Redis errors are not yielded: Watch reads again from the last event it
 // yielded, with backoff, until Redis answers, so no event is missed
 // unless the stream was trimmed past it meanwhile.
@@ -115,6 +117,10 @@ func (c *Client) watch(ctx context.Context, queue, taskID, after string, fn func
 			return err
 		}
 	}
+	last, ok := parsePos(after)
+	if !ok {
+		return CheckID(after)
+	}
 	var s *sub
 	for {
 		var err error
@@ -127,21 +133,15 @@ func (c *Client) watch(ctx context.Context, queue, taskID, after string, fn func
 	}
 	defer c.unsubscribe(queue, s)
 
-	// last is the stream entry read last: an event's ID, or the entry
-	// before when it was a Started event read from the entry of the
-	// next event (see expand), which then comes again.
-	last := after
-	emit := func(id string, evs []Event) bool {
-		if !idLess(last, id) {
+	// last is where the watcher is: after an event, or after a whole
+	// entry (read while catching up, with no event of the task left).
+	emit := func(e Event) bool {
+		p, _ := parsePos(e.ID)
+		if !last.before(p) {
 			return true // seen while catching up
 		}
-		last = id
-		for _, e := range evs {
-			if !fn(e) {
-				return false
-			}
-		}
-		return true
+		last = p
+		return fn(e)
 	}
 	var evs []Event
 	catchUp := true
@@ -151,7 +151,11 @@ func (c *Client) watch(ctx context.Context, queue, taskID, after string, fn func
 			// subscription began, and more: the reader delivers the
 			// rest, and emit drops what both deliver.
 			for {
-				msgs, err := c.rdb.XRangeN(ctx, key, nextID(last), "+", readCount).Result()
+				start := last.entryID()
+				if last.whole {
+					start = nextID(start)
+				}
+				msgs, err := c.rdb.XRangeN(ctx, key, start, "+", readCount).Result()
 				if err != nil {
 					if err := bo.wait(ctx, c.log, "read events", err); err != nil {
 						return err
@@ -160,13 +164,16 @@ func (c *Client) watch(ctx context.Context, queue, taskID, after string, fn func
 				}
 				bo.reset()
 				for _, m := range msgs {
-					if taskID != "" && m.Values[fTaskID] != taskID {
-						last = m.ID
-						continue
+					if v, ok := entryValue(m.Values); ok {
+						evs, _ = decodeEntry(evs[:0], queue, m.ID, v, taskID, 0)
+						for _, e := range evs {
+							if !emit(e) {
+								return nil
+							}
+						}
 					}
-					evs = expand(evs[:0], queue, m.ID, m.Values)
-					if !emit(m.ID, evs) {
-						return nil
+					if p, ok := parsePos(m.ID); ok && last.before(p) {
+						last = p // the whole entry
 					}
 				}
 				if len(msgs) < readCount {
@@ -181,9 +188,11 @@ func (c *Client) watch(ctx context.Context, queue, taskID, after string, fn func
 		case <-s.wake:
 		}
 		q, lagged := s.take()
-		for _, e := range q {
-			if !emit(e.id, e.evs) {
-				return nil
+		for _, en := range q {
+			for _, e := range en.evs {
+				if !emit(e) {
+					return nil
+				}
 			}
 		}
 		catchUp = lagged
@@ -205,12 +214,11 @@ func (c *Client) WaitResult(ctx context.Context, queue, taskID string) ([]byte, 
 	if queue == "" || taskID == "" {
 		return nil, fmt.Errorf("%w: queue %q, id %q", ErrNotFound, queue, taskID)
 	}
-	key := StreamKey(queue)
 	bo := backoff{}
 	var last string
 	for {
 		var err error
-		if last, err = c.lastID(ctx, key); err == nil {
+		if last, err = c.LastID(ctx, queue); err == nil {
 			break
 		}
 		if err := bo.wait(ctx, c.log, "read the last event id", err); err != nil {
@@ -318,18 +326,23 @@ func (c *Client) lookBack(ctx context.Context, queue, taskID string) (Event, boo
 	key := StreamKey(queue)
 	end := "+"
 	seen := false
+	var evs []Event
 	for {
 		msgs, err := c.rdb.XRevRangeN(ctx, key, end, "-", readCount).Result()
 		if err != nil {
 			return Event{}, seen, err
 		}
 		for _, m := range msgs {
-			if m.Values[fTaskID] != taskID {
+			v, ok := entryValue(m.Values)
+			if !ok {
 				continue
 			}
-			seen = true
-			if e := parse(queue, m.ID, m.Values); e.Final() {
-				return e, true, nil
+			evs, _ = decodeEntry(evs[:0], queue, m.ID, v, taskID, 0)
+			for i := len(evs) - 1; i >= 0; i-- {
+				seen = true
+				if evs[i].Final() {
+					return evs[i], true, nil
+				}
 			}
 		}
 		if len(msgs) < readCount {
@@ -374,31 +387,63 @@ func archived(info *asynq.TaskInfo) *TaskError {
 	return &TaskError{Queue: info.Queue, ID: info.ID, Kind: k, Err: info.LastErr, Attempts: info.Retried + 1}
 }
 
-// LastID returns the ID of the last entry of queue's event stream, "0-0"
-// when it has none (or does not exist): the position to pass to Watch as
-// after, read before the state of a task, so that nothing that happens
-// to the task after that read is missed.
+// catchUpWindow is how far before the stream's end LastID puts its
+// position: a worker writes a task's final event a little before asynq
+// records the end (or a little after), so a reader that reads the
+// position and then the state may see a state that does not show the end
+// yet, with the final event before the position.
+const catchUpWindow = time.Second
+
+// LastID returns a position in queue's event stream to pass to Watch as
+// after (see CheckID), read before the state of a task, so that nothing
+// that happens to the task after that read is missed: a second before the
+// stream's last entry, so the watcher may get again events of that second
+// that the state read already showed. It returns "0-0" when the stream
+// has no entry (or does not exist).
 func (c *Client) LastID(ctx context.Context, queue string) (string, error) {
-	return c.lastID(ctx, StreamKey(queue))
+	id, err := c.lastID(ctx, StreamKey(queue))
+	if err != nil || id == "0-0" {
+		return id, err
+	}
+	ms, _, _ := parseID(id)
+	if w := uint64(catchUpWindow.Milliseconds()); ms > w {
+		return prevID(strconv.FormatUint(ms-w, 10) + "-0"), nil
+	}
+	return "0-0", nil
 }
 
 // HasNewer reports whether queue's event stream holds an event of task
-// taskID after the ID after (an event's ID, or a position from LastID).
-// It reads the stream from after to its end.
+// taskID after after (an event's ID, or a position from LastID), other
+// than an Enqueued one (the enqueuing process publishes it once the
+// enqueue has returned, possibly after the task's other events). It reads
+// the stream from after to its end.
 func (c *Client) HasNewer(ctx context.Context, queue, taskID, after string) (bool, error) {
-	if _, _, ok := parseID(after); !ok {
-		return false, fmt.Errorf("events: bad stream id %q", after)
+	p, ok := parsePos(after)
+	if !ok {
+		return false, CheckID(after)
 	}
 	key := StreamKey(queue)
-	start := nextID(after)
+	start, from := p.entryID(), p.idx+1
+	if p.whole {
+		start, from = nextID(start), 0
+	}
+	var evs []Event
 	for {
 		msgs, err := c.rdb.XRangeN(ctx, key, start, "+", readCount).Result()
 		if err != nil {
 			return false, err
 		}
 		for _, m := range msgs {
-			if m.Values[fTaskID] == taskID {
-				return true, nil
+			if v, ok := entryValue(m.Values); ok {
+				if m.ID != p.entryID() {
+					from = 0
+				}
+				evs, _ = decodeEntry(evs[:0], queue, m.ID, v, taskID, from)
+				for _, e := range evs {
+					if e.Kind != Enqueued {
+						return true, nil
+					}
+				}
 			}
 		}
 		if len(msgs) < readCount {
@@ -441,46 +486,4 @@ func (b *backoff) wait(ctx context.Context, log *zap.Logger, what string, err er
 	case <-t.C:
 		return nil
 	}
-}
-
-// Stream ids.
-
-// parseID splits a stream id "ms-seq".
-func parseID(id string) (ms, seq uint64, ok bool) {
-	a, b, found := strings.Cut(id, "-")
-	ms, err1 := strconv.ParseUint(a, 10, 64)
-	if !found {
-		return ms, 0, err1 == nil
-	}
-	seq, err2 := strconv.ParseUint(b, 10, 64)
-	return ms, seq, err1 == nil && err2 == nil
-}
-
-// idLess reports whether stream id a comes before b.
-func idLess(a, b string) bool {
-	am, as, _ := parseID(a)
-	bm, bs, _ := parseID(b)
-	return am < bm || am == bm && as < bs
-}
-
-// nextID returns the smallest id after id, for an exclusive XRANGE start
-// that works on every Redis version.
-func nextID(id string) string {
-	ms, seq, _ := parseID(id)
-	if seq == ^uint64(0) {
-		return strconv.FormatUint(ms+1, 10) + "-0"
-	}
-	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10)
-}
-
-// prevID returns the largest id before id, "" for none.
-func prevID(id string) string {
-	ms, seq, _ := parseID(id)
-	switch {
-	case seq > 0:
-		return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq-1, 10)
-	case ms > 0:
-		return strconv.FormatUint(ms-1, 10) + "-" + strconv.FormatUint(^uint64(0), 10)
-	}
-	return ""
 }

@@ -31,7 +31,8 @@ func TestCluster(t *testing.T) {
 	}
 	for i := range 10 {
 		for _, q := range queues {
-			pub.Publish(events.Event{Kind: events.Progress, Queue: q, TaskID: "1", Percent: float64(i)})
+			// One attempt each: not coalesced.
+			pub.Publish(events.Event{Kind: events.Progress, Queue: q, TaskID: "1", Attempt: i + 1, Percent: float64(i)})
 		}
 	}
 	pub.Publish(events.Event{Kind: events.Succeeded, Queue: queues[3], TaskID: "1", Result: []byte("done")})

@@ -6,10 +6,14 @@
 // # Streams
 //
 // The events of queue q go to the stream [StreamKey](q),
-// "forgeq:events:{q}", in the hash slot of asynq's keys of q. Each XADD
-// trims the stream to about PublisherOptions.MaxLen entries (MAXLEN ~), so
-// a stream takes at most about MaxLen times the size of an entry (a
-// hundred-odd bytes without a result; see the README's "Task events").
+// "forgeq:events:{q}", in the hash slot of asynq's keys of q. A Publisher
+// writes the events it has for a queue in one entry, up to 64 events or
+// about 1 KiB, and each XADD trims the stream to about
+// PublisherOptions.MaxLen entries (MAXLEN ~), so a stream takes at most
+// about MaxLen KiB, more only with results (see MaxResultBytes and the
+// README's "Task events", which gives the entry's format). An event's ID
+// is its entry's id and its index in the entry (see Event.ID and
+// CheckID).
 //
 // # Publishing
 //

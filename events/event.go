@@ -2,8 +2,6 @@ package events
 
 import (
 	"encoding/json"
-	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -52,7 +50,7 @@ const MaxResultBytes = 8 << 10
 // Its JSON form has lower-case snake_case keys and leaves out empty fields
 // (percent is always present in a progress event):
 //
-//	{"id":"1733571234567-0","kind":"progress","queue":"default",
+//	{"id":"1733571234567-0:3","kind":"progress","queue":"default",
 //	 "task_id":"…","type":"report:build","time":"2026-12-07T11:00:00.123Z",
 //	 "attempt":1,"percent":40,"message":"rendering"}
 //
@@ -60,25 +58,17 @@ const MaxResultBytes = 8 << 10
 // result is a JSON string under "result_text" when it is valid UTF-8, and
 // base64 under "result_base64" otherwise.
 type Event struct {
-	// ID is the stream entry's id, "" before the event is published.
-	// Watch resumes after it.
+	// ID is "<entry id>:<index>": the id of the stream entry that holds
+	// the event and the event's index in it (a Publisher writes the
+	// events of a queue that it writes together in one entry), "" before
+	// the event is published. Watch and HasNewer take it as after.
 	ID     string
 	Kind   Kind
 	Queue  string
 	TaskID string
 	Type   string // the task's type; may be "" on events written without it
-	// Time is when the event was written to the stream, to the
-	// millisecond: its ID's time. Publish ignores it, but for a Started
-	// event (see below).
-	//
-	// A Started event the Publisher wrote in one stream entry with the
-	// next event of its attempt (both were published within the same
-	// batch) is read back from that entry as two events: the Started one
-	// first, with the ID just before the entry's (the entry's ID minus
-	// one, which may be the ID of the entry before) and the Time it was
-	// published, then the entry's own event. Watch resumes after such an
-	// ID by reading the entry again: a resumed watcher may see that
-	// Started event twice.
+	// Time is when the event was published (Publish sets it), to the
+	// millisecond.
 	Time time.Time
 	// Attempt is the 1-based number of the attempt (0 for Enqueued).
 	Attempt int
@@ -182,123 +172,4 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		e.Result = j.ResultBase64
 	}
 	return nil
-}
-
-// Stream entry fields. Short names keep entries small: the stream's memory
-// is its entry size times its length.
-const (
-	fKind      = "k"
-	fTaskID    = "i"
-	fType      = "t"
-	fAttempt   = "a"
-	fPercent   = "p"
-	fMessage   = "m"
-	fError     = "e"
-	fNextAt    = "n" // unix milliseconds
-	fResult    = "r"
-	fTruncated = "rt"
-	fTrace     = "tr"
-	// fStarted, in an entry of the event after a Started one of the same
-	// attempt, holds that Started event's time (unix milliseconds): the
-	// Publisher writes both in one entry (see Event.Time).
-	fStarted = "s"
-)
-
-// Small values stream entries hold, boxed once: a conversion of a string
-// to an interface allocates.
-var kindArgs = map[Kind]any{
-	Enqueued: string(Enqueued), Started: string(Started), Progress: string(Progress), Failed: string(Failed),
-	Retried: string(Retried), Succeeded: string(Succeeded), Archived: string(Archived), Cancelled: string(Cancelled),
-}
-
-// appendValues appends e's stream entry fields to v, without its Queue
-// (the stream's), ID and Time (the entry's).
-// startedMs, when not 0, is the time of the attempt's Started event
-// written in the same entry.
-func (e *Event) appendValues(v []any, startedMs int64) []any {
-	kind, ok := kindArgs[e.Kind]
-	if !ok {
-		kind = string(e.Kind)
-	}
-	v = append(v, fKind, kind, fTaskID, e.TaskID)
-	if e.Type != "" {
-		v = append(v, fType, e.Type)
-	}
-	if e.Attempt != 0 {
-		v = append(v, fAttempt, e.Attempt) // go-redis writes ints; small ones box without allocating
-	}
-	if e.Kind == Progress || e.Percent != 0 {
-		v = append(v, fPercent, strconv.FormatFloat(e.Percent, 'g', -1, 64))
-	}
-	if e.Message != "" {
-		v = append(v, fMessage, e.Message)
-	}
-	if e.Error != "" {
-		v = append(v, fError, e.Error)
-	}
-	if !e.NextAt.IsZero() {
-		v = append(v, fNextAt, strconv.FormatInt(e.NextAt.UnixMilli(), 10))
-	}
-	if len(e.Result) > 0 {
-		r, cut := e.Result, e.ResultTruncated
-		if len(r) > MaxResultBytes {
-			r, cut = r[:MaxResultBytes], true
-		}
-		v = append(v, fResult, string(r))
-		if cut {
-			v = append(v, fTruncated, "1")
-		}
-	}
-	if e.TraceID != "" {
-		v = append(v, fTrace, e.TraceID)
-	}
-	if startedMs != 0 {
-		v = append(v, fStarted, startedMs)
-	}
-	return v
-}
-
-// expand returns the events of stream entry id with fields v, in queue,
-// appended to evs: its own event, after the Started event of the same
-// attempt when the entry holds one too (fStarted; see Event.Time).
-func expand(evs []Event, queue, id string, v map[string]any) []Event {
-	e := parse(queue, id, v)
-	if s, ok := v[fStarted].(string); ok {
-		if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
-			st := Event{ID: prevID(id), Kind: Started, Queue: queue, TaskID: e.TaskID, Type: e.Type,
-				Time: time.UnixMilli(ms).UTC(), Attempt: e.Attempt, TraceID: e.TraceID}
-			evs = append(evs, st)
-		}
-	}
-	return append(evs, e)
-}
-
-// parse returns the event of stream entry id with fields v, in queue,
-// without the Started event the entry may hold too (see expand).
-func parse(queue, id string, v map[string]any) Event {
-	s := func(k string) string { x, _ := v[k].(string); return x }
-	e := Event{
-		ID: id, Kind: Kind(s(fKind)), Queue: queue, TaskID: s(fTaskID), Type: s(fType),
-		Message: s(fMessage), Error: s(fError), TraceID: s(fTrace),
-	}
-	if ms, ok := idMillis(id); ok {
-		e.Time = time.UnixMilli(ms).UTC()
-	}
-	e.Attempt, _ = strconv.Atoi(s(fAttempt))
-	e.Percent, _ = strconv.ParseFloat(s(fPercent), 64)
-	if ms, err := strconv.ParseInt(s(fNextAt), 10, 64); err == nil {
-		e.NextAt = time.UnixMilli(ms).UTC()
-	}
-	if r := s(fResult); r != "" {
-		e.Result = []byte(r)
-	}
-	e.ResultTruncated = s(fTruncated) == "1"
-	return e
-}
-
-// idMillis returns the milliseconds part of stream id id.
-func idMillis(id string) (int64, bool) {
-	ms, _, _ := strings.Cut(id, "-")
-	n, err := strconv.ParseInt(ms, 10, 64)
-	return n, err == nil
 }

@@ -23,8 +23,8 @@ const (
 	DefaultBuffer = 8192
 )
 
-// maxBatch bounds the XADDs of one pipeline.
-const maxBatch = 512
+// maxBatch bounds the events of one pipeline.
+const maxBatch = 1024
 
 // maxKeys bounds the stream keys a Publisher keeps ready.
 const maxKeys = 1024
@@ -32,8 +32,8 @@ const maxKeys = 1024
 // A busy Publisher, one whose last write ended less than busyWithin ago,
 // waits linger for more events before it writes a batch.
 const (
-	linger     = time.Millisecond
-	busyWithin = 5 * time.Millisecond
+	linger     = 4 * time.Millisecond
+	busyWithin = 10 * time.Millisecond
 )
 
 // writeTimeout bounds the write of one batch.
@@ -50,7 +50,9 @@ type PublisherOptions struct {
 	// XADD MAXLEN ~). Default DefaultMaxLen; at least MinMaxLen.
 	MaxLen int64
 	// Buffer is how many published events wait for Redis at most; more
-	// are dropped (see OnDropped). Default DefaultBuffer.
+	// are dropped (see OnDropped). Progress events may fill half of it
+	// only: past that they are dropped, and the other kinds still have
+	// room. Default DefaultBuffer.
 	Buffer int
 	// Logger logs failed writes (at most one line a minute per cause is
 	// not guaranteed: writes fail per batch). Default: none.
@@ -61,19 +63,18 @@ type PublisherOptions struct {
 }
 
 // A Publisher writes events to their queues' streams. Publish never
-// blocks: a goroutine writes the events in pipelined batches of XADDs.
-// When it is idle it writes an event at once, so that the event reaches
-// Redis about one round trip after it was published; when it is busy
-// (it wrote a batch less than 5 ms before) it waits 1 ms and writes what
-// came meanwhile with it, so that many events cost few round trips and
-// few wake-ups.
+// blocks: a goroutine writes the events in pipelined batches, each
+// queue's events of a batch in as few stream entries as fit (up to 64
+// events, about 1 KiB, an entry; see Event.ID). When it is idle it writes
+// an event at once, so that the event reaches Redis about one round trip
+// after it was published; when it is busy (it wrote a batch less than
+// 10 ms before) it waits 4 ms and writes what came meanwhile with it, so
+// that a worker running thousands of tasks a second writes their events
+// in a few hundred XADDs a second.
 //
-// A Started event and the next event of the same attempt (Progress,
-// Succeeded, Failed or Cancelled) published within one batch are written
-// as one stream entry, the later event's, which also holds the Started
-// one's time; readers of this package return both events from it (see
-// Event.Time). A busy worker's short tasks thus cost one XADD each rather
-// than two.
+// A Progress event followed in the same batch by a later Progress event
+// of its task's attempt is not written: a handler reporting progress in a
+// tight loop costs a few events a second, not one per report.
 //
 // A Publisher is safe for concurrent use. A nil *Publisher publishes
 // nothing.
@@ -97,17 +98,22 @@ type Publisher struct {
 	failing atomic.Bool  // the last write failed for want of Redis (not an error reply)
 	writing atomic.Int64 // when the write under way began, unix ns; 0: none
 
-	// Used by run's goroutine only.
-	maxLen  any            // o.MaxLen, boxed once
-	keys    map[string]any // stream keys by queue, boxed once
-	args    []any          // the XADDs' arguments, reused
-	started []int64        // per event of a batch: see pair
-	weights []int          // per XADD of a batch: the events it writes
-	open    map[taskKey]int
+	// Used by run's goroutine only, reused from batch to batch.
+	maxLen  any                 // o.MaxLen, boxed once
+	keys    map[string]any      // stream keys by queue, boxed once
+	buf     []byte              // the entries' values
+	weights []int               // per XADD of a batch: the events it writes
+	skip    []bool              // per event of a batch: coalesced
+	groups  [][]int             // the batch's events by queue
+	queues  map[string]int      // queue -> index in groups
+	last    map[attemptKey]bool // coalesce's progress seen
 }
 
-// taskKey identifies a task in pair.
-type taskKey struct{ queue, id string }
+// attemptKey identifies an attempt of a task in coalesce.
+type attemptKey struct {
+	queue, id string
+	attempt   int
+}
 
 // item is an event to write, or, with flush set, a request to say when
 // everything before it is written.
@@ -132,7 +138,7 @@ func NewPublisher(rdb redis.UniversalClient, o PublisherOptions) *Publisher {
 		log = zap.NewNop()
 	}
 	p := &Publisher{rdb: rdb, o: o, log: log, in: make(chan item, o.Buffer), done: make(chan struct{}),
-		maxLen: o.MaxLen, keys: make(map[string]any), open: make(map[taskKey]int)}
+		maxLen: o.MaxLen, keys: make(map[string]any), queues: make(map[string]int), last: make(map[attemptKey]bool)}
 	p.stopCtx, p.stop = context.WithCancel(context.Background())
 	go p.run()
 	return p
@@ -140,18 +146,19 @@ func NewPublisher(rdb redis.UniversalClient, o PublisherOptions) *Publisher {
 
 // Publish queues e for writing to the stream of e.Queue and returns at
 // once. An event with no Queue or TaskID is ignored; one published while
-// the buffer is full, or after Close, is dropped (OnDropped is called).
-// e's ID and Time are the stream entry's, set when it is written; the
-// Time of a Started event is when it is published (see Event.Time).
+// the buffer is full (half full for a Progress event), or after Close, is
+// dropped (OnDropped is called). Publish sets e's Time to now; its ID is
+// set when it is written, from its stream entry's.
 func (p *Publisher) Publish(e Event) {
 	if p == nil || e.Queue == "" || e.TaskID == "" {
 		return
 	}
-	if e.Kind == Started {
-		e.Time = time.Now()
-	}
+	e.Time = time.Now()
 	p.mu.RLock()
 	ok := !p.closed
+	if ok && e.Kind == Progress && len(p.in) >= cap(p.in)/2 {
+		ok = false
+	}
 	if ok {
 		select {
 		case p.in <- item{e: e}:
@@ -266,8 +273,7 @@ func (p *Publisher) run() {
 		flushes   []chan error
 		lastErr   error
 		lastWrite time.Time
-		carry     []Event // Started events held back for the next batch
-		closed    bool    // in is closed and empty
+		closed    bool // in is closed and empty
 	)
 	// drain adds what in holds to the batch, without waiting.
 	drain := func() {
@@ -286,21 +292,13 @@ func (p *Publisher) run() {
 	}
 	timer := time.NewTimer(linger)
 	timer.Stop()
-	for !closed || len(carry) > 0 {
-		held := len(carry)
-		batch, flushes = append(batch[:0], carry...), flushes[:0]
-		clear(carry)
-		carry = carry[:0]
-		if held == 0 {
-			it, ok := <-p.in
-			if !ok {
-				break
-			}
-			batch, flushes = add(batch, flushes, it)
+	for !closed {
+		it, ok := <-p.in
+		if !ok {
+			break
 		}
-		if !closed {
-			drain()
-		}
+		batch, flushes = add(batch[:0], flushes[:0], it)
+		drain()
 		// Busy: wait a little for more, so that a worker running
 		// thousands of tasks a second writes their events in a few
 		// round trips instead of one or two each. An event that comes
@@ -308,29 +306,20 @@ func (p *Publisher) run() {
 		// It sleeps rather than wait on the channel: a publisher
 		// goroutine woken by every event would cost the handlers' CPU
 		// what the batching saves.
-		busy := held > 0 || time.Since(lastWrite) < busyWithin
-		if len(batch) > 0 && len(flushes) == 0 && len(batch) < maxBatch && busy && !closed {
+		busy := time.Since(lastWrite) < busyWithin
+		if len(batch) > 0 && len(flushes) == 0 && len(batch) < maxBatch && busy && !closed && !p.closing.Load() {
 			timer.Reset(linger)
 			<-timer.C
 			drain()
 		}
 		if len(batch) > 0 {
-			// A busy publisher holds a Started event back for one batch
-			// when the next event of its task has not come yet: a short
-			// task's end is likely to come meanwhile, and both are
-			// written in one entry (pair).
-			hold := held
-			if len(flushes) > 0 || closed || !busy || p.closing.Load() {
-				hold = len(batch) // none
-			}
 			if p.stopCtx.Err() != nil {
 				// Closing, and Redis did not answer: drop.
 				p.dropped(len(batch))
 				if lastErr == nil {
 					lastErr = errGaveUp
 				}
-			} else if err := p.write(batch, hold); err != nil {
-				carry = p.held(carry, batch)
+			} else if err := p.write(batch); err != nil {
 				lastErr = err
 				var rerr redis.Error
 				if !errors.As(err, &rerr) {
@@ -340,7 +329,6 @@ func (p *Publisher) run() {
 					}
 				}
 			} else {
-				carry = p.held(carry, batch)
 				p.failing.Store(false)
 			}
 			lastWrite = time.Now()
@@ -351,17 +339,6 @@ func (p *Publisher) run() {
 			lastErr = nil
 		}
 	}
-}
-
-// held appends to carry the events of batch that the last write held
-// back.
-func (p *Publisher) held(carry, batch []Event) []Event {
-	for i, ms := range p.started {
-		if ms == heldBack {
-			carry = append(carry, batch[i])
-		}
-	}
-	return carry
 }
 
 // add adds it to the batch or to the flush requests.
@@ -376,94 +353,91 @@ func add(batch []Event, flushes []chan error, it item) ([]Event, []chan error) {
 // Redis did not answer.
 var errGaveUp = errors.New("events: Redis did not answer: the events left at close are dropped")
 
-// Marks of pair.
-const (
-	merged   = -1 // written in the entry of the next event
-	heldBack = -2 // held back for the next batch
-)
-
-// pair returns, for each event of batch, the Started event it is written
-// with: for a Started event followed in batch by the next event of its
-// attempt (Progress, Succeeded, Failed or Cancelled, with the same type
-// and trace), merged, and for that next event the Started event's time
-// in unix milliseconds. A Started event from hold on that no event of its
-// task follows gets heldBack. Other events get 0.
-func (p *Publisher) pair(batch []Event, hold int) []int64 {
-	st := p.started[:0]
-	for range batch {
-		st = append(st, 0)
-	}
-	p.started = st
-	open := p.open
+// coalesce returns, for each event of batch, whether it is left out: a
+// Progress event followed in batch by a later Progress event of the same
+// attempt.
+func (p *Publisher) coalesce(batch []Event) []bool {
+	skip := p.skip[:0]
+	n := 0
 	for i := range batch {
+		skip = append(skip, false)
+		if batch[i].Kind == Progress {
+			n++
+		}
+	}
+	p.skip = skip
+	if n < 2 {
+		return skip
+	}
+	seen := p.last
+	for i := len(batch) - 1; i >= 0; i-- {
 		e := &batch[i]
-		if e.Kind == Started {
-			if e.Message == "" && e.Error == "" && e.Percent == 0 && len(e.Result) == 0 && e.NextAt.IsZero() {
-				open[taskKey{e.Queue, e.TaskID}] = i
-			}
+		if e.Kind != Progress {
 			continue
 		}
-		if len(open) == 0 {
-			continue
-		}
-		k := taskKey{e.Queue, e.TaskID}
-		j, ok := open[k]
-		if !ok {
-			continue
-		}
-		delete(open, k)
-		s := &batch[j]
-		switch e.Kind {
-		case Progress, Succeeded, Failed, Cancelled:
-			if s.Attempt == e.Attempt && s.Type == e.Type && s.TraceID == e.TraceID {
-				st[j], st[i] = merged, max(s.Time.UnixMilli(), 1)
-			}
+		k := attemptKey{e.Queue, e.TaskID, e.Attempt}
+		if seen[k] {
+			skip[i] = true
+		} else {
+			seen[k] = true
 		}
 	}
-	for _, j := range open {
-		if j >= hold {
-			st[j] = heldBack
-		}
-	}
-	clear(open)
-	return st
+	clear(seen)
+	return skip
 }
 
-// write XADDs batch in one pipeline, but for the Started events from
-// hold on it holds back (see pair).
-func (p *Publisher) write(batch []Event, hold int) error {
+// write XADDs batch in one pipeline: each queue's events, in order, in as
+// few entries as fit (maxPack, packBytes).
+func (p *Publisher) write(batch []Event) error {
 	ctx, cancel := context.WithTimeout(p.stopCtx, writeTimeout)
 	defer cancel()
-	started := p.pair(batch, hold)
-	pipe := p.rdb.Pipeline()
-	args, weights := p.args[:0], p.weights[:0]
+	skip := p.coalesce(batch)
+	groups := p.groups[:0]
 	for i := range batch {
-		if started[i] < 0 {
+		if skip[i] {
 			continue
 		}
-		e := &batch[i]
-		key, ok := p.keys[e.Queue]
+		g, ok := p.queues[batch[i].Queue]
 		if !ok {
-			if len(p.keys) >= maxKeys {
-				clear(p.keys)
+			g = len(groups)
+			p.queues[batch[i].Queue] = g
+			if g < cap(groups) {
+				groups = groups[:g+1]
+				groups[g] = groups[g][:0]
+			} else {
+				groups = append(groups, nil)
 			}
-			key = StreamKey(e.Queue)
-			p.keys[e.Queue] = key
 		}
-		// XADD key MAXLEN ~ n * field value ..., built here rather than
-		// through XAddArgs, in one slice for the whole batch: fewer
-		// allocations for each event.
-		a := len(args)
-		args = append(args, "xadd", key, "maxlen", "~", p.maxLen, "*")
-		args = e.appendValues(args, started[i])
-		_ = pipe.Process(ctx, redis.NewStringCmd(ctx, args[a:len(args):len(args)]...))
-		weights = append(weights, 1+int(min(started[i], 1)))
+		groups[g] = append(groups[g], i)
 	}
+	clear(p.queues)
+	pipe := p.rdb.Pipeline()
+	buf, weights := p.buf[:0], p.weights[:0]
+	for _, g := range groups {
+		key := p.key(batch[g[0]].Queue)
+		start, n := len(buf), 0
+		xadd := func() {
+			v := buf[start:len(buf):len(buf)]
+			_ = pipe.Process(ctx, redis.NewStringCmd(ctx, "xadd", key, "maxlen", "~", p.maxLen, "*", entryField, v))
+			weights = append(weights, n)
+			start, n = len(buf), 0
+		}
+		for _, i := range g {
+			e := &batch[i]
+			size := e.size()
+			if n > 0 && (n == maxPack || len(buf)-start+size > packBytes) {
+				xadd()
+			}
+			buf = appendEvent(buf, e, size)
+			n++
+		}
+		xadd()
+	}
+	p.groups = groups
 	p.writing.Store(time.Now().UnixNano())
 	cmds, err := pipe.Exec(ctx)
 	p.writing.Store(0)
-	clear(args) // keeps no result alive
-	p.args, p.weights = args[:0], weights
+	p.buf, p.weights = buf[:0], weights[:0]
 	if err == nil {
 		return nil
 	}
@@ -481,6 +455,19 @@ func (p *Publisher) write(batch []Event, hold int) error {
 	p.dropped(n)
 	p.log.Warn("task events not written", zap.Int("events", n), zap.Error(err))
 	return err
+}
+
+// key returns the stream key of queue, boxed once.
+func (p *Publisher) key(queue string) any {
+	key, ok := p.keys[queue]
+	if !ok {
+		if len(p.keys) >= maxKeys {
+			clear(p.keys)
+		}
+		key = StreamKey(queue)
+		p.keys[queue] = key
+	}
+	return key
 }
 
 // Dropped returns how many events p dropped so far (0 for a nil p).

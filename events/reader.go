@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 )
 
 // A reader runs the one blocking XREAD of a queue's stream that a Client's
@@ -14,9 +15,11 @@ type reader struct {
 	c     *Client
 	queue string
 
-	mu   sync.Mutex // guards what follows
-	last string     // the id the next XREAD reads after
-	subs map[*sub]struct{}
+	mu     sync.Mutex // guards what follows
+	last   string     // the id the next XREAD reads after
+	subs   int        // watchers
+	all    map[*sub]struct{}
+	byTask map[string][]*sub
 }
 
 // A sub is a watcher's subscription to its queue's reader.
@@ -29,8 +32,7 @@ type sub struct {
 	lagged bool
 }
 
-// entry is the events of one stream entry: one, or two when the entry
-// holds a Started event too (see expand).
+// entry is the events of one stream entry that a watcher watches.
 type entry struct {
 	id  string
 	evs []Event
@@ -55,6 +57,27 @@ func (s *sub) deliver(e entry) {
 		s.lagged = true
 	}
 	s.mu.Unlock()
+	s.wakeUp()
+}
+
+// deliverEvent queues event e of entry id for s, in the entry queued last
+// when it is that one.
+func (s *sub) deliverEvent(id string, e Event) {
+	s.mu.Lock()
+	switch n := len(s.q); {
+	case n > 0 && s.q[n-1].id == id:
+		s.q[n-1].evs = append(s.q[n-1].evs, e)
+	case n < subQueue:
+		s.q = append(s.q, entry{id: id, evs: []Event{e}})
+	default:
+		s.lagged = true
+	}
+	s.mu.Unlock()
+	s.wakeUp()
+}
+
+// wakeUp tells s's watcher that it has events to take.
+func (s *sub) wakeUp() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -87,17 +110,52 @@ func (c *Client) join(queue string, s *sub, last string) bool {
 	defer c.mu.Unlock()
 	if r := c.readers[queue]; r != nil {
 		r.mu.Lock()
-		r.subs[s] = struct{}{}
+		r.add(s)
 		r.mu.Unlock()
 		return true
 	}
 	if last == "" {
 		return false
 	}
-	r := &reader{c: c, queue: queue, last: last, subs: map[*sub]struct{}{s: {}}}
+	r := &reader{c: c, queue: queue, last: last, all: make(map[*sub]struct{}), byTask: make(map[string][]*sub)}
+	r.add(s)
 	c.readers[queue] = r
 	go r.run()
 	return false
+}
+
+// add adds s to r's watchers; r.mu is held.
+func (r *reader) add(s *sub) {
+	r.subs++
+	if s.taskID == "" {
+		r.all[s] = struct{}{}
+		return
+	}
+	r.byTask[s.taskID] = append(r.byTask[s.taskID], s)
+}
+
+// remove removes s from r's watchers; r.mu is held.
+func (r *reader) remove(s *sub) {
+	if s.taskID == "" {
+		if _, ok := r.all[s]; ok {
+			delete(r.all, s)
+			r.subs--
+		}
+		return
+	}
+	subs := r.byTask[s.taskID]
+	for i, x := range subs {
+		if x == s {
+			subs = append(subs[:i], subs[i+1:]...)
+			r.subs--
+			break
+		}
+	}
+	if len(subs) == 0 {
+		delete(r.byTask, s.taskID)
+	} else {
+		r.byTask[s.taskID] = subs
+	}
 }
 
 // unsubscribe removes s from the reader of queue.
@@ -106,7 +164,7 @@ func (c *Client) unsubscribe(queue string, s *sub) {
 	defer c.mu.Unlock()
 	if r := c.readers[queue]; r != nil {
 		r.mu.Lock()
-		delete(r.subs, s)
+		r.remove(s)
 		r.mu.Unlock()
 	}
 }
@@ -118,7 +176,7 @@ func (r *reader) run() {
 	for {
 		r.c.mu.Lock()
 		r.mu.Lock()
-		if len(r.subs) == 0 {
+		if r.subs == 0 {
 			delete(r.c.readers, r.queue)
 			r.mu.Unlock()
 			r.c.mu.Unlock()
@@ -143,16 +201,37 @@ func (r *reader) run() {
 		r.mu.Lock()
 		for _, st := range res {
 			for _, m := range st.Messages {
-				e := entry{id: m.ID, evs: expand(nil, r.queue, m.ID, m.Values)}
-				taskID := e.evs[len(e.evs)-1].TaskID
-				for s := range r.subs {
-					if s.taskID == "" || s.taskID == taskID {
-						s.deliver(e)
-					}
-				}
+				r.dispatch(m)
 				r.last = m.ID
 			}
 		}
 		r.mu.Unlock()
+	}
+}
+
+// dispatch hands the events of stream entry m to their watchers; r.mu is
+// held.
+func (r *reader) dispatch(m redis.XMessage) {
+	v, ok := entryValue(m.Values)
+	if !ok {
+		return // not an events entry
+	}
+	evs, err := decodeEntry(nil, r.queue, m.ID, v, "", 0)
+	if err != nil {
+		r.c.log.Debug("task events: entry skipped", zap.String("id", m.ID), zap.Error(err))
+	}
+	if len(evs) == 0 {
+		return
+	}
+	for s := range r.all {
+		s.deliver(entry{id: m.ID, evs: evs})
+	}
+	if len(r.byTask) == 0 {
+		return
+	}
+	for _, e := range evs {
+		for _, s := range r.byTask[e.TaskID] {
+			s.deliverEvent(m.ID, e)
+		}
 	}
 }

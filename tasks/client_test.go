@@ -79,7 +79,8 @@ func (f *clientFixture) firstEvent(t *testing.T, queue, id string) events.Event 
 	return events.Event{}
 }
 
-// streamLen returns how many events queue's stream holds.
+// streamLen returns how many entries queue's stream holds: events
+// written apart (a Flush after each) have one each.
 func (f *clientFixture) streamLen(t *testing.T, queue string) int64 {
 	t.Helper()
 	if err := f.pub.Flush(t.Context()); err != nil {
