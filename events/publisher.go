@@ -242,13 +242,17 @@ func (p *Publisher) CloseContext(ctx context.Context) error {
 		gone = true
 		p.stop()
 	}
+	// Nothing sends on in any more (Publish and Flush check closed under
+	// the lock, which no send holds now): the last send and the close
+	// need no lock, and a Publish meanwhile drops at once instead of
+	// waiting for a full buffer to drain.
+	p.mu.Unlock()
 	select {
 	case p.in <- item{flush: ch}: // waits while the buffer is full: the goroutine drains it
 	case <-ctx.Done():
 		ch = nil
 	}
 	close(p.in)
-	p.mu.Unlock()
 	if gone {
 		return errGaveUp
 	}

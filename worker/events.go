@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -38,18 +37,6 @@ type taskEvents struct {
 	pub *events.Publisher
 }
 
-// attempt is what the middleware keeps of a running attempt.
-type attempt struct {
-	base events.Event // Kind unset
-
-	mu     sync.Mutex // the cancellation middleware may return before its handler
-	result []byte     // set by the handler (taskctx.SetResult)
-}
-
-func (a *attempt) setResult(b []byte) { a.mu.Lock(); a.result = b; a.mu.Unlock() }
-
-func (a *attempt) getResult() []byte { a.mu.Lock(); defer a.mu.Unlock(); return a.result }
-
 // middleware publishes the end of each attempt; see taskEvents.
 func (te taskEvents) middleware(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
@@ -71,18 +58,18 @@ func (te taskEvents) middleware(next asynq.Handler) asynq.Handler {
 // or a nil attempt outside an asynq server.
 //
 //go:noinline
-func (te taskEvents) begin(ctx context.Context, t *asynq.Task) (context.Context, *attempt) {
+func (te taskEvents) begin(ctx context.Context, t *asynq.Task) (context.Context, *taskctx.Attempt) {
 	id, ok := asynq.GetTaskID(ctx)
 	queue, _ := asynq.GetQueueName(ctx)
 	if !ok || queue == "" {
 		return ctx, nil
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
-	a := &attempt{base: events.Event{Queue: queue, TaskID: id, Type: t.Type(), Attempt: retried + 1}}
+	a := &taskctx.Attempt{Pub: te.pub, Base: events.Event{Queue: queue, TaskID: id, Type: t.Type(), Attempt: retried + 1}}
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		a.base.TraceID = sc.TraceID().String()
+		a.Base.TraceID = sc.TraceID().String()
 	}
-	return taskctx.WithEvents(taskctx.WithResult(ctx, a.setResult), te.pub, &a.base), a
+	return taskctx.WithAttempt(ctx, a), a
 }
 
 // started publishes the started event of each attempt that runs.
@@ -108,7 +95,7 @@ func publishStarted(ctx context.Context) {
 // (the logging middleware outside turns it into this error).
 //
 //go:noinline
-func (te taskEvents) panicked(ctx context.Context, a *attempt, t *asynq.Task, p any) {
+func (te taskEvents) panicked(ctx context.Context, a *taskctx.Attempt, t *asynq.Task, p any) {
 	err := te.end(ctx, a, fmt.Errorf("%s: handler panic: %v", t.Type(), p))
 	if note, ok := err.(*retryNote); ok {
 		// asynq retries it, but no retryNote reaches its RetryDelayFunc:
@@ -124,8 +111,8 @@ func (te taskEvents) panicked(ctx context.Context, a *attempt, t *asynq.Task, p 
 // asynq retries the task.
 //
 //go:noinline
-func (te taskEvents) end(ctx context.Context, a *attempt, err error) error {
-	e := a.base
+func (te taskEvents) end(ctx context.Context, a *taskctx.Attempt, err error) error {
+	e := a.Base
 	if errors.Is(err, asynq.RevokeTask) {
 		// asynq neither retries nor archives a revoked task (it marks
 		// it done, without a result): no end event; readers learn it
@@ -134,7 +121,7 @@ func (te taskEvents) end(ctx context.Context, a *attempt, err error) error {
 	}
 	switch tasks.Outcome(ctx, err) {
 	case tasks.OutcomeDone:
-		e.Kind, e.Result = events.Succeeded, a.getResult()
+		e.Kind, e.Result = events.Succeeded, a.Result()
 		te.pub.Publish(e)
 	case tasks.OutcomeRetry:
 		e.Kind, e.Error = events.Failed, errText(ctx, err)

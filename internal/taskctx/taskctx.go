@@ -6,6 +6,7 @@ package taskctx
 
 import (
 	"context"
+	"sync"
 
 	"github.com/forgeq/forgeq/events"
 )
@@ -37,37 +38,51 @@ func WithResult(ctx context.Context, sink func([]byte)) context.Context {
 }
 
 // SetResult passes b, the result a handler returned, to every sink of
-// WithResult in ctx, innermost first.
+// WithResult in ctx, innermost first, then to the Attempt of ctx, if any.
 func SetResult(ctx context.Context, b []byte) {
 	sinks, _ := ctx.Value(resultKey{}).([]func([]byte))
 	for i := len(sinks) - 1; i >= 0; i-- {
 		sinks[i](b)
 	}
+	if a, ok := ctx.Value(eventsKey{}).(*Attempt); ok {
+		a.setResult(b)
+	}
 }
 
 type eventsKey struct{}
 
-// eventsValue is what WithEvents puts in a ctx.
-type eventsValue struct {
-	pub  *events.Publisher
-	base *events.Event
+// Attempt is what the worker's events middleware keeps of a running
+// attempt: the publisher of its events, the base of its events (its queue,
+// id, type, attempt number and trace id; Kind unset) and the result its
+// handler set (SetResult).
+type Attempt struct {
+	Pub  *events.Publisher
+	Base events.Event
+
+	mu     sync.Mutex // the cancellation middleware may return before its handler
+	result []byte
 }
 
-// WithEvents returns ctx in which the task's progress reports
-// (tasks.ReportProgress) are published through pub as copies of *base (the
-// task's queue, id, type, attempt and trace id) of kind events.Progress.
-// base must not change afterwards.
-func WithEvents(ctx context.Context, pub *events.Publisher, base *events.Event) context.Context {
-	return context.WithValue(ctx, eventsKey{}, &eventsValue{pub: pub, base: base})
+func (a *Attempt) setResult(b []byte) { a.mu.Lock(); a.result = b; a.mu.Unlock() }
+
+// Result returns the result the handler set, nil for none.
+func (a *Attempt) Result() []byte { a.mu.Lock(); defer a.mu.Unlock(); return a.result }
+
+// WithAttempt returns ctx in which the task's progress reports
+// (tasks.ReportProgress) are published through a.Pub as copies of a.Base
+// of kind events.Progress, and in which SetResult hands the result to a.
+// a.Pub and a.Base must not change afterwards.
+func WithAttempt(ctx context.Context, a *Attempt) context.Context {
+	return context.WithValue(ctx, eventsKey{}, a)
 }
 
-// Events returns the publisher and base event WithEvents put in ctx; ok is
-// false when there are none (events off, or a handler run without the
+// Events returns the publisher and base event of the Attempt in ctx; ok
+// is false when there are none (events off, or a handler run without the
 // worker's middleware). The caller copies *base before changing it.
 func Events(ctx context.Context) (pub *events.Publisher, base *events.Event, ok bool) {
-	v, ok := ctx.Value(eventsKey{}).(*eventsValue)
-	if !ok || v.pub == nil {
+	a, ok := ctx.Value(eventsKey{}).(*Attempt)
+	if !ok || a.Pub == nil {
 		return nil, nil, false
 	}
-	return v.pub, v.base, true
+	return a.Pub, &a.Base, true
 }

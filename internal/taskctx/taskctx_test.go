@@ -31,19 +31,25 @@ func TestSetResultEverySink(t *testing.T) {
 	taskctx.SetResult(context.Background(), []byte("none")) // no sink: nothing happens
 }
 
-func TestEvents(t *testing.T) {
+func TestAttempt(t *testing.T) {
 	t.Parallel()
 	if _, _, ok := taskctx.Events(context.Background()); ok {
 		t.Error("Events of a bare ctx: ok")
 	}
-	if _, _, ok := taskctx.Events(taskctx.WithEvents(context.Background(), nil, &events.Event{})); ok {
+	if _, _, ok := taskctx.Events(taskctx.WithAttempt(context.Background(), &taskctx.Attempt{})); ok {
 		t.Error("Events with a nil publisher: ok")
 	}
 	pub := events.NewPublisher(nil, events.PublisherOptions{})
 	defer pub.Close()
-	base := &events.Event{Queue: "q", TaskID: "1"}
-	gotPub, gotBase, ok := taskctx.Events(taskctx.WithEvents(context.Background(), pub, base))
-	if !ok || gotPub != pub || gotBase != base {
-		t.Errorf("Events = %p, %p, %v; want %p, %p, true", gotPub, gotBase, ok, pub, base)
+	a := &taskctx.Attempt{Pub: pub, Base: events.Event{Queue: "q", TaskID: "1"}}
+	var sunk []byte
+	ctx := taskctx.WithResult(taskctx.WithAttempt(context.Background(), a), func(b []byte) { sunk = b })
+	gotPub, gotBase, ok := taskctx.Events(ctx)
+	if !ok || gotPub != pub || gotBase != &a.Base {
+		t.Errorf("Events = %p, %p, %v; want %p, %p, true", gotPub, gotBase, ok, pub, &a.Base)
+	}
+	taskctx.SetResult(ctx, []byte("done"))
+	if string(a.Result()) != "done" || string(sunk) != "done" {
+		t.Errorf("results %q (Attempt), %q (sink); want both done", a.Result(), sunk)
 	}
 }
