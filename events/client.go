@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -252,7 +251,10 @@ func (c *Client) WaitResult(ctx context.Context, queue, taskID string) ([]byte, 
 		}
 		out <- o
 	}()
-	tick := time.NewTicker(c.o.CheckInterval)
+	// The first check comes early: a final event written just before
+	// the stream's position was read, for an end asynq recorded just
+	// after the state was read, is not followed (see EarlyCheck).
+	tick := time.NewTimer(min(EarlyCheck, c.o.CheckInterval))
 	defer tick.Stop()
 	missing := 0
 	for {
@@ -265,6 +267,7 @@ func (c *Client) WaitResult(ctx context.Context, queue, taskID string) ([]byte, 
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-tick.C:
+			tick.Reset(c.o.CheckInterval)
 			res, err, done := c.check(ctx, queue, taskID, true)
 			if !done {
 				missing = 0
@@ -319,9 +322,17 @@ func (c *Client) check(ctx context.Context, queue, taskID string, gone bool) (re
 	return nil, nil, false
 }
 
-// lookBack returns the last final event of taskID in queue's stream,
-// reading it from its end, and whether the stream holds any event of the
-// task.
+// Lookup reads queue's stream from its end for the events of task
+// taskID: it returns the task's last final event (Succeeded, Archived or
+// Cancelled) when the stream holds one (final.ID is "" otherwise), and
+// whether the stream holds any event of the task at all. It reads the
+// whole stream (at most WORKER_EVENTS_MAX_LEN entries) when it holds no
+// final event of the task.
+func (c *Client) Lookup(ctx context.Context, queue, taskID string) (final Event, seen bool, err error) {
+	return c.lookBack(ctx, queue, taskID)
+}
+
+// lookBack is Lookup.
 func (c *Client) lookBack(ctx context.Context, queue, taskID string) (Event, bool, error) {
 	key := StreamKey(queue)
 	end := "+"
@@ -387,29 +398,22 @@ func archived(info *asynq.TaskInfo) *TaskError {
 	return &TaskError{Queue: info.Queue, ID: info.ID, Kind: k, Err: info.LastErr, Attempts: info.Retried + 1}
 }
 
-// catchUpWindow is how far before the stream's end LastID puts its
-// position: a worker writes a task's final event a little before asynq
-// records the end (or a little after), so a reader that reads the
-// position and then the state may see a state that does not show the end
-// yet, with the final event before the position.
-const catchUpWindow = time.Second
+// EarlyCheck is when WaitResult reads a task's state the second time,
+// after the read before it follows the events. A worker writes a task's
+// final event about when asynq records the task's end, a little before or
+// after: a waiter that reads the stream's position just after the event
+// and the state just before the end follows the stream from after the
+// event, and learns of the end from the state. This check makes that rare
+// case take a tenth of a second rather than CheckInterval.
+const EarlyCheck = 100 * time.Millisecond
 
-// LastID returns a position in queue's event stream to pass to Watch as
-// after (see CheckID), read before the state of a task, so that nothing
-// that happens to the task after that read is missed: a second before the
-// stream's last entry, so the watcher may get again events of that second
-// that the state read already showed. It returns "0-0" when the stream
-// has no entry (or does not exist).
+// LastID returns the ID of the last entry of queue's event stream, "0-0"
+// when it has none (or does not exist): the position to pass to Watch as
+// after, read before the state of a task, so that nothing that happens
+// to the task after that read is missed (but for the case EarlyCheck
+// describes: read the state again shortly after).
 func (c *Client) LastID(ctx context.Context, queue string) (string, error) {
-	id, err := c.lastID(ctx, StreamKey(queue))
-	if err != nil || id == "0-0" {
-		return id, err
-	}
-	ms, _, _ := parseID(id)
-	if w := uint64(catchUpWindow.Milliseconds()); ms > w {
-		return prevID(strconv.FormatUint(ms-w, 10) + "-0"), nil
-	}
-	return "0-0", nil
+	return c.lastID(ctx, StreamKey(queue))
 }
 
 // HasNewer reports whether queue's event stream holds an event of task

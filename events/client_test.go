@@ -452,6 +452,31 @@ func TestWaitResultSafetyCheck(t *testing.T) {
 	}
 }
 
+// TestWaitResultEarlyCheck checks the race EarlyCheck covers: the final
+// event is in the stream before WaitResult reads its position, and the
+// end reaches asynq after WaitResult's first state read (here the task is
+// archived then). With a CheckInterval of an hour, only the early check
+// can see it.
+func TestWaitResultEarlyCheck(t *testing.T) {
+	t.Parallel()
+	s := newWaitSetup(t, events.ClientOptions{CheckInterval: slow})
+	s.publish(t, events.Event{Kind: events.Archived, Attempt: 1, Error: "boom"})
+	out := s.waitAsync(context.Background())
+	time.Sleep(25 * time.Millisecond) // after the first state read, most likely (EarlyCheck is 100 ms)
+	if err := s.insp.ArchiveTask(s.queue, s.id); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case o := <-out:
+		var te *events.TaskError
+		if !errors.As(o.err, &te) || te.Kind != events.Archived {
+			t.Errorf("WaitResult error = %v, want archived", o.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitResult did not read the state again")
+	}
+}
+
 // TestWaitResultReconnect kills the connection WaitResult (and a Watch)
 // read on, keeps Redis out of their reach while the task reports progress
 // and succeeds, then lets them reconnect: they read on from their last

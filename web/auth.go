@@ -140,6 +140,7 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 		err := s.m.TouchSession(ctx, c.Value, &sess, s.o.SessionTTL)
 		switch {
 		case err == nil && sess.User == s.o.AuthUsername && s.auth.bound(sess.Binding):
+			stateOf(r).bySession = true
 			return sess.User, nil
 		case err == nil:
 			// Made with other credentials: they have changed since.
@@ -161,6 +162,37 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 		return user, nil
 	}
 	return "", why
+}
+
+// recheck reports why r, a request that authenticate let through a
+// while ago, would no longer be let through: nil while it would. Only a
+// session can end while the server runs (a logout, its expiry, a
+// deletion): a request authenticated by HTTP basic auth passes as long as
+// the server's credentials, which never change while it runs, and every
+// request passes when none are configured. It reads the session without
+// sliding its expiry, so that a long request does not keep its session
+// alive, and counts no password attempt. Errors: errExpiredSession,
+// errBadSession, or errAuthUnavailable when Redis cannot tell.
+func (s *Server) recheck(ctx context.Context, r *http.Request) error {
+	if s.auth == nil || !stateOf(r).bySession {
+		return nil
+	}
+	c, err := r.Cookie(SessionCookie)
+	if err != nil {
+		return errBadSession // unreachable: the session came from this cookie
+	}
+	var sess session
+	err = s.m.GetSession(ctx, c.Value, &sess)
+	switch {
+	case err == nil && sess.User == s.o.AuthUsername && s.auth.bound(sess.Binding):
+		return nil
+	case err == nil, errors.Is(err, cachemgr.ErrMiss):
+		return errExpiredSession
+	case errors.Is(err, cachemgr.ErrInvalidArgument), errors.Is(err, cachemgr.ErrDecode):
+		return errBadSession
+	}
+	s.log.Debug("session recheck failed", zap.String("request_id", stateOf(r).id), zap.Error(err))
+	return errAuthUnavailable
 }
 
 // endSession deletes session id, which the request r showed, logging a

@@ -20,7 +20,8 @@
 //	                               the task's events (package events) as Server-Sent Events: first a "state"
 //	                               event (the body above), then each event (id: the stream id, event: the kind,
 //	                               data: its JSON) until the final one; resumes after Last-Event-ID (204 when
-//	                               the task has ended and nothing is newer); a heartbeat comment every 15s
+//	                               the task has ended and nothing is newer); a heartbeat comment every 15s;
+//	                               ends when its session does (checked every 2s)
 //	DELETE /api/tasks/{queue}/{id} cancels it (package control): 200 {"queue","id","type","was","state","by","reason",
 //	                               "cancelled_at","status_url"}, state "cancelled" (removed before it ran) or
 //	                               "archived" (stopped while it ran); 202 with state "active" when its handler had
@@ -116,9 +117,19 @@
 // password (PBKDF2), never either of them. Once the credentials change,
 // every older session is refused (401) and deleted, on every server.
 //
+// An open task event stream checks its session again every 2s, without
+// sliding its expiry: a logout, or the session's expiry, ends the stream,
+// and the client's reconnection gets 401.
+//
 // # Usage
 //
 //	srv, err := web.New(web.Options{Addr: "127.0.0.1:8080", Manager: m, Logger: log})
 //	if err != nil { ... }
 //	g.Go(func() error { return srv.Run(ctx) }) // until ctx ends, then a graceful shutdown
+//
+// On an http.Server of your own, end the open task event streams when it
+// shuts down, as Run does ([Server.CloseStreams]):
+//
+//	hs := &http.Server{Addr: "127.0.0.1:8080", Handler: srv.Handler()}
+//	hs.RegisterOnShutdown(srv.CloseStreams)
 package web

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -37,8 +36,9 @@ const (
 // other events are named after their kind (events.Kind).
 const stateEvent = "state"
 
-// streamID matches a Redis stream entry id, as Last-Event-ID carries it.
-var streamID = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
+// maxEventID bounds the Last-Event-ID a 400 answer repeats: an event's ID
+// (events.CheckID) is at most 47 bytes.
+const maxEventID = 64
 
 // eventTiming is the timing of the task event streams.
 type eventTiming struct {
@@ -59,34 +59,41 @@ func (s *Server) eventTiming() eventTiming {
 }
 
 // taskEvents serves GET /api/tasks/{queue}/{id}/events: the task's events
-// as Server-Sent Events (text/event-stream), each with the stream entry
-// id as its id, its kind as its name and events.Event's JSON form as its
+// as Server-Sent Events (text/event-stream), each with its events.Event
+// ID as its id, its kind as its name and events.Event's JSON form as its
 // data.
 //
 // A request without Last-Event-ID first gets a "state" event, the body of
 // GET /api/tasks/{queue}/{id}, whose id is the stream's position when it
 // was read; then the events after it. A request with Last-Event-ID (an
-// EventSource reconnecting) gets the events after that id. The stream ends
+// EventSource reconnecting) gets the events after that id, an event's ID
+// or a stream position (events.CheckID; anything else: 400). The stream ends
 // after the task's final event (succeeded, archived, cancelled), or after
 // a "state" event of a final task; a request with Last-Event-ID for a task
-// that is final, or gone from Redis, with no newer event gets 204, which
+// that is final, or gone from Redis, with no newer event gets the final
+// "state" when the stream holds no final event of it (the client has not
+// seen the end), 404 when the task is in neither, and otherwise 204, which
 // stops EventSource's reconnecting. Unknown task: 404.
 //
 // A comment line every eventsHeartbeat keeps the connection open; the
 // task's state is read every eventsStateCheck and sent again as a "state"
 // event (without an id) when it changed, so that a task whose worker has
-// events off, or whose events were trimmed, still shows its end. The
-// server's shutdown ends every open stream.
+// events off, or whose events were trimmed, still shows its end. At each
+// of these checks the request's authentication is checked again (recheck):
+// the stream ends once its session has (a logout, its expiry), and the
+// client's reconnection gets 401. CloseStreams (the server's shutdown) ends
+// every open stream.
 func (s *Server) taskEvents(w http.ResponseWriter, r *http.Request) {
 	queue, id, ok := taskRef(w, r)
 	if !ok {
 		return
 	}
 	last := r.Header.Get("Last-Event-ID")
-	if last != "" && !streamID.MatchString(last) {
-		fail(w, r, http.StatusBadRequest, codeBadRequest,
-			fmt.Sprintf("Last-Event-ID %q is not an event id of this stream (such as 1733571234567-0)", last))
-		return
+	if last != "" {
+		if msg := checkLastEventID(last); msg != "" {
+			fail(w, r, http.StatusBadRequest, codeBadRequest, msg)
+			return
+		}
 	}
 	ctx := r.Context()
 	var (
@@ -123,7 +130,26 @@ func (s *Server) taskEvents(w http.ResponseWriter, r *http.Request) {
 				s.unavailable(w, r, "task events", serr)
 				return
 			}
-			if !newer {
+			if newer {
+				break
+			}
+			final, seen, serr := s.events.Lookup(ctx, queue, id)
+			switch {
+			case serr != nil:
+				s.unavailable(w, r, "task events", serr)
+				return
+			case err != nil && !seen:
+				// Neither in Redis nor in the stream: an unknown task.
+				fail(w, r, http.StatusNotFound, codeNotFound, fmt.Sprintf("no task %q in queue %q", id, queue))
+				return
+			case err == nil && final.ID == "":
+				// Final, but its final event is not in the stream (not
+				// written yet, trimmed, or events off): the client has
+				// not seen the end. Send it the final state.
+				state = &body
+			default:
+				// The client has had the final event, or the task is
+				// gone with no final event to send: nothing more.
 				w.WriteHeader(http.StatusNoContent)
 				return
 			}
@@ -203,6 +229,11 @@ func (s *Server) followEvents(r *http.Request, sw *sseWriter, queue, id, after s
 				return
 			}
 		case <-check.C:
+			if !s.stillAuthenticated(r) {
+				sw.comment("the session has ended")
+				_ = sw.flush()
+				return
+			}
 			body, err := s.readTask(r, queue, id)
 			switch {
 			case errors.Is(err, errNoTask):
@@ -249,6 +280,32 @@ func (s *Server) followEvents(r *http.Request, sw *sseWriter, queue, id, after s
 	}
 }
 
+// stillAuthenticated reports whether the request r of an open stream
+// would still be let in (recheck). When Redis cannot tell, it would be
+// neither let in nor refused: the stream goes on, and the next check asks
+// again.
+func (s *Server) stillAuthenticated(r *http.Request) bool {
+	err := s.recheck(r.Context(), r)
+	if err == nil || errors.Is(err, errAuthUnavailable) {
+		return true
+	}
+	s.log.Debug("task events: authentication ended", zap.String("request_id", stateOf(r).id), zap.Error(err))
+	return false
+}
+
+// checkLastEventID returns what is wrong with last, a Last-Event-ID: ""
+// when it is an event's ID or a stream position (events.CheckID).
+func checkLastEventID(last string) string {
+	const example = "such as 1733571234567-0:0"
+	if len(last) > maxEventID {
+		return fmt.Sprintf("Last-Event-ID: %d bytes, longer than any event id of this stream (%s)", len(last), example)
+	}
+	if events.CheckID(last) != nil {
+		return fmt.Sprintf("Last-Event-ID %q is not an event id of this stream (%s)", last, example)
+	}
+	return ""
+}
+
 // streamTail returns the id of the last entry of queue's event stream,
 // "0-0" when it is empty.
 func (s *Server) streamTail(ctx context.Context, queue string) (string, error) {
@@ -269,8 +326,12 @@ func (s *Server) hasNewer(ctx context.Context, queue, id, after string) (bool, e
 func finalState(st string) bool { return st == "completed" || st == "archived" }
 
 // sameState reports whether a and b, two reads of a task's state, show
-// the same thing.
+// the same thing. The next_process_at of a pending task, which asynq gives
+// as the time of the read, is left out.
 func sameState(a, b taskBody) bool {
+	if a.State == "pending" && b.State == "pending" {
+		a.NextProcessAt, b.NextProcessAt = nil, nil
+	}
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return bytes.Equal(ja, jb)
@@ -330,5 +391,16 @@ func (sw *sseWriter) flush() error {
 	return sw.err
 }
 
-// closeStreams ends every open event stream: Run's shutdown calls it.
-func (s *Server) closeStreams() { s.endStreams.Do(func() { close(s.streamsDone) }) }
+// CloseStreams ends every open task event stream (GET
+// /api/tasks/{queue}/{id}/events) at once, and every stream opened after
+// it right after its first events: their clients reconnect with their
+// Last-Event-ID, to another instance or once the server is back. Run calls
+// it when its shutdown begins. A program that serves Handler on an
+// http.Server of its own registers it, so that the server's Shutdown does
+// not wait for open streams, which never go idle, until its ctx ends:
+//
+//	hs := &http.Server{Handler: s.Handler()}
+//	hs.RegisterOnShutdown(s.CloseStreams)
+//
+// Calling it again does nothing. It is safe for concurrent use.
+func (s *Server) CloseStreams() { s.endStreams.Do(func() { close(s.streamsDone) }) }

@@ -49,6 +49,7 @@ type reqState struct {
 	identified bool
 	user       string
 	authErr    error
+	bySession  bool // authenticated by its session cookie (see recheck)
 }
 
 type stateKey struct{}

@@ -30,8 +30,8 @@ const (
 // Server is the embedded web process: health, cache-aside, tasks and
 // workflows over HTTP, login, metrics, the dashboard and the workflows
 // page. Build it with New, serve it with
-// Run (or mount Handler in a server of your own). A Server is safe for
-// concurrent use; it runs at most once.
+// Run (or mount Handler in a server of your own, whose shutdown calls
+// CloseStreams). A Server is safe for concurrent use; it runs at most once.
 type Server struct {
 	o         Options
 	m         *cachemgr.Manager
@@ -47,7 +47,7 @@ type Server struct {
 	draining atomic.Bool // shutdown has begun
 
 	events      *events.Client // reads the task event streams (events.go)
-	streamsDone chan struct{}  // closed when Run's shutdown ends the event streams
+	streamsDone chan struct{}  // closed by CloseStreams
 	endStreams  sync.Once
 	// heartbeat and stateCheck, when set (tests), replace the event
 	// streams' timing (see eventTiming).
@@ -178,6 +178,9 @@ func (s *Server) api(h http.Handler) http.Handler { return s.rateLimit(s.require
 
 // Handler returns the handler of every route with every layer, for a
 // server of the caller's own or for tests. Run serves the same handler.
+// A server of the caller's own calls CloseStreams when it shuts down
+// (http.Server.RegisterOnShutdown), as Run does, or its Shutdown waits for
+// the open task event streams until its ctx ends.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Listen binds Options.Addr, so that Addr reports the actual address
@@ -241,7 +244,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	// Open event streams never go idle: they end when the shutdown begins,
 	// and their clients reconnect elsewhere or once the server is back.
-	srv.RegisterOnShutdown(s.closeStreams)
+	srv.RegisterOnShutdown(s.CloseStreams)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	s.log.Info("web listening", zap.String("addr", ln.Addr().String()), zap.String("dashboard", dashboardURL(ln.Addr().String())))

@@ -152,7 +152,7 @@ func (c *cli) bulk(ctx context.Context, fs *pflag.FlagSet) error {
 			infos, idx = append(infos, info), append(idx, i)
 		}
 	}
-	ends, err := c.waitWorkflows(ctx, k.m.Client(), workflow.NewClient(k.m.Client(), workflow.Options{}), infos, waitTimeout)
+	ends, err := c.waitWorkflows(ctx, k, workflow.NewClient(k.m.Client(), workflow.Options{}), infos, waitTimeout)
 	if err != nil {
 		return err
 	}

@@ -402,8 +402,10 @@ Tracing (OpenTelemetry) is on when an OTEL_* variable turns it on, as in the
 worker (OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318, OTEL_TRACES_EXPORTER,
 OTEL_SERVICE_NAME, ...; see the README's Tracing): each run is a trace, or
 continues the one in TRACEPARENT (and TRACESTATE, BAGGAGE), and the tasks it
-enqueues carry it to their handlers. --wait follows the task's events (the
-workers' WORKER_EVENTS) and reads its state once a second besides.
+enqueues carry it to their handlers. --wait follows the task's events and
+reads its state once a second besides (as often as polling when the queue
+has no event stream yet); with WORKER_EVENTS=false, set as the workers have
+it, it polls the state instead.
 
 With no Redis URL configured, enqueue connects to the Redis at
 REDIS_EMBEDDED_ADDR (default 127.0.0.1:6379), the address where

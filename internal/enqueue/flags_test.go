@@ -20,6 +20,29 @@ func closedURL(tb testing.TB) string {
 	return "redis://" + addr + "/0"
 }
 
+// downURL returns the URL of a Redis that is down: a local port that
+// closes every connection at once. Unlike closedURL's port, it stays bound
+// until the test ends, so that no other test's server can take it
+// meanwhile.
+func downURL(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return "redis://" + l.Addr().String() + "/0"
+}
+
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	for _, give := range []string{"--help", "-h"} {

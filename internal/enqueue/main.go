@@ -96,6 +96,9 @@ type cli struct {
 	stdout io.Writer
 	stderr io.Writer
 	now    func() time.Time
+	// stateCheck, when set (tests), replaces stateCheck, the pause between
+	// the state reads of a wait that follows events.
+	stateCheck time.Duration
 
 	f flags // set by parse
 }

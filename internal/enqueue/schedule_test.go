@@ -95,9 +95,7 @@ func TestScheduleFlags(t *testing.T) {
 	if r.code != exitUsage || !strings.Contains(r.stdout, `"error"`) {
 		t.Errorf("--json error: %+v", r)
 	}
-	addr := mr.Addr()
-	mr.Close()
-	if r := runCmd(t, map[string]string{"REDIS_CONNECTION_URL": "redis://" + addr, "REDIS_SOCKET_TIMEOUT": "1s"}, "", "--schedule-list"); r.code != exitFailure {
+	if r := runCmd(t, map[string]string{"REDIS_CONNECTION_URL": downURL(t), "REDIS_SOCKET_TIMEOUT": "1s"}, "", "--schedule-list"); r.code != exitFailure {
 		t.Errorf("Redis down: %+v", r)
 	}
 }

@@ -16,10 +16,15 @@ import (
 )
 
 // stateCheck is how often --wait reads the task's state while it follows
-// the task's events: a safety net for workers with events off (their
-// progress and end show within stateCheck) and for events trimmed from the
-// stream.
+// the task's events: a safety net for events trimmed from the stream, and
+// for workers with events off while the command's are on (WORKER_EVENTS
+// differs: their progress and end show within stateCheck).
 const stateCheck = time.Second
+
+// noStream is what events.Client.LastID returns for a queue without an
+// event stream: no event was ever written there, or the workers serving
+// it have events off.
+const noStream = "0-0"
 
 // finalSettle bounds the wait, after a task's final event, for asynq to
 // store the end the event announced (the worker publishes it as the
@@ -32,9 +37,16 @@ const finalSettle = time.Second
 //
 // It follows the task's events (package events): the bar moves as soon as
 // the handler reports progress, and the wait ends as soon as the task
-// does. The task's state is read once first, and then every stateCheck.
-// Without the events stream (a Redis that has none) it polls, as pollWait.
+// does. The task's state is read once first, and then every stateCheck;
+// when the queue has no event stream when the wait begins (its workers
+// may have events off), on pollWait's schedule instead, so that the wait
+// is never slower than polling. With events off (WORKER_EVENTS=false, the
+// workers' setting), or an event stream that cannot be read, it polls, as
+// pollWait.
 func (c *cli) wait(ctx context.Context, k *conn, info *asynq.TaskInfo, limit time.Duration) error {
+	if !k.cfg.Worker.Events {
+		return c.pollWait(ctx, k, info, limit)
+	}
 	start := time.Now()
 	if limit > 0 {
 		var cancel context.CancelFunc
@@ -74,7 +86,8 @@ func (c *cli) wait(ctx context.Context, k *conn, info *asynq.TaskInfo, limit tim
 			}
 		}
 	}()
-	tick := time.NewTicker(stateCheck)
+	checks := checkSchedule{every: c.checkEvery(), fast: after == noStream, poll: pollFirst}
+	tick := time.NewTimer(checks.next())
 	defer tick.Stop()
 	for {
 		select {
@@ -87,11 +100,39 @@ func (c *cli) wait(ctx context.Context, k *conn, info *asynq.TaskInfo, limit tim
 			if done, err := w.check(ctx, false); done {
 				return err
 			}
+			tick.Reset(checks.next())
 		case <-ctx.Done():
 			w.bar.finish(false, "")
 			return c.stoppedWaiting(ctx, info, w.last, limit)
 		}
 	}
+}
+
+// checkEvery returns how often a wait that follows events reads the
+// state: stateCheck, or what a test set.
+func (c *cli) checkEvery() time.Duration {
+	if c.stateCheck > 0 {
+		return c.stateCheck
+	}
+	return stateCheck
+}
+
+// checkSchedule is when wait reads the task's state: every every, or,
+// when fast, on pollWait's schedule (poll is the next pause). It is not
+// safe for concurrent use.
+type checkSchedule struct {
+	every, poll time.Duration
+	fast        bool
+}
+
+// next returns the pause before the next read.
+func (s *checkSchedule) next() time.Duration {
+	if !s.fast {
+		return s.every
+	}
+	d := s.poll
+	s.poll = min(s.poll*3/2, pollMax)
+	return d
 }
 
 // waiter is one --wait for a task, following its events.
@@ -245,8 +286,8 @@ const (
 
 // pollWait is wait by polling the task's state and progress, as --wait
 // did before the task events: the bar moves at the next poll after a
-// report, up to pollMax later. wait falls back to it when the events
-// cannot be read; BenchmarkWaitLatency compares the two.
+// report, up to pollMax later. wait falls back to it with events off or
+// when the events cannot be read; BenchmarkWaitLatency compares the two.
 func (c *cli) pollWait(ctx context.Context, k *conn, info *asynq.TaskInfo, limit time.Duration) error {
 	start := time.Now()
 	if limit > 0 {

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/forgeq/forgeq/cachemgr"
@@ -72,7 +74,7 @@ func publishEvents(pub *events.Publisher) asynq.MiddlewareFunc {
 			publish(events.Started, nil, nil)
 			var result []byte
 			ctx = taskctx.WithResult(ctx, func(b []byte) { result = b })
-			err := h.ProcessTask(taskctx.WithEvents(ctx, pub, &base), t)
+			err := h.ProcessTask(taskctx.WithAttempt(ctx, &taskctx.Attempt{Pub: pub, Base: base}), t)
 			switch {
 			case err == nil:
 				publish(events.Succeeded, nil, result)
@@ -228,7 +230,9 @@ const progressQueue = "progress"
 // runs, the handler would give up after 30s, the task would be archived
 // and the command exit 1. Its server publishes no task events (as a worker
 // with WORKER_EVENTS=false): the bar moves through --wait's state check,
-// once a second (stateCheck). TestWaitFollowsEvents has the events.
+// once a second (stateCheck), or on the polling schedule when the queue
+// has no event stream when the wait begins. TestWaitFollowsEvents has the
+// events; TestWaitWithoutEvents the command with events off.
 func testWaitShowsProgress(t *testing.T, tb *testBundle) {
 	steps := []int{25, 50, 75}
 	const hold = 30 * time.Second
@@ -290,5 +294,134 @@ func testWaitShowsProgress(t *testing.T, tb *testBundle) {
 			t.Fatalf("stderr lacks %q after byte %d: %q", want, at, abbrev2k(r.stderr))
 		}
 		at += i
+	}
+}
+
+// Databases of the real test Redis that the waits without events use.
+const (
+	dbWaitNoEvents     = 58 // TestWaitWithoutEvents
+	dbWorkflowNoEvents = 59 // TestWorkflowWaitWithoutEvents
+)
+
+// silentQueue is the queue of the servers that publish no task events.
+const silentQueue = "silent"
+
+// typeHold is the task type of testWaitWithoutEvents's server.
+const typeHold = "test:hold"
+
+// waitConn connects as the command does, with env as its whole
+// environment, and returns a cli whose waits that follow events read the
+// state only once an hour: a wait that ends, or moves its bar, within the
+// test did so through another read of the state.
+func waitConn(tb testing.TB, env map[string]string, stderr *syncBuffer) (*cli, *conn) {
+	tb.Helper()
+	c := &cli{prog: "enqueue", getenv: func(k string) string { return env[k] }, stdout: &syncBuffer{}, stderr: stderr,
+		now: time.Now, stateCheck: time.Hour}
+	c.f.progress = "always"
+	cfg, err := c.loadConfig(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	k, err := c.connect(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(k.close)
+	return c, k
+}
+
+// startSilentServer runs an asynq server for silentQueue on url that
+// publishes no task events (as a worker with WORKER_EVENTS=false). Its
+// typeHold handler reports 50%, with the message "<task id>", and holds
+// the task until stderr shows the report on the bar, for at most hold;
+// then it succeeds, else it fails for good.
+func startSilentServer(tb testing.TB, url string, stderr *syncBuffer, hold time.Duration) *cachemgr.Manager {
+	tb.Helper()
+	m, err := cachemgr.New(cachemgr.Options{URL: url})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { m.Close() })
+	deps := tasks.Deps{Cache: m}
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(typeHold, func(ctx context.Context, _ *asynq.Task) error {
+		id, _ := asynq.GetTaskID(ctx)
+		mark := "<" + id + ">"
+		if err := deps.ReportProgress(ctx, 50, mark); err != nil {
+			return err
+		}
+		for deadline := time.Now().Add(hold); !strings.Contains(stderr.String(), mark); {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the bar did not show the report within %v", hold)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		return nil
+	})
+	srv := asynq.NewServerFromRedisClient(m.Client(), asynq.Config{
+		Concurrency:       1,
+		Queues:            map[string]int{silentQueue: 1},
+		TaskCheckInterval: 10 * time.Millisecond,
+		ShutdownTimeout:   time.Second,
+		Logger:            zaptest.NewLogger(tb).Sugar(),
+		LogLevel:          asynq.WarnLevel,
+	})
+	if err := srv.Start(mux); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(srv.Shutdown)
+	waitServed(tb, m, silentQueue)
+	return m
+}
+
+// TestWaitWithoutEvents runs a server that publishes no task events and
+// follows its tasks with --wait, whose state check (once a second, once an
+// hour here) would be all that moves the bar and ends the wait: with
+// events off in the command's settings (WORKER_EVENTS=false) it polls, and
+// with events on but no event stream for the queue when the wait begins,
+// it reads the state on the polling schedule too. Each wait must show the
+// handler's report, which the handler waits for, and end.
+func TestWaitWithoutEvents(t *testing.T) {
+	tb := setup(t, dbWaitNoEvents)
+	var stderr syncBuffer
+	m := startSilentServer(t, tb.url, &stderr, 20*time.Second)
+	tests := []struct {
+		name       string
+		giveEnv    map[string]string
+		giveStream bool // the queue has an event stream when the wait begins
+	}{
+		{name: "events off", giveEnv: map[string]string{"WORKER_EVENTS": "false"}, giveStream: true},
+		{name: "no event stream", giveStream: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"REDIS_CONNECTION_URL": tb.url}
+			maps.Copy(env, tt.giveEnv)
+			c, k := waitConn(t, env, &stderr)
+			stream := events.StreamKey(silentQueue)
+			if err := tb.rdb.Del(context.Background(), stream).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if tt.giveStream {
+				if err := tb.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: []any{"k", "progress", "i", "other"}}).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			info, err := asynq.NewClientFromRedisClient(m.Client()).EnqueueContext(context.Background(),
+				asynq.NewTask(typeHold, nil), asynq.Queue(silentQueue), asynq.MaxRetry(0), asynq.Retention(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.wait(context.Background(), k, info, time.Minute); err != nil {
+				t.Fatalf("wait: %v; stderr %q", err, abbrev2k(stderr.String()))
+			}
+			if out := c.stdout.(*syncBuffer).String(); !strings.Contains(out, "completed after") {
+				t.Errorf("stdout %q, want the completed task", out)
+			}
+		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/forgeq/forgeq/cachemgr"
+	"github.com/forgeq/forgeq/config"
 	"github.com/forgeq/forgeq/events"
 	"github.com/forgeq/forgeq/tasks"
 )
@@ -142,7 +143,8 @@ func measureWait(tb testing.TB, url string, n int, poll bool, jitter time.Durati
 
 	c := &cli{prog: "enqueue", stdout: io.Discard, stderr: bar, now: time.Now}
 	c.f.progress = "always"
-	k := &conn{m: m, insp: asynq.NewInspectorFromRedisClient(m.Client()), log: zap.NewNop()}
+	k := &conn{m: m, insp: asynq.NewInspectorFromRedisClient(m.Client()), log: zap.NewNop(),
+		cfg: config.Config{Worker: config.Worker{Events: true}}}
 	info, err := asynq.NewClientFromRedisClient(m.Client()).EnqueueContext(context.Background(),
 		asynq.NewTask(typeSteps, nil), asynq.Queue(latencyQueue), asynq.MaxRetry(0), asynq.Retention(time.Hour))
 	if err != nil {

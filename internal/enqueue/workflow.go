@@ -91,7 +91,7 @@ func (c *cli) submitWorkflow(ctx context.Context, fs *pflag.FlagSet) error {
 		return nil
 	}
 	c.warnNoWorker(k)
-	final, err := c.waitWorkflows(ctx, k.m.Client(), wc, []*workflow.Info{info}, waitTimeout)
+	final, err := c.waitWorkflows(ctx, k, wc, []*workflow.Info{info}, waitTimeout)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/pflag"
 
@@ -24,6 +23,9 @@ const (
 	waitParallel = 64
 	// statusSteps is how many steps --workflow-status lists.
 	statusSteps = 100
+	// workflowPoll is how often --wait reads a workflow's state when it
+	// cannot count on its steps' events, as it did before the events.
+	workflowPoll = 50 * time.Millisecond
 )
 
 // workflowJSON is --json's description of a workflow's state.
@@ -67,11 +69,11 @@ type finalState struct {
 }
 
 // waitWorkflows follows the workflows of flows (followWorkflow, reading
-// the step events through rdb) until each is final, showing one bar of
-// their steps done out of their steps in all. limit > 0 bounds the wait.
-// It returns the end of each, in order; err is a wait that ctx, not the
-// limit, ended.
-func (c *cli) waitWorkflows(ctx context.Context, rdb redis.UniversalClient, wc *workflow.Client, flows []*workflow.Info, limit time.Duration) ([]finalState, error) {
+// the step events through k, unless its settings have events off) until
+// each is final, showing one bar of their steps done out of their steps in
+// all. limit > 0 bounds the wait. It returns the end of each, in order;
+// err is a wait that ctx, not the limit, ended.
+func (c *cli) waitWorkflows(ctx context.Context, k *conn, wc *workflow.Client, flows []*workflow.Info, limit time.Duration) ([]finalState, error) {
 	start := time.Now()
 	wctx := ctx
 	if limit > 0 {
@@ -94,14 +96,14 @@ func (c *cli) waitWorkflows(ctx context.Context, rdb redis.UniversalClient, wc *
 		sum  int
 	)
 	out := make([]finalState, len(flows))
-	reader := events.NewClient(rdb, events.ClientOptions{})
+	reader := stepEvents(k)
 	sem := make(chan struct{}, waitParallel)
 	var wg sync.WaitGroup
 	for i, f := range flows {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			st, err := followWorkflow(wctx, rdb, reader, wc, f.ID, func(st *workflow.State) {
+			st, err := c.followWorkflow(wctx, reader, wc, f.ID, func(st *workflow.State) {
 				mu.Lock()
 				defer mu.Unlock()
 				sum += st.Done - done[i]
@@ -135,27 +137,48 @@ func (c *cli) waitWorkflows(ctx context.Context, rdb redis.UniversalClient, wc *
 	return out, nil
 }
 
+// stepEvents returns the reader of the step events of the workflows
+// waited for on k, nil when k's settings have events off (WORKER_EVENTS,
+// the workers' setting): there are none to follow.
+func stepEvents(k *conn) *events.Client {
+	if !k.cfg.Worker.Events {
+		return nil
+	}
+	return events.NewClient(k.m.Client(), events.ClientOptions{})
+}
+
 // followWorkflow waits for workflow id to be final, as wc.Wait does, but
-// following the events of its steps (read by reader, through rdb): it reads
-// the workflow's state again as soon as one of its steps ends (its final
+// following the events of its steps (read by reader): it reads the
+// workflow's state again as soon as one of its steps ends (its final
 // event, which the worker publishes once it has recorded the step), and
-// every stateCheck, which covers workers with events off and the
-// workflow's cancellation. progress, when not nil, gets each state whose
-// done count or status changed. It returns the last state read, and the
-// error of wc.Get or ctx's.
-func followWorkflow(ctx context.Context, rdb redis.UniversalClient, reader *events.Client, wc *workflow.Client,
+// every stateCheck, which covers events trimmed from a stream and the
+// workflow's cancellation. When a step's queue has no event stream (or an
+// unreadable one) when the wait begins, its workers may have events off:
+// the state is read every workflowPoll instead, as polling did. With
+// reader nil (events off) it polls, as wc.Wait every workflowPoll.
+// progress, when not nil, gets each state whose done count or status
+// changed. It returns the last state read, and the error of wc.Get or
+// ctx's.
+func (c *cli) followWorkflow(ctx context.Context, reader *events.Client, wc *workflow.Client,
 	id string, progress func(*workflow.State)) (*workflow.State, error) {
+	if reader == nil {
+		return wc.Wait(ctx, id, workflowPoll, progress)
+	}
 	queues, err := stepQueues(ctx, wc, id)
 	if err != nil {
 		return nil, err
 	}
 	// Each stream's position before the first read of the state: a step
 	// that ends after the read is in a stream after its position.
+	every := c.checkEvery()
 	after := make([]string, len(queues))
 	for i, q := range queues {
 		last, err := reader.LastID(ctx, q)
 		if err != nil {
-			last = "" // unreadable: from when the watch starts; the state check covers the rest
+			last = "" // unreadable: from when the watch starts
+		}
+		if last == "" || last == noStream {
+			every = min(every, workflowPoll)
 		}
 		after[i] = last
 	}
@@ -178,7 +201,7 @@ func followWorkflow(ctx context.Context, rdb redis.UniversalClient, reader *even
 			}
 		}()
 	}
-	tick := time.NewTicker(stateCheck)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var last *workflow.State
 	for {

@@ -99,7 +99,8 @@
 //	forgeq_queue_scrape_age_seconds                      gauge
 //	forgeq_queue_scrape_duration_seconds                 gauge
 //	forgeq_http_requests_total{route,method,code}        counter
-//	forgeq_http_request_duration_seconds{route,method}   histogram
+//	forgeq_http_request_duration_seconds{route,method}   histogram (not of event streams:
+//	                                                     see [Metrics.HTTPMiddleware])
 //
 // the same queue reads under the names of asynq's own exporter
 // (github.com/hibiken/asynq/x/metrics), which the asynqmon dashboard's

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"mime"
 	"net/http"
 	"strconv"
 	"time"
@@ -52,6 +53,12 @@ func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
 // forgeq_http_requests_total and times them in
 // forgeq_http_request_duration_seconds.
 //
+// A response that is an event stream (Content-Type text/event-stream, such
+// as the web's task events) is counted when it ends but not timed: it
+// lasts as long as the client follows it, which says nothing of how fast
+// requests are served. An error answer of such a route (a 404 in JSON) is
+// timed as any other.
+//
 // route names the route of a request. It is called after the handler
 // returns, so it can read r.Pattern, which an http.ServeMux inside the
 // middleware sets on the request it is given. It must return few distinct
@@ -87,7 +94,9 @@ func (x *Metrics) HTTPMiddleware(route func(*http.Request) string) func(http.Han
 				}
 				method := methodLabel(r.Method)
 				m.requests.WithLabelValues(name, method, statusClass(code)).Inc()
-				observe(r.Context(), m.duration.WithLabelValues(name, method), time.Since(start).Seconds())
+				if !sw.stream {
+					observe(r.Context(), m.duration.WithLabelValues(name, method), time.Since(start).Seconds())
+				}
 			}()
 			next.ServeHTTP(sw, r)
 			finished = true
@@ -113,18 +122,22 @@ func statusClass(code int) string {
 	return strconv.Itoa(code/100) + "xx"
 }
 
-// statusWriter records the status code a handler sends. Unwrap lets
-// http.ResponseController reach the underlying writer's Flush, Hijack and
-// deadlines.
+// eventStream is the media type of Server-Sent Events responses.
+const eventStream = "text/event-stream"
+
+// statusWriter records the status code a handler sends, and whether the
+// response is an event stream. Unwrap lets http.ResponseController reach
+// the underlying writer's Flush, Hijack and deadlines.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	stream bool // sent with Content-Type text/event-stream
 }
 
 // WriteHeader records the first final status code and passes it on.
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 && code >= 200 {
-		w.status = code
+		w.noteStatus(code)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -132,7 +145,7 @@ func (w *statusWriter) WriteHeader(code int) {
 // Write records an implicit 200 and passes b on.
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.noteStatus(http.StatusOK)
 	}
 	return w.ResponseWriter.Write(b)
 }
@@ -140,9 +153,16 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // Flush flushes the underlying writer when it can.
 func (w *statusWriter) Flush() {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.noteStatus(http.StatusOK)
 	}
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// noteStatus records code, the status sent, and the media type sent with it.
+func (w *statusWriter) noteStatus(code int) {
+	w.status = code
+	mt, _, _ := mime.ParseMediaType(w.Header().Get("Content-Type"))
+	w.stream = mt == eventStream
 }
 
 // Unwrap returns the underlying writer, for http.ResponseController.

@@ -142,3 +142,36 @@ func TestHTTPMiddlewareCustomRoute(t *testing.T) {
 		t.Errorf("requests (-want +got):\n%s", diff)
 	}
 }
+
+// TestHTTPMiddlewareEventStream checks that an event stream is counted
+// but not timed, while the same route's errors are timed as usual.
+func TestHTTPMiddlewareEventStream(t *testing.T) {
+	t.Parallel()
+	b := setup(t, metrics.Options{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /events/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("id") == "nope" {
+			http.Error(w, "no such stream", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+		w.Write([]byte("event: state\ndata: {}\n\n"))
+	})
+	h := b.x.HTTPMiddleware(nil)(mux)
+	for _, p := range []string{"/events/1", "/events/2", "/events/nope"} {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", p, nil))
+	}
+
+	got := samples(t, b.x.Registry(), "forgeq_http_requests_total")
+	want := map[string]float64{
+		`forgeq_http_requests_total{code="2xx",method="GET",route="GET /events/{id}"}`: 2,
+		`forgeq_http_requests_total{code="4xx",method="GET",route="GET /events/{id}"}`: 1,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("requests (-want +got):\n%s", diff)
+	}
+	durations := samples(t, b.x.Registry(), "forgeq_http_request_duration_seconds")
+	if n := durations[`forgeq_http_request_duration_seconds_count{method="GET",route="GET /events/{id}"}`]; n != 1 {
+		t.Errorf("duration samples = %v, want the 404 alone", durations)
+	}
+}
