@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -15,47 +14,49 @@ import (
 )
 
 // taskEvents publishes the lifecycle events of the tasks the worker runs
-// (package events): two middlewares and a hook on the retry delay.
+// (package events): a middleware around the mux, a call from the limits,
+// and a hook on the retry delay.
 //
-//   - middleware, just inside the mux's logging one, sees what every
-//     other middleware made of the handler's error (and its panic) and
-//     publishes the end of the attempt: succeeded with the result,
-//     failed then archived, failed then (through retriedEvents) retried,
-//     or cancelled. It puts the publisher in the ctx for the progress
-//     reports (tasks.ReportProgress). A postponed task, or one requeued
-//     by a shutdown, publishes nothing.
-//   - started, inside the limits, publishes started once the handler
-//     really runs: a task the limits postpone has not started.
+//   - middleware, around the mux and so outside its logging middleware,
+//     sees what every middleware made of the handler's error (a panic
+//     made an error by the logging one) and publishes the end of the
+//     attempt: succeeded with the result, failed then archived, failed
+//     then (through retriedEvents) retried, or cancelled. It puts the
+//     attempt in the ctx for the progress reports (tasks.ReportProgress)
+//     and the result (taskctx.SetResult). A postponed task, or one
+//     requeued by a shutdown, publishes nothing.
+//   - started: middleware publishes it as the attempt begins, but for
+//     the types with limits, whose tasks the limits may postpone: the
+//     limits publish it (publishStarted) once past them. A task the
+//     limits postpone has not started.
 //   - retriedEvents, around the server's RetryDelayFunc, publishes
 //     retried with the time of the next attempt.
 //
-// The work is done in helpers that are not inlined: an Event is a few
-// hundred bytes, and the middlewares' own frames stay on the stack under
-// the handler, whose goroutine asynq starts for each task with a small
-// stack.
+// Nothing of it stays on the handler's stack but middleware's small
+// frame: the work is done in helpers that are not inlined (an Event is a
+// few hundred bytes), and asynq starts a goroutine with a small stack for
+// each task, which a deeper handler stack would make grow (a copy) more
+// often.
 type taskEvents struct {
-	pub *events.Publisher
+	pub     *events.Publisher
+	limited func(taskType string) bool // the types with limits
 }
 
-// middleware publishes the end of each attempt; see taskEvents.
+// middleware publishes the start (but see taskEvents) and the end of each
+// attempt.
 func (te taskEvents) middleware(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		hctx, a := te.begin(ctx, t)
 		if a == nil {
 			return next.ProcessTask(ctx, t)
 		}
-		defer func() {
-			if p := recover(); p != nil {
-				te.panicked(ctx, a, t, p)
-				panic(p)
-			}
-		}()
 		return te.end(ctx, a, next.ProcessTask(hctx, t))
 	})
 }
 
 // begin returns the handler's ctx and the attempt of the task under ctx,
-// or a nil attempt outside an asynq server.
+// or a nil attempt outside an asynq server, and publishes the attempt's
+// started event unless the task's type has limits.
 //
 //go:noinline
 func (te taskEvents) begin(ctx context.Context, t *asynq.Task) (context.Context, *taskctx.Attempt) {
@@ -69,18 +70,16 @@ func (te taskEvents) begin(ctx context.Context, t *asynq.Task) (context.Context,
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		a.Base.TraceID = sc.TraceID().String()
 	}
+	if te.limited == nil || !te.limited(t.Type()) {
+		e := a.Base
+		e.Kind = events.Started
+		te.pub.Publish(e)
+	}
 	return taskctx.WithAttempt(ctx, a), a
 }
 
-// started publishes the started event of each attempt that runs.
-func (te taskEvents) started(next asynq.Handler) asynq.Handler {
-	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-		publishStarted(ctx)
-		return next.ProcessTask(ctx, t)
-	})
-}
-
-// publishStarted publishes the started event of the attempt under ctx.
+// publishStarted publishes the started event of the attempt under ctx, if
+// any: the limits call it once a task is past them.
 //
 //go:noinline
 func publishStarted(ctx context.Context) {
@@ -88,21 +87,6 @@ func publishStarted(ctx context.Context) {
 		e := *base
 		e.Kind = events.Started
 		pub.Publish(e)
-	}
-}
-
-// panicked publishes the end of an attempt whose handler panicked with p
-// (the logging middleware outside turns it into this error).
-//
-//go:noinline
-func (te taskEvents) panicked(ctx context.Context, a *taskctx.Attempt, t *asynq.Task, p any) {
-	err := te.end(ctx, a, fmt.Errorf("%s: handler panic: %v", t.Type(), p))
-	if note, ok := err.(*retryNote); ok {
-		// asynq retries it, but no retryNote reaches its RetryDelayFunc:
-		// retried, without the time.
-		e := note.e
-		e.Kind = events.Retried
-		te.pub.Publish(e)
 	}
 }
 

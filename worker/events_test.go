@@ -66,7 +66,12 @@ func eventsApp(started chan<- string, release <-chan struct{}) *worker.App {
 				return nil, ctx.Err()
 			}
 		}, asynq.MaxRetry(0))
-	return worker.New("events").Register(ok, flaky, fail, panics, revoke, wait)
+	// One task an hour: the second is postponed before it starts.
+	limited := tasks.Define("test:ev-limited", "Succeeds, once an hour.",
+		func(context.Context, tasks.Deps, evPayload) ([]byte, error) {
+			return []byte("done"), nil
+		}).RateLimit(1, time.Hour)
+	return worker.New("events").Register(ok, flaky, fail, panics, revoke, wait, limited)
 }
 
 // enqueue enqueues a task of typ through the worker's Enqueuer (which
@@ -210,6 +215,41 @@ func TestTaskEvents(t *testing.T) {
 		}
 		if want := "test:ev-panic: handler panic: oops"; es[2].Error != want {
 			t.Errorf("archived event's error = %q, want %q", es[2].Error, want)
+		}
+	})
+
+	t.Run("limited", func(t *testing.T) {
+		t.Parallel()
+		// Started once past the limits; a postponed task has not started.
+		first := enqueue(t, r.Services, "test:ev-limited")
+		if diff := cmp.Diff([]events.Kind{sta, suc}, eventKinds(taskEvents(t, c, first.Queue, first.ID))); diff != "" {
+			t.Fatalf("first task's kinds (-want +got):\n%s", diff)
+		}
+		second := enqueue(t, r.Services, "test:ev-limited")
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			ti, err := r.Inspector.GetTaskInfo(second.Queue, second.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ti.State == asynq.TaskStateRetry || ti.State == asynq.TaskStateScheduled {
+				break // postponed
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("second task not postponed after 20s: %v", ti.State)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond) // the publisher writes within a few ms
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		for e, err := range c.Watch(ctx, second.Queue, second.ID, "0") {
+			if err != nil {
+				break // ctx ended: every event read
+			}
+			if e.Kind != events.Enqueued {
+				t.Errorf("postponed task's event %+v, want only enqueued", e)
+			}
 		}
 	})
 

@@ -233,6 +233,7 @@ func (l *limiter) process(ctx context.Context, d *tasks.Definition, next asynq.H
 	key, err := d.ConcurrencyKey(t.Payload())
 	if err != nil {
 		// The handler refuses the payload for good (asynq.SkipRetry).
+		publishStarted(ctx)
 		return next.ProcessTask(ctx, t)
 	}
 	id, queue := l.task(ctx)
@@ -270,6 +271,9 @@ func (l *limiter) process(ctx context.Context, d *tasks.Definition, next asynq.H
 		}
 		l.rateAllowed(ctx, d.Type(), queue+"\x00"+id, r)
 	}
+	// Past the limits: the attempt starts (its started event; see
+	// taskEvents).
+	publishStarted(ctx)
 	if len(keys) == 0 {
 		return next.ProcessTask(ctx, t)
 	}
@@ -279,6 +283,16 @@ func (l *limiter) process(ctx context.Context, d *tasks.Definition, next asynq.H
 		l.release(ctx, keys, id, true)
 	}()
 	return next.ProcessTask(ctx, t)
+}
+
+// limits reports whether tasks of type typ have limits, which may
+// postpone them before they start. A nil l has none.
+func (l *limiter) limits(typ string) bool {
+	if l == nil {
+		return false
+	}
+	_, ok := l.defs[typ]
+	return ok
 }
 
 // rateWaitKey is the waiting set of typ's rate limit.

@@ -330,7 +330,7 @@ func TestNewMuxPostponed(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	lim := newLimiter(rdb, reg, zap.NewNop())
 	lim.task = testTaskOf
-	mux := newMux(reg, tasks.Deps{Cache: m, Logger: zap.New(core)}, x, nil, nil, nil, nil, lim.middleware(), nil)
+	mux := newMux(reg, tasks.Deps{Cache: m, Logger: zap.New(core)}, x, nil, nil, nil, nil, lim, nil)
 	for _, id := range []string{"a", "b"} {
 		err := mux.ProcessTask(taskContext(id, "default"), asynq.NewTask("test:rated", []byte("{}")))
 		if (err == nil) != (id == "a") {

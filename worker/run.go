@@ -254,7 +254,7 @@ func (a *App) run(ctx context.Context, args []string, env Env) (err error) {
 	own := append([]asynq.MiddlewareFunc{newDedupRelease(m.Client(), logger.Named("dedup")).middleware}, a.middleware...)
 	// Outermost: each attempt's span (and the request id) for everything
 	// inside, the log line and metrics included.
-	handlers := newInflight(tp.Middleware()(newMux(reg, deps, x, evpub, rec, flows.Middleware(), cancels.middleware, limits.middleware(), own)))
+	handlers := newInflight(tp.Middleware()(newMux(reg, deps, x, evpub, rec, flows.Middleware(), cancels.middleware, limits, own)))
 	// The scheduler runs even without entries of the program's own: the
 	// entries stored in Redis (package schedule) may come at any time.
 	sched := newScheduler(enq, periodics, logger)

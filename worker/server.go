@@ -101,25 +101,20 @@ func healthCheck(log *zap.Logger) func(error) {
 }
 
 // newMux returns the worker's handler for every type of reg: tasks.NewMux,
-// whose middleware logs each task once, with the task events middleware
-// inside it (when evs is not nil; it publishes each attempt's end and
-// passes a panic on), then x's metrics middleware, then rec's (when not nil), which logs and counts the tasks recovered
-// from a dead worker, then flows (when not nil: the workflow middleware,
-// which passes a panic on), then cancel (when not nil: the cancellation
-// middleware, worker/cancel.go), then limits (when not nil: the declared
-// rate limits and concurrency caps, worker/limits.go), then the started
-// event's middleware (with evs), then the App's own middleware. asynq runs middleware
+// whose middleware logs each task once, then x's metrics middleware, then
+// rec's (when not nil), which logs and counts the tasks recovered from a
+// dead worker, then flows (when not nil: the workflow middleware, which
+// passes a panic on), then cancel (when not nil: the cancellation
+// middleware, worker/cancel.go), then lim's (when not nil: the declared
+// rate limits and concurrency caps, worker/limits.go), then the App's own
+// middleware; and, when evs is not nil, the task events middleware around
+// it all (worker/events.go), which publishes each attempt's end as the
+// logging middleware returns it (a panic made an error). asynq runs middleware
 // in the order of Use, the first outermost, so the metrics middleware sees
 // a panic of a handler (or of the App's middleware) before the logging one
 // turns it into an error, and counts it with outcome "panic".
-func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics, evs *events.Publisher, rec *recoveries, flows, cancel, limits asynq.MiddlewareFunc, own []asynq.MiddlewareFunc) *asynq.ServeMux {
+func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics, evs *events.Publisher, rec *recoveries, flows, cancel asynq.MiddlewareFunc, lim *limiter, own []asynq.MiddlewareFunc) asynq.Handler {
 	mux := tasks.NewMux(reg, deps)
-	// Task events (worker/events.go): the end of an attempt as the
-	// logging middleware sees it, the start once past the limits.
-	te := taskEvents{pub: evs}
-	if evs != nil {
-		mux.Use(te.middleware)
-	}
 	mux.Use(x.TaskMiddleware())
 	if rec != nil {
 		mux.Use(rec.middleware)
@@ -130,16 +125,19 @@ func newMux(reg *tasks.Registry, deps tasks.Deps, x *metrics.Metrics, evs *event
 	if cancel != nil {
 		mux.Use(cancel)
 	}
-	if limits != nil {
-		mux.Use(limits)
-	}
-	if evs != nil {
-		mux.Use(te.started)
+	if lim != nil {
+		mux.Use(lim.middleware())
 	}
 	if len(own) > 0 {
 		mux.Use(own...)
 	}
-	return mux
+	if evs == nil {
+		return mux
+	}
+	// Task events (worker/events.go), around the mux: the end of an
+	// attempt as the logging middleware returns it, the start once past
+	// the limits.
+	return taskEvents{pub: evs, limited: lim.limits}.middleware(mux)
 }
 
 // inflight wraps the worker's handler and counts the calls still running,
