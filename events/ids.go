@@ -72,13 +72,6 @@ func parseID(id string) (ms, seq uint64, ok bool) {
 	return ms, seq, err1 == nil && err2 == nil
 }
 
-// idLess reports whether stream entry id a comes before b.
-func idLess(a, b string) bool {
-	am, as, _ := parseID(a)
-	bm, bs, _ := parseID(b)
-	return am < bm || am == bm && as < bs
-}
-
 // nextID returns the smallest entry id after id, for an exclusive XRANGE
 // start that works on every Redis version.
 func nextID(id string) string {
