@@ -117,17 +117,24 @@ func (c *cli) checkEvery() time.Duration {
 	return stateCheck
 }
 
-// checkSchedule is when wait reads the task's state: every every, or,
-// when fast, on pollWait's schedule (poll is the next pause). It is not
-// safe for concurrent use.
+// checkSchedule is when wait reads the task's state: every every, the
+// first time after events.EarlyCheck (see there: an end whose final event
+// came just before the stream's position was read), or, when fast, on
+// pollWait's schedule (poll is the next pause). It is not safe for
+// concurrent use.
 type checkSchedule struct {
 	every, poll time.Duration
 	fast        bool
+	checked     bool // a read after the first one was scheduled
 }
 
 // next returns the pause before the next read.
 func (s *checkSchedule) next() time.Duration {
 	if !s.fast {
+		if !s.checked {
+			s.checked = true
+			return min(events.EarlyCheck, s.every)
+		}
 		return s.every
 	}
 	d := s.poll

@@ -301,6 +301,7 @@ func testWaitShowsProgress(t *testing.T, tb *testBundle) {
 const (
 	dbWaitNoEvents     = 58 // TestWaitWithoutEvents
 	dbWorkflowNoEvents = 59 // TestWorkflowWaitWithoutEvents
+	dbWaitEarlyCheck   = 60 // TestWaitEarlyCheck
 )
 
 // silentQueue is the queue of the servers that publish no task events.
@@ -423,5 +424,42 @@ func TestWaitWithoutEvents(t *testing.T) {
 				t.Errorf("stdout %q, want the completed task", out)
 			}
 		})
+	}
+}
+
+// TestWaitEarlyCheck checks the race events.EarlyCheck covers: the task's
+// final event is in the stream before the wait reads its position, and
+// asynq records the end just after the wait's first state read (here the
+// task is archived then). With the state read once an hour otherwise, only
+// the early check can see the end.
+func TestWaitEarlyCheck(t *testing.T) {
+	tb := setup(t, dbWaitEarlyCheck)
+	var stderr syncBuffer
+	c, k := waitConn(t, map[string]string{"REDIS_CONNECTION_URL": tb.url}, &stderr)
+	const queue = "early"
+	info, err := asynq.NewClientFromRedisClient(tb.rdb).EnqueueContext(context.Background(),
+		asynq.NewTask(typeHold, nil), asynq.Queue(queue), asynq.MaxRetry(0), asynq.Retention(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := events.NewPublisher(tb.rdb, events.PublisherOptions{})
+	defer pub.Close()
+	pub.Publish(events.Event{Kind: events.Archived, Queue: queue, TaskID: info.ID, Attempt: 1, Error: "boom"})
+	if err := pub.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan error, 1)
+	go func() { out <- c.wait(context.Background(), k, info, time.Minute) }()
+	time.Sleep(25 * time.Millisecond) // after the first state read, most likely (EarlyCheck is 100 ms)
+	if err := asynq.NewInspectorFromRedisClient(tb.rdb).ArchiveTask(queue, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-out:
+		if err == nil {
+			t.Fatalf("wait = nil for an archived task; stdout %q", c.stdout.(*syncBuffer).String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("wait did not read the state again")
 	}
 }
