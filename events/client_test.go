@@ -261,7 +261,7 @@ func (s waitSetup) waitAsync(ctx context.Context) <-chan waitOutcome {
 	out := make(chan waitOutcome, 1)
 	go func() {
 		res, err := s.c.WaitResult(ctx, s.queue, s.id)
-		out <- waitOutcome{res, err, time.Now()}
+		out <- waitOutcome{res, err}
 	}()
 	return out
 }
@@ -269,7 +269,6 @@ func (s waitSetup) waitAsync(ctx context.Context) <-chan waitOutcome {
 type waitOutcome struct {
 	res []byte
 	err error
-	at  time.Time
 }
 
 // slow is a CheckInterval no test waits for: the answers they expect come
@@ -296,13 +295,9 @@ func TestWaitResultAlreadyDone(t *testing.T) {
 		insp := asynq.NewInspectorFromRedisClient(rdb)
 		waitState(t, insp, q, info.ID, asynq.TaskStateCompleted)
 		c := events.NewClient(rdb, events.ClientOptions{CheckInterval: slow})
-		start := time.Now()
 		res, err := c.WaitResult(context.Background(), q, info.ID)
 		if err != nil || string(res) != "the result" {
 			t.Fatalf("WaitResult = %q, %v; want the result", res, err)
-		}
-		if d := time.Since(start); d > 100*time.Millisecond {
-			t.Errorf("WaitResult of a completed task took %v", d)
 		}
 	})
 
@@ -381,15 +376,13 @@ func TestWaitResultDoneLater(t *testing.T) {
 		t.Fatalf("WaitResult returned %q, %v before the end", o.res, o.err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	sent := time.Now()
+	// The task stays pending in asynq and the state is read once an hour
+	// (but for the early check, long past): only the event can end it.
 	s.publish(t, events.Event{Kind: events.Succeeded, Attempt: 1, Result: []byte("done")})
 	select {
 	case o := <-out:
 		if o.err != nil || string(o.res) != "done" {
 			t.Fatalf("WaitResult = %q, %v; want done", o.res, o.err)
-		}
-		if d := o.at.Sub(sent); d > 50*time.Millisecond {
-			t.Errorf("WaitResult returned %v after the succeeded event", d)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("WaitResult did not return 5s after the succeeded event")
@@ -416,15 +409,11 @@ func TestWaitResultContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := s.waitAsync(ctx)
 	time.Sleep(100 * time.Millisecond)
-	cancelled := time.Now()
 	cancel()
 	select {
 	case o := <-out:
 		if !errors.Is(o.err, context.Canceled) {
 			t.Errorf("WaitResult error = %v, want context.Canceled", o.err)
-		}
-		if d := o.at.Sub(cancelled); d > 50*time.Millisecond {
-			t.Errorf("WaitResult returned %v after its ctx was cancelled", d)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("WaitResult did not return after its ctx was cancelled")

@@ -24,10 +24,7 @@ const dbWaitWorker = 48
 // TestWaitWithWorker runs a real worker (with its task events on, the
 // default) and `enqueue --wait` against it: the handler reports progress
 // in five steps and, after each, holds the task until the command's bar
-// shows the step, within 250ms of the report each time (the command's state
-// check runs once a second: only the worker's progress events get there so
-// fast, five times in a row); then the command prints the result and
-// exits 0.
+// shows the step; then the command prints the result and exits 0.
 func TestWaitWithWorker(t *testing.T) {
 	url := redistest.URL(t, dbWaitWorker)
 	var stdout, stderr proctest.Buffer
@@ -75,12 +72,12 @@ func TestWaitWithWorker(t *testing.T) {
 		t.Fatalf("exit %d; stdout %q; stderr %q", code, stdout.String(), stderr.String())
 	}
 	close(reports)
+	// How soon each step shows (events, not the state check) is
+	// TestWaitFollowsEvents's and BenchmarkWaitLatency's; here, that each
+	// does.
 	n := 0
-	for r := range reports {
+	for range reports {
 		n++
-		if r.after > 250*time.Millisecond {
-			t.Errorf("step %d reached the bar %v after the report, want under 250ms", r.step, r.after)
-		}
 	}
 	if n != 5 {
 		t.Errorf("%d steps shown, want 5", n)
