@@ -93,3 +93,16 @@ func ExampleClient_WaitResult() {
 	// succeeded
 	// exit code 0
 }
+
+// CheckID tells an event's ID or a stream position (what Watch, HasNewer
+// and the web's Last-Event-ID take) from anything else, with an error
+// naming the bad value.
+func ExampleCheckID() {
+	for _, id := range []string{"1733571234567-0:3", "1733571234567-0", "12; DROP"} {
+		fmt.Println(id, "->", events.CheckID(id))
+	}
+	// Output:
+	// 1733571234567-0:3 -> <nil>
+	// 1733571234567-0 -> <nil>
+	// 12; DROP -> events: "12; DROP" is not an event id (such as 1733571234567-0:0) or a stream position (such as 1733571234567-0)
+}
