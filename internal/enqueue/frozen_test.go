@@ -90,11 +90,14 @@ func TestBulkFrozenRedis(t *testing.T) {
 				default:
 				}
 				// Stopping takes about 2 socket timeouts (the batch on the
-				// wire, then the probe); writing the summary and the resend
-				// file takes the rest, longer under -race next to the
-				// package's other tests.
-				if limit := 3*socketTimeout + socketTimeout/2; took > limit {
-					t.Errorf("the run ended %v after the freeze, want within about 3 socket timeouts (%v)", took, limit)
+				// wire, then the probe), closing the events publisher one
+				// at most; writing the summary and the resend file takes
+				// the rest, much longer under -race next to the other
+				// packages' tests (4.3 s seen in CI). The bound is loose
+				// on purpose: it catches a wait for a write timeout (the
+				// publisher's is 5 s) or for the thaw, not a slow machine.
+				if limit := 6 * socketTimeout; took > limit {
+					t.Errorf("the run ended %v after the freeze, want within about 3 socket timeouts (%v at most)", took, limit)
 				}
 			}
 			<-thawed
