@@ -306,7 +306,7 @@ func (c *Client) check(ctx context.Context, queue, taskID string, gone bool) (re
 		c.log.Debug("task state not read", zap.String("queue", queue), zap.String("task_id", taskID), zap.Error(err))
 		return nil, nil, false // the events still come
 	}
-	e, seen, err := c.lookBack(ctx, queue, taskID)
+	e, seen, err := c.Lookup(ctx, queue, taskID)
 	switch {
 	case err != nil:
 		if ctx.Err() != nil {
@@ -329,14 +329,8 @@ func (c *Client) check(ctx context.Context, queue, taskID string, gone bool) (re
 // whole stream (at most WORKER_EVENTS_MAX_LEN entries) when it holds no
 // final event of the task.
 func (c *Client) Lookup(ctx context.Context, queue, taskID string) (final Event, seen bool, err error) {
-	return c.lookBack(ctx, queue, taskID)
-}
-
-// lookBack is Lookup.
-func (c *Client) lookBack(ctx context.Context, queue, taskID string) (Event, bool, error) {
 	key := StreamKey(queue)
 	end := "+"
-	seen := false
 	var evs []Event
 	for {
 		msgs, err := c.rdb.XRevRangeN(ctx, key, end, "-", readCount).Result()

@@ -70,16 +70,16 @@ func (te taskEvents) begin(ctx context.Context, t *asynq.Task) (context.Context,
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		a.Base.TraceID = sc.TraceID().String()
 	}
+	hctx := taskctx.WithAttempt(ctx, a)
 	if te.limited == nil || !te.limited(t.Type()) {
-		e := a.Base
-		e.Kind = events.Started
-		te.pub.Publish(e)
+		publishStarted(hctx)
 	}
-	return taskctx.WithAttempt(ctx, a), a
+	return hctx, a
 }
 
 // publishStarted publishes the started event of the attempt under ctx, if
-// any: the limits call it once a task is past them.
+// any: begin calls it, or, for the types with limits, the limits once a
+// task is past them.
 //
 //go:noinline
 func publishStarted(ctx context.Context) {
